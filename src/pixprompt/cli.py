@@ -1,0 +1,235 @@
+"""The `pixprompt` command: one sub-command per job, registered in COMMANDS."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from pixprompt import progress
+from pixprompt.errors import PixpromptError, UsageError
+
+log = logging.getLogger("pixprompt")
+
+
+@dataclass(frozen=True)
+class Command:
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def command(name: str, help: str, add_arguments: Callable[[argparse.ArgumentParser], None]):
+    """Register a sub-command's handler under `name`."""
+    def register(run: Callable[[argparse.Namespace], int]):
+        COMMANDS[name] = Command(help, add_arguments, run)
+        return run
+    return register
+
+
+# -- shared option groups ---------------------------------------------------------------------------
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", "-m", required=True,
+                       help="open_clip name (ViT-B-32), hf-hub:org/repo, local-dir:PATH, a transformers id "
+                            "(openai/clip-vit-base-patch32) or a local model folder")
+    group.add_argument("--pretrained", "-p", help="open_clip pretrained tag (openai, laion2b_s34b_b79k, webli…)")
+    group.add_argument("--backend", choices=["open_clip", "transformers"], help="override backend detection")
+    group.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    group.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
+                       help="auto: fp16 on CUDA, fp32 elsewhere")
+    group.add_argument("--cache-dir", help="where model weights are downloaded (default: the HF cache)")
+    group.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
+    group.add_argument("--workers", type=int, help="image decoding processes (default: cores - 1)")
+
+
+def add_prompt_options(parser: argparse.ArgumentParser, default_templates: str | None) -> None:
+    group = parser.add_argument_group("prompts")
+    group.add_argument("--templates", "-t", default=default_templates,
+                       help="comma-separated template sets (raw, standard, clip80, clip7, imagenet, cifar10, "
+                            "cifar100) or files (one template per line, or a JSON list); one result per set")
+    group.add_argument("--descriptions", help="JSON file mapping each class to a list of sentences (CuPL)")
+    group.add_argument("--ensemble", default="embedding", choices=["embedding", "logits", "vote"],
+                       help="how a class's prompts are combined (default: embedding)")
+
+
+def add_format_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--json", dest="format", action="store_const", const="json", help="JSON on stdout")
+    group.add_argument("--csv", dest="format", action="store_const", const="csv", help="CSV on stdout")
+    group.add_argument("--markdown", dest="format", action="store_const", const="markdown",
+                       help="Markdown table on stdout")
+    parser.set_defaults(format="table")
+
+
+def model_from_args(args: argparse.Namespace):
+    from pixprompt.models import load_model
+
+    return load_model(args.model, args.pretrained, backend=args.backend, device=args.device,
+                      precision=args.precision, cache_dir=args.cache_dir)
+
+
+def prompt_sets_from_args(args: argparse.Namespace, default: str = "standard"):
+    from pixprompt.prompts import load_descriptions, resolve_templates
+
+    sets = resolve_templates(args.templates or default) if (args.templates or not args.descriptions) else []
+    if args.descriptions:
+        sets.append(load_descriptions(args.descriptions))
+    return sets
+
+
+# -- models ---------------------------------------------------------------------------------------
+def _models_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--filter", "-f", default="", help="only entries containing this text")
+    add_format_options(parser)
+
+
+@command("models", "list loadable models with their facts (nothing is downloaded)", _models_arguments)
+def run_models(args: argparse.Namespace) -> int:
+    from pixprompt.models.catalog import list_models
+    from pixprompt.paths import cache_root
+    from pixprompt.reports import emit
+
+    rows = [info.to_dict() for info in list_models(args.filter, cache_root() / "model_params.json")]
+    if not rows:
+        raise UsageError(f"no model matches {args.filter!r}: try a shorter --filter")
+    emit(rows, args.format, ["backend", "name", "pretrained", "quick_gelu", "image_size", "embed_dim", "params",
+                             "context_length", "scoring"])
+    return 0
+
+
+# -- classify -------------------------------------------------------------------------------------
+def _classify_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", help="image files, folders (recursive) or glob patterns")
+    add_model_options(parser)
+    labels = parser.add_argument_group("labels")
+    labels.add_argument("--labels", "-l", help="comma-separated class names")
+    labels.add_argument("--labels-file", help="text file with one class name per line (UTF-8)")
+    labels.add_argument("--dataset", help="use a dataset's class names (imagenet, cifar10, …)")
+    add_prompt_options(parser, None)
+    parser.add_argument("--top-k", "-k", type=int, default=5, help="classes shown per image (default 5)")
+    parser.add_argument("--classifier", help="classifier file: loaded if it matches, else built and saved")
+    add_format_options(parser)
+
+
+def _classnames_from_args(args: argparse.Namespace) -> tuple[list[str], str | None]:
+    """Class names and the default template set that comes with them."""
+    from pixprompt.prompts import parse_labels
+
+    if args.dataset:
+        if args.labels or args.labels_file:
+            raise UsageError("give class names by --dataset or by --labels/--labels-file, not both")
+        from pixprompt.data.datasets import dataset_classnames
+
+        return dataset_classnames(args.dataset)
+    return parse_labels(args.labels, args.labels_file), None
+
+
+@command("classify", "classify images with class names and prompt templates", _classify_arguments)
+def run_classify(args: argparse.Namespace) -> int:
+    from pixprompt.data import collect_images
+    from pixprompt.evaluation import classify
+    from pixprompt.prompts.store import classifier_for
+    from pixprompt.reports import emit
+
+    classnames, dataset_templates = _classnames_from_args(args)
+    prompt_sets = prompt_sets_from_args(args, default=dataset_templates or "standard")
+    paths = collect_images(args.inputs)
+    model = model_from_args(args)
+    rows, failed = [], 0
+    for prompt_set in prompt_sets:
+        classifier = classifier_for(model, classnames, prompt_set, args.classifier)
+        for prediction in classify(model, classifier, paths, args.top_k, args.ensemble, args.batch_size,
+                                   args.workers):
+            failed += prediction.error is not None
+            row = {"image": prediction.path, "templates": prompt_set.name}
+            if prediction.error:
+                row["error"] = prediction.error
+            else:
+                row["top"] = [{"label": label, "probability": p}
+                              for label, p in zip(prediction.labels, prediction.probabilities)]
+            rows.append(row)
+    if args.format in ("table", "csv", "markdown"):
+        rows = [{"image": r["image"], "templates": r["templates"], "rank": rank + 1, "label": top["label"],
+                 "probability": round(top["probability"], 4)}
+                for r in rows for rank, top in enumerate(r.get("top", []))] + \
+               [{"image": r["image"], "templates": r["templates"], "error": r["error"]} for r in rows if "error" in r]
+    emit(rows, args.format, None if args.format == "json" else
+         ["image", "templates", "rank", "label", "probability", "error"])
+    if failed:
+        log.error("%d of %d image(s) could not be classified", failed // len(prompt_sets), len(paths))
+        return 1
+    return 0
+
+
+# -- entry point ----------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    from pixprompt import __version__
+
+    parser = argparse.ArgumentParser(prog="pixprompt", description="Zero-shot image classification with "
+                                     "CLIP-like vision-language models.")
+    parser.add_argument("--version", action="version", version=f"pixprompt {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    verbosity = common.add_mutually_exclusive_group()
+    verbosity.add_argument("--quiet", "-q", action="store_true", help="no progress bars, errors only")
+    verbosity.add_argument("--verbose", "-v", action="store_true", help="more detail on stderr")
+    common.add_argument("--debug", action="store_true", help="show tracebacks")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, spec in COMMANDS.items():
+        sub = subparsers.add_parser(name, help=spec.help, description=spec.help, parents=[common])
+        spec.add_arguments(sub)
+        sub.set_defaults(run=spec.run)
+    return parser
+
+
+def configure_logging(args: argparse.Namespace) -> None:
+    """Logs go to stderr so that stdout carries only results; libraries are kept quiet unless --debug."""
+    level = logging.ERROR if args.quiet else logging.DEBUG if args.debug else \
+        logging.INFO if args.verbose else logging.WARNING
+    logging.basicConfig(level=level, format="pixprompt: %(levelname)s: %(message)s", stream=sys.stderr,
+                        force=True)
+    if not args.debug:
+        for noisy in ("root", "open_clip", "transformers", "huggingface_hub", "timm", "urllib3", "httpx"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
+        logging.getLogger().setLevel(logging.ERROR)
+        logging.getLogger("pixprompt").setLevel(level)
+        try:
+            import transformers
+
+            transformers.logging.set_verbosity_error()
+            transformers.logging.disable_progress_bar()
+        except ImportError:
+            pass
+    progress.ENABLED = not args.quiet
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (0 ok, 1 some inputs failed, 2 usage, 3 model/data unavailable)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(args)
+    try:
+        return args.run(args)
+    except PixpromptError as error:
+        if args.debug:
+            raise
+        print(f"pixprompt: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("pixprompt: interrupted; finished work is kept in the cache", file=sys.stderr)
+        return 130
+    except Exception as error:  # never a traceback for users; --debug shows it
+        if args.debug:
+            raise
+        print(f"pixprompt: error: {type(error).__name__}: {error} (run again with --debug for details)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,29 @@
+"""Errors a user can act on, each with the process exit code the CLI returns for it.
+
+Exit codes: 0 success, 1 some inputs failed, 2 usage error, 3 model or data not available.
+"""
+from __future__ import annotations
+
+
+class PixpromptError(Exception):
+    """An error with a one-line message meant for the user; the CLI prints it without a traceback."""
+
+    exit_code = 1
+
+
+class UsageError(PixpromptError):
+    """Bad arguments, labels, templates or configuration (exit code 2)."""
+
+    exit_code = 2
+
+
+class UnavailableError(PixpromptError):
+    """A model, weights file or dataset that cannot be found or loaded (exit code 3)."""
+
+    exit_code = 3
+
+
+class InputFailedError(PixpromptError):
+    """Some inputs could not be processed (exit code 1)."""
+
+    exit_code = 1

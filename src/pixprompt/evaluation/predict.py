@@ -1,0 +1,47 @@
+"""Classify image files: encode → score with a zero-shot classifier → top-k rows."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from pixprompt.features.encoding import iter_encoded
+from pixprompt.models.base import VisionLanguageModel
+from pixprompt.prompts.classifier import ZeroShotClassifier
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The top-k classes of one image, or the error that kept it from being classified."""
+
+    path: str
+    labels: tuple[str, ...] = ()
+    probabilities: tuple[float, ...] = ()
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def classify(model: VisionLanguageModel, classifier: ZeroShotClassifier, paths: Sequence[Path],
+             top_k: int = 5, ensemble: str = "embedding", batch_size: int = 32,
+             workers: int | None = None) -> list[Prediction]:
+    """Predictions for each path in input order; files that cannot be read get an error row."""
+    top_k = max(1, min(top_k, classifier.num_classes))
+    rows: dict[int, Prediction] = {}
+    for batch in iter_encoded(model, paths, batch_size=batch_size, workers=workers):
+        for index, message in batch.failures:
+            rows[index] = Prediction(str(paths[index]), error=message)
+        if len(batch.indices) == 0:
+            continue
+        scores = classifier.scores(batch.features, ensemble)
+        probabilities = classifier.probabilities(scores, ensemble)
+        top = scores.topk(top_k, dim=1).indices
+        for row, index in enumerate(batch.indices.tolist()):
+            classes = top[row].tolist()
+            rows[index] = Prediction(
+                str(paths[index]),
+                labels=tuple(classifier.classnames[c] for c in classes),
+                probabilities=tuple(float(probabilities[row, c]) for c in classes),
+            )
+    return [rows[i] for i in range(len(paths))]

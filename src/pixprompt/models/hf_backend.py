@@ -1,0 +1,84 @@
+"""transformers backend: CLIP, SigLIP and SigLIP 2 (fixed resolution) by Hub id or local folder."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from PIL import Image
+
+from pixprompt.errors import UsageError
+from pixprompt.models.base import ModelInfo, VisionLanguageModel
+from pixprompt.models.device import PRECISIONS
+
+#: model_type → how its text is tokenised and its logits scored, as the authors trained it.
+#: SigLIP's text tower pools the last position, so prompts are padded to the fixed training length.
+TEXT_RULES: dict[str, dict[str, Any]] = {
+    "clip": {"padding": "longest", "scoring": "softmax"},
+    "siglip": {"padding": "max_length", "scoring": "sigmoid"},
+}
+
+
+def _features(output: Any) -> torch.Tensor:
+    """transformers ≥ 5 returns a model output with the projected `pooler_output`; older ones a tensor."""
+    return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+
+class TransformersModel(VisionLanguageModel):
+    """A dual encoder loaded with `AutoModel` and `AutoProcessor`."""
+
+    def __init__(self, model: torch.nn.Module, processor: Any, info: ModelInfo, device: torch.device,
+                 precision: str):
+        self.model = model.eval()
+        self.image_processor = processor.image_processor
+        self.tokenizer = processor.tokenizer
+        self.info = info
+        self.device = device
+        self.dtype = PRECISIONS[precision]
+        self._padding = TEXT_RULES[model.config.model_type]["padding"]
+        self.text_padding_free = self._padding == "longest"
+        self.logit_scale = float(model.logit_scale.detach().exp())
+        bias = getattr(model, "logit_bias", None)
+        self.logit_bias = float(bias.detach()) if bias is not None else 0.0
+
+    @classmethod
+    def load(cls, model_id: str, device: torch.device, precision: str,
+             cache_dir: str | None = None) -> "TransformersModel":
+        """Load weights, image processor and tokenizer from a Hub id or a local folder."""
+        from transformers import AutoConfig, AutoModel, AutoProcessor
+
+        config = AutoConfig.from_pretrained(model_id, cache_dir=cache_dir)
+        if config.model_type not in TEXT_RULES:
+            raise UsageError(
+                f"{model_id} is a {config.model_type!r} model; the transformers backend supports "
+                f"{', '.join(TEXT_RULES)} (SigLIP 2 NaFlex checkpoints are not supported yet: use a "
+                "fixed-resolution SigLIP 2 checkpoint)."
+            )
+        model = AutoModel.from_pretrained(model_id, cache_dir=cache_dir, dtype=PRECISIONS[precision]).to(device)
+        processor = AutoProcessor.from_pretrained(model_id, cache_dir=cache_dir)
+        text_config, vision_config = config.text_config, config.vision_config
+        info = ModelInfo(
+            backend="transformers",
+            name=model_id,
+            pretrained=None,
+            quick_gelu=getattr(text_config, "hidden_act", None) == "quick_gelu",
+            image_size=vision_config.image_size,
+            embed_dim=getattr(config, "projection_dim", None) or vision_config.hidden_size,
+            params=sum(p.numel() for p in model.parameters()),
+            context_length=text_config.max_position_embeddings,
+            scoring=TEXT_RULES[config.model_type]["scoring"],
+        )
+        return cls(model, processor, info, device, precision)
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        return self.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
+
+    def _forward_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        return _features(self.model.get_image_features(pixel_values=pixels))
+
+    def token_counts(self, prompts: Sequence[str]) -> list[int]:
+        return [len(ids) for ids in self.tokenizer(list(prompts))["input_ids"]]
+
+    def _forward_text(self, prompts: Sequence[str]) -> torch.Tensor:
+        inputs = self.tokenizer(list(prompts), padding=self._padding, max_length=self.context_length,
+                                truncation=True, return_tensors="pt").to(self.device)
+        return _features(self.model.get_text_features(**inputs))

@@ -1,0 +1,135 @@
+"""open_clip backend: built-in configs with pretrained tags, `hf-hub:` repos and `local-dir:` folders."""
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Callable, Sequence
+
+import open_clip
+import torch
+from open_clip.tokenizer import SimpleTokenizer, basic_clean, canonicalize_text
+from PIL import Image
+
+from pixprompt.errors import UnavailableError
+from pixprompt.models.base import ModelInfo, VisionLanguageModel
+from pixprompt.models.device import PRECISIONS
+
+SCHEMAS = ("hf-hub:", "local-dir:")
+
+
+def needs_quick_gelu(model_name: str, pretrained: str | None) -> bool:
+    """Whether weights were trained with QuickGELU: OpenAI's tags and the `*-quickgelu` configs were.
+
+    open_clip only warns when the activation does not match the tag; loading OpenAI weights with
+    plain GELU silently costs accuracy, so pixprompt decides from the tag's own metadata.
+    """
+    config = open_clip.get_model_config(model_name) or {}
+    if config.get("quick_gelu", False):
+        return True
+    if pretrained is None:
+        return False
+    return bool(open_clip.get_pretrained_cfg(model_name, pretrained).get("quick_gelu", False))
+
+
+def check_known(model_name: str, pretrained: str | None) -> None:
+    """Refuse unknown built-in names and tags with the closest matches, before anything is downloaded."""
+    if model_name.startswith(SCHEMAS):
+        return
+    names = open_clip.list_models()
+    if model_name not in names:
+        close = difflib.get_close_matches(model_name, names, n=5, cutoff=0.5)
+        hint = f" Closest: {', '.join(close)}." if close else ""
+        raise UnavailableError(f"unknown model {model_name!r}.{hint} `pixprompt models` lists them all.")
+    tags = open_clip.list_pretrained_tags_by_model(model_name)
+    if pretrained is None:
+        raise UnavailableError(
+            f"model {model_name!r} needs --pretrained: one of {', '.join(tags) or '(none published)'}"
+            " or a checkpoint file path."
+        )
+    if pretrained not in tags and not Path(pretrained).is_file():
+        close = difflib.get_close_matches(pretrained, tags, n=5, cutoff=0.3) or tags
+        raise UnavailableError(
+            f"unknown pretrained tag {pretrained!r} for {model_name}: use one of {', '.join(close)},"
+            " or a path to a checkpoint file."
+        )
+
+
+def _token_counter(tokenizer: object) -> Callable[[str], int]:
+    """How many tokens open_clip's tokenizer gives one prompt, special tokens included."""
+    if isinstance(tokenizer, SimpleTokenizer):
+        return lambda text: len(tokenizer.encode(text)) + 2  # start and end of text
+    clean = getattr(tokenizer, "clean_fn", None) or (lambda t: canonicalize_text(basic_clean(t)))
+    hf_tokenizer = tokenizer.tokenizer  # HFTokenizer and SigLipTokenizer wrap a transformers tokenizer
+    return lambda text: len(hf_tokenizer(clean(text))["input_ids"])
+
+
+class OpenClipModel(VisionLanguageModel):
+    """A model created by open_clip, with its own validation preprocessing and tokenizer."""
+
+    def __init__(self, model: torch.nn.Module, preprocess: Callable, tokenizer: object, info: ModelInfo,
+                 device: torch.device, precision: str):
+        self.model = model.eval()
+        self._preprocess = preprocess
+        self.tokenizer = tokenizer
+        self._count_tokens = _token_counter(tokenizer)
+        self.info = info
+        self.device = device
+        self.dtype = PRECISIONS[precision]
+        self.logit_scale = float(model.logit_scale.detach().exp())
+        bias = getattr(model, "logit_bias", None)
+        self.logit_bias = float(bias.detach()) if bias is not None else 0.0
+
+    @classmethod
+    def load(cls, model_name: str, pretrained: str | None, device: torch.device, precision: str,
+             cache_dir: str | None = None) -> "OpenClipModel":
+        """Create the model the way its weights were trained (QuickGELU included) and load the weights."""
+        check_known(model_name, pretrained)
+        is_builtin = not model_name.startswith(SCHEMAS)
+        quick_gelu = needs_quick_gelu(model_name, pretrained) if is_builtin else None
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            model_name,
+            pretrained=pretrained if is_builtin else None,
+            precision=precision,
+            device=device,
+            force_quick_gelu=bool(quick_gelu),
+            cache_dir=cache_dir,
+        )
+        tokenizer = open_clip.get_tokenizer(model_name, cache_dir=cache_dir)
+        if quick_gelu is None:  # hf-hub: and local-dir: configs carry their own activation
+            quick_gelu = any(isinstance(m, open_clip.transformer.QuickGELU) for m in model.modules())
+        size = model.visual.preprocess_cfg.get("size", getattr(model.visual, "image_size", None))
+        info = ModelInfo(
+            backend="open_clip",
+            name=model_name,
+            pretrained=pretrained if is_builtin else None,
+            quick_gelu=quick_gelu,
+            image_size=size[0] if isinstance(size, (tuple, list)) else size,
+            embed_dim=_embed_dim(model),
+            params=sum(p.numel() for p in model.parameters()),
+            context_length=tokenizer.context_length,
+            scoring="sigmoid" if getattr(model, "logit_bias", None) is not None else "softmax",
+        )
+        return cls(model, preprocess, tokenizer, info, device, precision)
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        return self._preprocess(image)
+
+    def _forward_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_image(pixels)
+
+    def token_counts(self, prompts: Sequence[str]) -> list[int]:
+        return [self._count_tokens(p) for p in prompts]
+
+    def _forward_text(self, prompts: Sequence[str]) -> torch.Tensor:
+        tokens = self.tokenizer(list(prompts)).to(self.device)
+        return self.model.encode_text(tokens)
+
+
+def _embed_dim(model: torch.nn.Module) -> int | None:
+    """The joint embedding width: the text projection's output (or the visual tower's output dim)."""
+    projection = getattr(model, "text_projection", None)
+    if isinstance(projection, torch.nn.Linear):
+        return projection.out_features
+    if isinstance(projection, torch.Tensor):
+        return projection.shape[1]
+    return getattr(model.visual, "output_dim", None)

@@ -1,0 +1,106 @@
+"""Resolve what the user named (a built-in name, `hf-hub:`, `local-dir:`, a Hub id, a folder) to a backend."""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from pixprompt.errors import PixpromptError, UnavailableError, UsageError
+from pixprompt.models.base import VisionLanguageModel
+from pixprompt.models.device import resolve_device, resolve_precision
+
+log = logging.getLogger(__name__)
+
+Loader = Callable[[str, str | None, torch.device, str, str | None], VisionLanguageModel]
+
+
+def _load_open_clip(name: str, pretrained: str | None, device: torch.device, precision: str,
+                    cache_dir: str | None) -> VisionLanguageModel:
+    from pixprompt.models.open_clip_backend import OpenClipModel
+
+    return OpenClipModel.load(name, pretrained, device, precision, cache_dir)
+
+
+def _load_transformers(name: str, pretrained: str | None, device: torch.device, precision: str,
+                       cache_dir: str | None) -> VisionLanguageModel:
+    from pixprompt.models.hf_backend import TransformersModel
+
+    if pretrained:
+        raise UsageError(f"--pretrained {pretrained!r} does not apply to transformers model {name}: "
+                         "the Hub id or folder names the weights")
+    return TransformersModel.load(name, device, precision, cache_dir)
+
+
+BACKENDS: dict[str, Loader] = {"open_clip": _load_open_clip, "transformers": _load_transformers}
+
+
+def detect_backend(name: str) -> tuple[str, str]:
+    """(backend, name as that backend wants it) for what the user typed.
+
+    A local folder is recognised by its files: `open_clip_config.json` (open_clip) or `config.json`
+    (transformers). `hf-hub:`/`local-dir:` are open_clip's schemas; `org/name` is a transformers Hub id.
+    """
+    if name.startswith(("hf-hub:", "local-dir:")):
+        return "open_clip", name
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if (path / "open_clip_config.json").is_file():
+            return "open_clip", f"local-dir:{path}"
+        if (path / "config.json").is_file():
+            return "transformers", str(path)
+        raise UnavailableError(
+            f"folder {path} holds no model: expected open_clip_config.json (open_clip) or config.json "
+            "(transformers) beside the weights"
+        )
+    if name.count("/") == 1 and not name.startswith((".", "/", "~")):
+        return "transformers", name
+    if os.sep in name or name.startswith("."):
+        raise UnavailableError(f"model folder {name} does not exist")
+    return "open_clip", name
+
+
+def _offline_hint(name: str) -> str:
+    from huggingface_hub import constants
+
+    offline = " HF_HUB_OFFLINE is set, so nothing is downloaded." if constants.HF_HUB_OFFLINE else ""
+    return (
+        f"Weights are downloaded from the Hugging Face Hub into {constants.HF_HUB_CACHE} on first use.{offline} "
+        "Without network access, download them on a connected machine into that cache (or set HF_HOME), "
+        f"or save the model to a folder and pass that folder as --model instead of {name!r}."
+    )
+
+
+def load_model(name: str, pretrained: str | None = None, *, backend: str | None = None,
+               device: str | None = None, precision: str | None = None,
+               cache_dir: str | None = None) -> VisionLanguageModel:
+    """Load any CLIP-like dual encoder by name, ready for inference.
+
+    Args:
+        name: open_clip name (`ViT-B-32`), `hf-hub:org/repo`, `local-dir:PATH`, a transformers Hub id
+            (`openai/clip-vit-base-patch32`) or a local folder of either library.
+        pretrained: open_clip pretrained tag (`openai`, `laion2b_s34b_b79k`, `webli`, …) or checkpoint path.
+        backend: force `open_clip` or `transformers` instead of detecting it from the name.
+        device: `auto` (default), `cpu`, `cuda`, `cuda:N` or `mps`.
+        precision: `auto` (default: fp16 on CUDA, fp32 elsewhere), `fp32`, `fp16` or `bf16`.
+        cache_dir: where weights are downloaded (default: the Hugging Face cache).
+    """
+    detected, resolved_name = detect_backend(name)
+    backend = backend or detected
+    if backend not in BACKENDS:
+        raise UsageError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
+    torch_device = resolve_device(device)
+    resolved_precision = resolve_precision(precision, torch_device)
+    try:
+        model = BACKENDS[backend](resolved_name, pretrained, torch_device, resolved_precision, cache_dir)
+    except PixpromptError:
+        raise
+    except Exception as error:  # library errors (download, config, checkpoint) become one actionable line
+        log.debug("loading %s failed", name, exc_info=True)
+        cause = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        what = f"{name} ({pretrained})" if pretrained else name
+        raise UnavailableError(f"could not load model {what} with {backend}: {cause[:300]}. {_offline_hint(name)}")
+    log.info("loaded %s on %s (%s)", model.info.identity, torch_device, resolved_precision)
+    return model

@@ -1,0 +1,134 @@
+"""A zero-shot classifier: class names × prompts → embeddings, ensembled; saved as safetensors + JSON."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from safetensors.torch import load_file, save_file
+
+from pixprompt.errors import UsageError
+from pixprompt.models.base import Scoring, VisionLanguageModel
+from pixprompt.prompts.ensembling import get_ensembler
+from pixprompt.prompts.labels import validate_classnames
+from pixprompt.prompts.templates import PromptSet
+from pixprompt.storage import atomic_path
+
+
+@dataclass(eq=False)
+class ZeroShotClassifier:
+    """Every prompt's embedding with its class, plus what is needed to score images without the model.
+
+    `prompt_embeddings` (P, D) are L2-normalised and class-major; for templated prompt sets each class
+    has the same templates in the same order, so they reshape to (C, T, D).
+    """
+
+    classnames: list[str]
+    prompt_set: PromptSet
+    prompt_embeddings: torch.Tensor
+    prompt_class: torch.Tensor
+    model_identity: str
+    logit_scale: float
+    logit_bias: float = 0.0
+    scoring: Scoring = "softmax"
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classnames)
+
+    @property
+    def templates(self) -> tuple[str, ...]:
+        return self.prompt_set.templates
+
+    @cached_property
+    def mean_embeddings(self) -> torch.Tensor:
+        """(C, D) mean of each class's normalised prompt embeddings."""
+        sums = torch.zeros(self.num_classes, self.prompt_embeddings.shape[1])
+        sums.index_add_(0, self.prompt_class, self.prompt_embeddings)
+        counts = torch.bincount(self.prompt_class, minlength=self.num_classes).clamp_min(1)
+        return sums / counts[:, None]
+
+    @cached_property
+    def weights(self) -> torch.Tensor:
+        """(C, D) classifier weights: the renormalised mean embeddings (`embedding` ensembling)."""
+        return torch.nn.functional.normalize(self.mean_embeddings, dim=-1)
+
+    def scale_logits(self, similarities: torch.Tensor) -> torch.Tensor:
+        """Turn cosine similarities into the model's logits (scale and, for SigLIP, bias)."""
+        return self.logit_scale * similarities + self.logit_bias
+
+    def scores(self, image_features: torch.Tensor, ensemble: str = "embedding") -> torch.Tensor:
+        """(N, C) scores of L2-normalised image features under an ensembling mode."""
+        return get_ensembler(ensemble)(image_features.float(), self)
+
+    def probabilities(self, scores: torch.Tensor, ensemble: str = "embedding") -> torch.Tensor:
+        """Probabilities to show a user: the model's own (softmax or sigmoid), or vote shares for `vote`."""
+        if ensemble == "vote":
+            return scores.floor() / len(self.templates)
+        return torch.sigmoid(scores) if self.scoring == "sigmoid" else scores.softmax(dim=-1)
+
+    def per_template_logits(self, image_features: torch.Tensor):
+        """Yield (N, C) logits for each template alone, in template order (templated sets only)."""
+        if not self.prompt_set.is_templated:
+            raise UsageError(f"{self.prompt_set.name} has per-class descriptions, not shared templates: "
+                             "per-template scores and `vote` ensembling need a template set")
+        by_template = self.prompt_embeddings.view(self.num_classes, len(self.templates), -1)
+        for t in range(len(self.templates)):
+            yield self.scale_logits(image_features.float() @ by_template[:, t].T)
+
+    # -- persistence --------------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        """Write tensors as safetensors with everything else as JSON in its metadata header (atomically)."""
+        meta = {
+            "classnames": self.classnames,
+            "prompt_set": {"name": self.prompt_set.name, "templates": list(self.templates),
+                           "descriptions": {k: list(v) for k, v in self.prompt_set.descriptions.items()}},
+            "model": self.model_identity,
+            "logit_scale": self.logit_scale,
+            "logit_bias": self.logit_bias,
+            "scoring": self.scoring,
+            **self.metadata,
+        }
+        tensors = {"prompt_embeddings": self.prompt_embeddings.contiguous(),
+                   "prompt_class": self.prompt_class.contiguous()}
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata={"pixprompt": json.dumps(meta)})
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ZeroShotClassifier":
+        """Read a classifier written by `save`."""
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                meta = json.loads((handle.metadata() or {})["pixprompt"])
+            tensors = load_file(str(path))
+        except Exception as error:  # safetensors raises its own error types for corrupt headers
+            raise UsageError(f"{path} is not a pixprompt classifier file ({error})") from None
+        prompt_meta = meta.pop("prompt_set")
+        prompt_set = PromptSet(prompt_meta["name"], tuple(prompt_meta["templates"]),
+                               {k: tuple(v) for k, v in prompt_meta["descriptions"].items()})
+        return cls(classnames=meta.pop("classnames"), prompt_set=prompt_set,
+                   prompt_embeddings=tensors["prompt_embeddings"], prompt_class=tensors["prompt_class"],
+                   model_identity=meta.pop("model"), logit_scale=meta.pop("logit_scale"),
+                   logit_bias=meta.pop("logit_bias"), scoring=meta.pop("scoring"), metadata=meta)
+
+
+def build_classifier(model: VisionLanguageModel, classnames: Sequence[str], prompt_set: PromptSet,
+                     batch_size: int = 256) -> ZeroShotClassifier:
+    """Encode every class × prompt with the model's text tower and keep the embeddings for ensembling."""
+    classnames = validate_classnames(classnames)
+    prompts = prompt_set.prompts_for(classnames)
+    flat = [prompt for class_prompts in prompts for prompt in class_prompts]
+    prompt_class = torch.tensor([c for c, class_prompts in enumerate(prompts) for _ in class_prompts])
+    embeddings = model.encode_text(flat, batch_size=batch_size)
+    return ZeroShotClassifier(
+        classnames=classnames, prompt_set=prompt_set, prompt_embeddings=embeddings, prompt_class=prompt_class,
+        model_identity=model.info.identity, logit_scale=model.logit_scale, logit_bias=model.logit_bias,
+        scoring=model.scoring,
+    )

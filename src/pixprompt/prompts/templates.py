@@ -1,0 +1,136 @@
+"""Prompt template sets by name, users' template files, and per-class descriptions (CuPL-style)."""
+from __future__ import annotations
+
+import json
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES, SIMPLE_IMAGENET_TEMPLATES
+
+from pixprompt.errors import UsageError
+from pixprompt.prompts.labels import read_text_file
+
+# open_clip keeps OpenAI's templates as f-string lambdas; calling them with "{}" gives the format string.
+CLIP80 = tuple(template("{}") for template in OPENAI_IMAGENET_TEMPLATES)
+CLIP7 = tuple(template("{}") for template in SIMPLE_IMAGENET_TEMPLATES)
+
+# The 18 templates the CLIP paper used for CIFAR-10 and CIFAR-100 (openai/CLIP data/prompts.md).
+_CIFAR_ADJECTIVES = ("", "blurry ", "black and white ", "low contrast ", "high contrast ", "bad ", "good ")
+CIFAR18 = (
+    tuple(f"a {adj}photo of a {{}}." for adj in _CIFAR_ADJECTIVES)
+    + ("a photo of a small {}.", "a photo of a big {}.")
+    + tuple(f"a {adj}photo of the {{}}." for adj in _CIFAR_ADJECTIVES)
+    + ("a photo of the small {}.", "a photo of the big {}.")
+)
+
+#: Named template sets. Per-dataset sets follow the CLIP paper (its ImageNet set is `clip80`).
+TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
+    "raw": ("{}",),
+    "standard": ("a photo of a {}.",),
+    "clip80": CLIP80,
+    "clip7": CLIP7,
+    "imagenet": CLIP80,
+    "cifar10": CIFAR18,
+    "cifar100": CIFAR18,
+}
+
+
+def validate_template(template: str, source: str = "templates") -> str:
+    """Return the template if it has exactly the bare `{}` placeholders a class name fills, else refuse."""
+    try:
+        fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(template)
+                  if name is not None]
+    except ValueError as error:
+        raise UsageError(f"template {template!r} in {source} has stray braces ({error}); "
+                         "write literal braces as {{ and }}") from None
+    if not fields:
+        raise UsageError(f"template {template!r} in {source} has no {{}} placeholder for the class name")
+    for name, spec, conv in fields:
+        if name or spec or conv:
+            raise UsageError(f"template {template!r} in {source} uses {{{name}{'!' + conv if conv else ''}"
+                             f"{':' + spec if spec else ''}}}: write a bare {{}} where the class name goes")
+    return template
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    """How prompts are made for each class: shared templates, or each class's own descriptions."""
+
+    name: str
+    templates: tuple[str, ...] = ()
+    descriptions: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def is_templated(self) -> bool:
+        return not self.descriptions
+
+    def prompts_for(self, classnames: Sequence[str]) -> list[list[str]]:
+        """The prompts of each class, in class order."""
+        if self.is_templated:
+            return [[template.format(name) for template in self.templates] for name in classnames]
+        missing = [name for name in classnames if name not in self.descriptions]
+        if missing:
+            raise UsageError(f"descriptions {self.name} have none for {len(missing)} class(es), e.g. "
+                             f"{', '.join(map(repr, missing[:5]))}: add a list of sentences for each class")
+        return [list(self.descriptions[name]) for name in classnames]
+
+
+def _templates_from_file(path: Path) -> tuple[str, ...]:
+    """One template per line (text) or a JSON list / {"templates": [...]}."""
+    text = read_text_file(path, "template file")
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise UsageError(f"template file {path} is not valid JSON ({error})") from None
+        data = data.get("templates") if isinstance(data, dict) else data
+        if not isinstance(data, list) or not all(isinstance(t, str) for t in data):
+            raise UsageError(f"template file {path} must hold a JSON list of strings or {{\"templates\": [...]}}")
+        templates = [t.strip() for t in data if t.strip()]
+    else:
+        templates = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    if not templates:
+        raise UsageError(f"template file {path} holds no templates: write one template per line, each with {{}}")
+    return tuple(validate_template(t, str(path)) for t in templates)
+
+
+def resolve_templates(spec: str) -> list[PromptSet]:
+    """Template sets from a comma-separated spec of names and/or file paths (`raw,standard,my.txt`)."""
+    names = [part.strip() for part in spec.split(",") if part.strip()]
+    if not names:
+        raise UsageError(f"no template set named in {spec!r}: use one of {', '.join(TEMPLATE_SETS)} or a file")
+    sets = []
+    for name in names:
+        if name in TEMPLATE_SETS:
+            sets.append(PromptSet(name, TEMPLATE_SETS[name]))
+        elif Path(name).expanduser().is_file():
+            path = Path(name).expanduser()
+            sets.append(PromptSet(path.stem, _templates_from_file(path)))
+        else:
+            raise UsageError(f"unknown template set {name!r}: use one of {', '.join(TEMPLATE_SETS)}, "
+                             "or a path to a text file (one template per line) or a JSON list")
+    return sets
+
+
+def load_descriptions(path: str | Path) -> PromptSet:
+    """Per-class descriptions from a JSON mapping class name → list of sentences (CuPL-style prompts)."""
+    path = Path(path).expanduser()
+    try:
+        data = json.loads(read_text_file(path, "descriptions file"))
+    except json.JSONDecodeError as error:
+        raise UsageError(f"descriptions file {path} is not valid JSON ({error})") from None
+    if not isinstance(data, dict) or not data:
+        raise UsageError(f"descriptions file {path} must map each class name to a list of sentences")
+    descriptions = {}
+    for name, sentences in data.items():
+        if isinstance(sentences, str):
+            sentences = [sentences]
+        if not isinstance(sentences, list) or not all(isinstance(s, str) for s in sentences):
+            raise UsageError(f"descriptions file {path}: class {name!r} must have a list of sentences")
+        cleaned = tuple(s.strip() for s in sentences if s.strip())
+        if not cleaned:
+            raise UsageError(f"descriptions file {path}: class {name!r} has no sentence")
+        descriptions[name] = cleaned
+    return PromptSet(f"descriptions:{path.stem}", descriptions=descriptions)

@@ -1,0 +1,36 @@
+"""Shared fixtures: tiny random-weight models saved to disk, and the real images in ../shared/data."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tiny_models import BUILDERS
+
+DATA_ENV = "PIXPROMPT_TEST_DATA"
+DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dirs(tmp_path_factory) -> dict[str, Path]:
+    """Folders of the four tiny models, built once per test session."""
+    root = tmp_path_factory.mktemp("tiny-models")
+    return {name: build(root / name) for name, build in BUILDERS.items()}
+
+
+@pytest.fixture(scope="session")
+def loaded_models(tiny_model_dirs):
+    """The tiny models loaded through pixprompt's public `load_model`, on the CPU in fp32."""
+    from pixprompt import load_model
+
+    return {name: load_model(str(path), device="cpu") for name, path in tiny_model_dirs.items()}
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The shared real-image folder (env PIXPROMPT_TEST_DATA, default ../shared/data); skip if absent."""
+    root = Path(os.environ.get(DATA_ENV, DEFAULT_DATA)).resolve()
+    if not (root / "imagenette-val").is_dir():
+        pytest.skip(f"real images not found at {root}: set {DATA_ENV} to the shared data folder")
+    return root

@@ -1,0 +1,84 @@
+"""The `pixprompt` command end to end on tiny models: outputs, exit codes, one-line errors."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pixprompt.cli import main
+
+
+@pytest.fixture()
+def photos(tmp_path):
+    folder = tmp_path / "photos"
+    (folder / "nested").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in ("a.jpg", "b.png", "nested/c.jpeg"):
+        Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(folder / name)
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def test_classify_json_lists_top_k_for_every_image(tiny_model_dirs, photos, capsys):
+    code = main(["classify", str(photos), "--model", str(tiny_model_dirs["open_clip_clip"]), "--device", "cpu",
+                 "--labels", "cat,dog,car", "--templates", "standard,clip7", "--top-k", "2", "--json",
+                 "--workers", "0", "--quiet"])
+    rows = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert len(rows) == 6 and {r["templates"] for r in rows} == {"standard", "clip7"}
+    assert all(len(r["top"]) == 2 for r in rows)
+    assert {r["image"].rsplit("/", 1)[-1] for r in rows} == {"a.jpg", "b.png", "c.jpeg"}
+    for row in rows:
+        probabilities = [t["probability"] for t in row["top"]]
+        assert probabilities == sorted(probabilities, reverse=True)
+
+
+def test_classify_bad_file_gets_an_error_row_and_exit_code_1(tiny_model_dirs, photos, capsys):
+    (photos / "broken.jpg").write_bytes(b"this is text, not a JPEG")
+    code = main(["classify", str(photos), "--model", str(tiny_model_dirs["transformers_siglip"]),
+                 "--device", "cpu", "--labels", "cat,dog", "--csv", "--workers", "0", "--quiet"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "broken.jpg" in out and "UnidentifiedImageError" in out
+    assert out.count("a.jpg") == 2  # the good images still have their rows (top-2 of 2 classes)
+
+
+def test_classifier_file_is_reused(tiny_model_dirs, photos, tmp_path, capsys):
+    args = ["classify", str(photos / "a.jpg"), "--model", str(tiny_model_dirs["open_clip_clip"]), "--device",
+            "cpu", "--labels", "cat,dog", "--classifier", str(tmp_path / "clf.safetensors"), "--json",
+            "--workers", "0"]
+    assert main(args) == 0
+    first = json.loads(capsys.readouterr().out)
+    stamp = (tmp_path / "clf.safetensors").stat().st_mtime_ns
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out) == first
+    assert (tmp_path / "clf.safetensors").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.parametrize(("argv", "code", "text"), [
+    (["classify", "missing.jpg", "--model", "ViT-B-32", "--pretrained", "openai", "--labels", "a"], 2,
+     "missing.jpg does not exist"),
+    (["classify", "{photos}", "--model", "ViT-B-23", "--pretrained", "openai", "--labels", "a"], 3,
+     "unknown model 'ViT-B-23'"),
+    (["classify", "{photos}", "--model", "ViT-B-32", "--pretrained", "openai", "--labels", "a,a"], 2,
+     "duplicate class names"),
+    (["classify", "{photos}", "--model", "ViT-B-32", "--pretrained", "openai", "--labels", "a",
+      "--templates", "a photo"], 2, "unknown template set"),
+])
+def test_errors_are_one_line_with_documented_exit_codes(photos, capsys, argv, code, text):
+    argv = [a.replace("{photos}", str(photos)) for a in argv]
+    assert main(argv) == code
+    err = capsys.readouterr().err
+    assert text in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_models_json_filter(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("PIXPROMPT_CACHE", str(tmp_path))
+    assert main(["models", "--filter", "ViT-B-16-SigLIP", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    webli = next(r for r in rows if r["name"] == "ViT-B-16-SigLIP" and r["pretrained"] == "webli")
+    assert webli["scoring"] == "sigmoid" and webli["quick_gelu"] is False and webli["context_length"] == 64
+    assert webli["params"] == pytest.approx(203e6, rel=0.01)
