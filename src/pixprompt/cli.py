@@ -43,7 +43,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     group.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
                        help="auto: fp16 on CUDA, fp32 elsewhere")
-    group.add_argument("--cache-dir", help="where model weights are downloaded (default: the HF cache)")
+    group.add_argument("--weights-dir", help="where model weights are downloaded (default: the HF cache)")
     group.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
     group.add_argument("--workers", type=int, help="image decoding processes (default: cores - 1)")
 
@@ -54,8 +54,9 @@ def add_prompt_options(parser: argparse.ArgumentParser, default_templates: str |
                        help="comma-separated template sets (raw, standard, clip80, clip7, imagenet, cifar10, "
                             "cifar100) or files (one template per line, or a JSON list); one result per set")
     group.add_argument("--descriptions", help="JSON file mapping each class to a list of sentences (CuPL)")
-    group.add_argument("--ensemble", default="embedding", choices=["embedding", "logits", "vote"],
-                       help="how a class's prompts are combined (default: embedding)")
+    group.add_argument("--ensemble", default="embedding",
+                       help="how a class's prompts are combined: embedding (default), logits or vote "
+                            "(eval takes a comma-separated list)")
 
 
 def add_format_options(parser: argparse.ArgumentParser) -> None:
@@ -71,7 +72,7 @@ def model_from_args(args: argparse.Namespace):
     from pixprompt.models import load_model
 
     return load_model(args.model, args.pretrained, backend=args.backend, device=args.device,
-                      precision=args.precision, cache_dir=args.cache_dir)
+                      precision=args.precision, cache_dir=args.weights_dir)
 
 
 def prompt_sets_from_args(args: argparse.Namespace, default: str = "standard"):
@@ -164,6 +165,151 @@ def run_classify(args: argparse.Namespace) -> int:
     if failed:
         log.error("%d of %d image(s) could not be classified", failed // len(prompt_sets), len(paths))
         return 1
+    return 0
+
+
+# -- eval, baseline, bench ------------------------------------------------------------------------
+def add_data_options(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    group = parser.add_argument_group("data")
+    group.add_argument("--dataset", "-d", required=required,
+                       help="imagenet, imagenette, cifar10, cifar100, folder:PATH, csv:PATH or hf:PATH")
+    group.add_argument("--data-dir", help="where the dataset's images are (ImageNet: the folder with val/)")
+    group.add_argument("--class-map", help="JSON file renaming folder names to class names (folder: datasets)")
+    group.add_argument("--strict", action="store_true", help="fail on the first unreadable image")
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("cache and output")
+    group.add_argument("--cache-dir", help="feature and classifier cache (default: the user cache folder)")
+    group.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+    group.add_argument("--output", "-o", help="also write the records to FILE (.json, .csv or .md)")
+    add_format_options(parser)
+
+
+def cache_from_args(args: argparse.Namespace) -> Path | None:
+    from pixprompt.paths import cache_root
+
+    return None if args.no_cache else Path(args.cache_dir).expanduser() if args.cache_dir else cache_root()
+
+
+def dataset_from_args(args: argparse.Namespace):
+    from pixprompt.data.datasets import DatasetOptions, load_dataset
+
+    return load_dataset(args.dataset, DatasetOptions(args.data_dir, args.class_map))
+
+
+SUMMARY_COLUMNS = ["model", "pretrained", "dataset", "templates", "ensemble", "top1", "top5",
+                   "mean_per_class_recall", "images", "skipped"]
+
+
+def summary_row(record: dict) -> dict:
+    """A record's headline numbers, accuracies in percent."""
+    row = {k: record.get(k) for k in SUMMARY_COLUMNS}
+    for key in ("top1", "top5", "mean_per_class_recall"):
+        row[key] = round(100 * record[key], 2)
+    return row
+
+
+def write_records(records: list[dict], path: str, columns: list[str] | None = None) -> None:
+    """Write records by the file's suffix: full JSON, or the summary as CSV / Markdown."""
+    from pixprompt.reports import to_csv, to_json, to_markdown
+    from pixprompt.storage import write_text_atomic
+
+    suffix = Path(path).suffix.lower()
+    if suffix == ".json":
+        write_text_atomic(path, to_json(records) + "\n")
+        return
+    writers = {".csv": to_csv, ".md": to_markdown}
+    if suffix not in writers:
+        raise UsageError(f"--output {path}: use a .json, .csv or .md file name")
+    rows = [summary_row(r) for r in records] if columns is None else records
+    write_text_atomic(path, writers[suffix](rows, columns or SUMMARY_COLUMNS))
+
+
+def report_records(args: argparse.Namespace, records: list[dict]) -> None:
+    from pixprompt.reports import emit
+
+    if args.output:
+        write_records(records, args.output)
+    if args.format == "json":
+        emit(records, "json")
+    else:
+        emit([summary_row(r) for r in records], args.format, SUMMARY_COLUMNS)
+
+
+def _eval_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model_options(parser)
+    add_data_options(parser)
+    add_prompt_options(parser, None)
+    add_run_options(parser)
+
+
+@command("eval", "zero-shot accuracy of a model on a dataset, for one or more template sets", _eval_arguments)
+def run_eval(args: argparse.Namespace) -> int:
+    from pixprompt.evaluation import evaluate
+    from pixprompt.prompts.ensembling import get_ensembler
+
+    dataset = dataset_from_args(args)
+    prompt_sets = prompt_sets_from_args(args, default=dataset.default_templates)
+    ensembles = [mode.strip() for mode in args.ensemble.split(",")]
+    for mode in ensembles:
+        get_ensembler(mode)  # refuse a typo before the model loads
+    model = model_from_args(args)
+    records = evaluate(model, dataset, prompt_sets, ensembles, cache_from_args(args),
+                       args.batch_size, args.workers, args.strict)
+    report_records(args, records)
+    return 0
+
+
+def _baseline_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--weights", default="IMAGENET1K_V1,IMAGENET1K_V2",
+                        help="ResNet-50 weights, comma-separated (default: both)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workers", type=int)
+    add_data_options(parser)
+    add_run_options(parser)
+
+
+@command("baseline", "supervised torchvision ResNet-50 on ImageNet or an ImageNet-subset folder",
+         _baseline_arguments)
+def run_baseline(args: argparse.Namespace) -> int:
+    from pixprompt.evaluation.baseline import evaluate_supervised, load_resnet50
+    from pixprompt.models.device import resolve_device
+
+    dataset = dataset_from_args(args)
+    device = resolve_device(args.device)
+    records = [evaluate_supervised(load_resnet50(name.strip(), device), dataset, cache_from_args(args),
+                                   args.batch_size, args.workers) for name in args.weights.split(",")]
+    report_records(args, records)
+    return 0
+
+
+def _bench_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", "-c", required=True, help="YAML file: models, datasets, templates")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workers", type=int)
+    add_run_options(parser)
+
+
+@command("bench", "models × datasets × template sets, beside the accuracies the papers report", _bench_arguments)
+def run_bench(args: argparse.Namespace) -> int:
+    from pixprompt.evaluation.grid import load_grid, paper_table, run_grid
+    from pixprompt.reports import emit
+
+    grid = load_grid(args.config)
+    records = run_grid(grid, device=args.device, precision=args.precision, cache_root=cache_from_args(args),
+                       batch_size=args.batch_size, workers=args.workers)
+    table, columns = paper_table(records, grid.templates)
+    if args.output:
+        write_records(records if args.output.endswith(".json") else table, args.output,
+                      None if args.output.endswith(".json") else columns)
+    if args.format == "json":
+        emit(records, "json")
+    else:
+        emit(table, args.format, columns)
     return 0
 
 

@@ -5,6 +5,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from pixprompt.data.datasets import FileImages
 from pixprompt.features.encoding import iter_encoded
 from pixprompt.models.base import VisionLanguageModel
 from pixprompt.prompts.classifier import ZeroShotClassifier
@@ -29,7 +30,8 @@ def classify(model: VisionLanguageModel, classifier: ZeroShotClassifier, paths: 
     """Predictions for each path in input order; files that cannot be read get an error row."""
     top_k = max(1, min(top_k, classifier.num_classes))
     rows: dict[int, Prediction] = {}
-    for batch in iter_encoded(model, paths, batch_size=batch_size, workers=workers):
+    images = FileImages([Path(p) for p in paths])
+    for batch in iter_encoded(model, images, batch_size=batch_size, workers=workers):
         for index, message in batch.failures:
             rows[index] = Prediction(str(paths[index]), error=message)
         if len(batch.indices) == 0:

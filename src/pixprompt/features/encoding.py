@@ -3,33 +3,36 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from pixprompt.data.images import open_rgb
-from pixprompt.models.base import VisionLanguageModel
 from pixprompt.progress import progress_bar
+
+if TYPE_CHECKING:
+    from pixprompt.data.datasets import ImageSource
+    from pixprompt.models.base import VisionLanguageModel
 
 log = logging.getLogger(__name__)
 
 
-class _PreprocessedImages(Dataset):
-    """Items are (index, pixels or None, error message); a bad file never stops the loader."""
+class _Preprocessed(Dataset):
+    """Items are (index, pixels or None, error message); a bad image never stops the loader."""
 
-    def __init__(self, paths: Sequence[Path], model: VisionLanguageModel):
-        self.paths = paths
+    def __init__(self, images: "ImageSource", indices: Sequence[int], model: "VisionLanguageModel"):
+        self.images = images
+        self.indices = indices
         self.preprocess = model.preprocess
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.indices)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, position: int):
+        index = self.indices[position]
         try:
-            return index, self.preprocess(open_rgb(self.paths[index])), ""
-        except Exception as error:  # any decoding problem is reported per file
+            return index, self.preprocess(self.images.load(index)), ""
+        except Exception as error:  # any decoding problem is reported per image
             return index, None, f"{type(error).__name__}: {error}".strip()
 
 
@@ -43,7 +46,7 @@ def _collate(items):
 
 @dataclass
 class EncodedBatch:
-    """Embeddings of the images that decoded, with their positions in the input list."""
+    """Embeddings of the images that decoded, with their indices in the source."""
 
     indices: torch.Tensor
     features: torch.Tensor
@@ -55,17 +58,18 @@ def default_workers() -> int:
     return max(1, min(8, (torch.get_num_threads() or 2) - 1))
 
 
-def iter_encoded(model: VisionLanguageModel, paths: Sequence[Path], batch_size: int = 32,
-                 workers: int | None = None, desc: str = "encode images") -> Iterator[EncodedBatch]:
-    """Encode images in batches, yielding each batch's embeddings (and the files that failed)."""
+def iter_encoded(model: "VisionLanguageModel", images: "ImageSource", indices: Sequence[int] | None = None,
+                 batch_size: int = 32, workers: int | None = None,
+                 desc: str = "encode images") -> Iterator[EncodedBatch]:
+    """Encode the images at `indices` (all by default) in batches; failures are logged and yielded."""
+    indices = list(range(len(images))) if indices is None else list(indices)
     workers = default_workers() if workers is None else workers
-    loader = DataLoader(_PreprocessedImages(paths, model), batch_size=batch_size, num_workers=workers,
-                        collate_fn=_collate, pin_memory=model.device.type == "cuda",
-                        persistent_workers=False)
-    with progress_bar(total=len(paths), desc=desc, unit="img") as bar:
-        for indices, pixels, failed in loader:
+    loader = DataLoader(_Preprocessed(images, indices, model), batch_size=batch_size, num_workers=workers,
+                        collate_fn=_collate, pin_memory=model.device.type == "cuda")
+    with progress_bar(total=len(indices), desc=desc, unit="img") as bar:
+        for batch_indices, pixels, failed in loader:
             features = model.encode_images(pixels) if pixels is not None else torch.empty(0, 0)
             for index, message in failed:
-                log.warning("skipped %s: %s", paths[index], message)
-            yield EncodedBatch(indices, features, failed)
-            bar.update(len(indices) + len(failed))
+                log.warning("skipped %s: %s", images.describe(index), message)
+            yield EncodedBatch(batch_indices, features, failed)
+            bar.update(len(batch_indices) + len(failed))

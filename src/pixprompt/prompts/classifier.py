@@ -122,7 +122,7 @@ class ZeroShotClassifier:
 def build_classifier(model: VisionLanguageModel, classnames: Sequence[str], prompt_set: PromptSet,
                      batch_size: int = 256) -> ZeroShotClassifier:
     """Encode every class × prompt with the model's text tower and keep the embeddings for ensembling."""
-    classnames = validate_classnames(classnames)
+    classnames = validate_classnames(classnames, unique=False)  # user input is checked where it enters
     prompts = prompt_set.prompts_for(classnames)
     flat = [prompt for class_prompts in prompts for prompt in class_prompts]
     prompt_class = torch.tensor([c for c, class_prompts in enumerate(prompts) for _ in class_prompts])

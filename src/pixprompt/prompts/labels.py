@@ -23,8 +23,12 @@ def read_text_file(path: str | Path, what: str) -> str:
         raise UsageError(f"{what} {path} is not UTF-8 text (byte {error.start}): re-save it as UTF-8") from None
 
 
-def validate_classnames(names: Iterable[str]) -> list[str]:
-    """Stripped class names; refuses an empty list, blank names and duplicates (naming them)."""
+def validate_classnames(names: Iterable[str], unique: bool = True) -> list[str]:
+    """Stripped class names; refuses an empty list, blank names and (if `unique`) duplicates, naming them.
+
+    Built-in lists may repeat a name on purpose: CLIP's cleaned ImageNet names have two 'missile'
+    and two 'sunglasses' classes, which must stay separate classes.
+    """
     cleaned = [name.strip() for name in names]
     if not cleaned:
         raise UsageError("no class names given: pass --labels a,b,c, --labels-file FILE or --dataset NAME")
@@ -32,7 +36,7 @@ def validate_classnames(names: Iterable[str]) -> list[str]:
     if blank:
         raise UsageError(f"class name number {', '.join(map(str, blank[:5]))} is empty or only whitespace")
     duplicates = [name for name, count in Counter(cleaned).items() if count > 1]
-    if duplicates:
+    if duplicates and unique:
         raise UsageError(f"duplicate class names: {', '.join(map(repr, duplicates[:10]))}; each class once")
     return cleaned
 

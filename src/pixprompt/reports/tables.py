@@ -31,7 +31,8 @@ def print_table(rows: Sequence[Row], columns: Sequence[str] | None = None, title
         table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(*(_cell(row.get(column)) for column in columns))
-    Console(file=sys.stdout, soft_wrap=False).print(table)
+    # a pipe or file gets wide rows instead of the 80 columns rich assumes without a terminal
+    Console(file=sys.stdout, width=None if sys.stdout.isatty() else 200).print(table)
 
 
 def to_json(rows: Sequence[Row]) -> str:

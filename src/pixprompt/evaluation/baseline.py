@@ -1,0 +1,68 @@
+"""Supervised baseline: torchvision's ResNet-50 with its own preprocessing, scored on ImageNet classes."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from pixprompt.data.datasets import ImageDataset, imagenet_wnids
+from pixprompt.errors import UnavailableError, UsageError
+from pixprompt.evaluation.metrics import classification_metrics
+from pixprompt.features.cache import extract_features
+from pixprompt.models.base import ModelInfo
+
+RESNET50_WEIGHTS = ("IMAGENET1K_V1", "IMAGENET1K_V2")
+
+
+class SupervisedClassifier:
+    """An ImageNet-1k classifier behind the interface the feature extractor uses; its 'features' are logits."""
+
+    def __init__(self, module: torch.nn.Module, preprocess: Callable, info: ModelInfo, device: torch.device):
+        self.module = module.eval().to(device)
+        self.preprocess = preprocess
+        self.info = info
+        self.device = device
+        self.dtype = torch.float32
+
+    @torch.inference_mode()
+    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.module(pixels.to(self.device, non_blocking=True)).float().cpu()
+
+
+def load_resnet50(weights_name: str, device: torch.device) -> SupervisedClassifier:
+    """torchvision's ResNet-50 with the named weights (downloaded by torchvision on first use)."""
+    import torchvision
+
+    if weights_name not in RESNET50_WEIGHTS:
+        raise UsageError(f"unknown ResNet-50 weights {weights_name!r}: use {' or '.join(RESNET50_WEIGHTS)}")
+    weights = torchvision.models.ResNet50_Weights[weights_name]
+    try:
+        module = torchvision.models.resnet50(weights=weights)
+    except Exception as error:  # offline: torchvision cannot fetch the checkpoint
+        raise UnavailableError(f"could not load ResNet-50 {weights_name} ({str(error).splitlines()[0][:200]}): "
+                               f"torchvision downloads {weights.url} into {torch.hub.get_dir()}/checkpoints; "
+                               "put the file there when offline") from None
+    info = ModelInfo(backend="torchvision", name="resnet50", pretrained=weights_name,
+                     params=sum(p.numel() for p in module.parameters()), image_size=224)
+    return SupervisedClassifier(module, weights.transforms(), info, device)
+
+
+def evaluate_supervised(model: SupervisedClassifier, dataset: ImageDataset, cache_root: Path | None,
+                        batch_size: int = 32, workers: int | None = None) -> dict[str, Any]:
+    """Metrics of an ImageNet classifier on an ImageNet(-subset) dataset, logits restricted to its classes."""
+    if not dataset.wnids:
+        raise UsageError(f"the supervised baseline needs ImageNet classes; {dataset.name} has none "
+                         "(use --dataset imagenet or imagenette)")
+    from pixprompt import __version__
+
+    features = extract_features(model, dataset, cache_root, batch_size=batch_size, workers=workers)
+    index = {wnid: i for i, wnid in enumerate(imagenet_wnids())}
+    columns = torch.tensor([index[w] for w in dataset.wnids])
+    logits = features.features[features.valid][:, columns]
+    metrics = classification_metrics(logits, features.labels[features.valid], dataset.classnames)
+    return {"model": model.info.name, "pretrained": model.info.pretrained, "backend": "torchvision",
+            "params": model.info.params, "dataset": dataset.name, "split": dataset.split, "templates": None,
+            "ensemble": None, **metrics, "images": int(features.valid.sum()), "skipped": len(features.failures),
+            "encoded_images": features.encoded, "cached_images": features.from_cache,
+            "classes": len(dataset.classnames), "pixprompt_version": __version__}

@@ -1,0 +1,59 @@
+"""Classification metrics as small pure functions over scores (N, C) and labels (N,), returning dicts."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+
+
+def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, k: int) -> float:
+    """Share of images whose label is among the k highest scores (k capped at the number of classes)."""
+    k = min(k, scores.shape[1])
+    hits = (scores.topk(k, dim=1).indices == labels[:, None]).any(dim=1)
+    return float(hits.float().mean()) if len(labels) else float("nan")
+
+
+def confusion_matrix(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(C, C) counts: row = true class, column = predicted class."""
+    flat = labels * num_classes + predictions
+    return torch.bincount(flat, minlength=num_classes * num_classes).view(num_classes, num_classes)
+
+
+def per_class_accuracy(matrix: torch.Tensor, classnames: Sequence[str]) -> dict[str, float | None]:
+    """Recall of each class; None for a class with no images."""
+    totals = matrix.sum(dim=1)
+    return {name: (float(matrix[c, c] / totals[c]) if totals[c] else None) for c, name in enumerate(classnames)}
+
+
+def mean_per_class_recall(matrix: torch.Tensor) -> float:
+    """Mean recall over the classes that have images (classes absent from the data are left out)."""
+    totals = matrix.sum(dim=1)
+    present = totals > 0
+    return float((matrix.diagonal()[present].float() / totals[present]).mean()) if present.any() else float("nan")
+
+
+def top_confusions(matrix: torch.Tensor, classnames: Sequence[str], count: int = 10) -> list[dict[str, Any]]:
+    """The most frequent (true → predicted) mistakes."""
+    off_diagonal = matrix.clone()
+    off_diagonal.fill_diagonal_(0)
+    values, flat = off_diagonal.flatten().topk(min(count, off_diagonal.numel()))
+    size = matrix.shape[1]
+    return [{"true": classnames[i // size], "predicted": classnames[i % size], "count": int(v)}
+            for v, i in zip(values.tolist(), flat.tolist()) if v > 0]
+
+
+def classification_metrics(scores: torch.Tensor, labels: torch.Tensor, classnames: Sequence[str],
+                           full_confusion_up_to: int = 100) -> dict[str, Any]:
+    """Top-1, top-5 (top-min(5, C)), mean per-class recall, per-class accuracy and confusions."""
+    predictions = scores.argmax(dim=1)
+    matrix = confusion_matrix(predictions, labels, len(classnames))
+    metrics: dict[str, Any] = {
+        "top1": topk_accuracy(scores, labels, 1),
+        "top5": topk_accuracy(scores, labels, 5),
+        "mean_per_class_recall": mean_per_class_recall(matrix),
+        "per_class_accuracy": per_class_accuracy(matrix, classnames),
+        "top_confusions": top_confusions(matrix, classnames),
+    }
+    if len(classnames) <= full_confusion_up_to:
+        metrics["confusion_matrix"] = matrix.tolist()
+    return metrics

@@ -1,0 +1,77 @@
+"""One evaluation run: dataset → cached image features → one classifier per template set → metrics records."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from pixprompt.data.datasets import ImageDataset
+from pixprompt.errors import InputFailedError
+from pixprompt.evaluation.metrics import classification_metrics, topk_accuracy
+from pixprompt.features.cache import classifier_path, extract_features
+from pixprompt.models.base import VisionLanguageModel
+from pixprompt.prompts.classifier import ZeroShotClassifier
+from pixprompt.prompts.store import classifier_for
+from pixprompt.prompts.templates import PromptSet
+
+log = logging.getLogger(__name__)
+
+
+def per_template_accuracy(classifier: ZeroShotClassifier, features: torch.Tensor,
+                          labels: torch.Tensor) -> dict[str, float]:
+    """Top-1 of each template used alone (templated sets only)."""
+    if not classifier.prompt_set.is_templated:
+        return {}
+    return {template: topk_accuracy(logits, labels, 1)
+            for template, logits in zip(classifier.templates, classifier.per_template_logits(features))}
+
+
+def text_classifier(model: VisionLanguageModel, classnames: Sequence[str], prompt_set: PromptSet,
+                    cache_root: Path | None) -> ZeroShotClassifier:
+    """The classifier for these inputs, from the cache when it was built before."""
+    path = None
+    if cache_root is not None:
+        key = json.dumps([prompt_set.name, prompt_set.templates, sorted(prompt_set.descriptions.items())])
+        path = classifier_path(cache_root, model, classnames, key)
+    return classifier_for(model, classnames, prompt_set, path)
+
+
+def evaluate(model: VisionLanguageModel, dataset: ImageDataset, prompt_sets: Sequence[PromptSet],
+             ensembles: Sequence[str] = ("embedding",), cache_root: Path | None = None, batch_size: int = 32,
+             workers: int | None = None, strict: bool = False) -> list[dict[str, Any]]:
+    """Evaluate every template set × ensembling mode on one pass over the images; one record each."""
+    from pixprompt import __version__
+
+    started = time.perf_counter()
+    features = extract_features(model, dataset, cache_root, batch_size=batch_size, workers=workers)
+    if features.failures and strict:
+        first = min(features.failures)
+        raise InputFailedError(f"{len(features.failures)} image(s) could not be read (--strict), first: "
+                               f"{dataset.images.describe(first)}: {features.failures[first]}")
+    image_seconds = time.perf_counter() - started
+    x, y = features.features[features.valid], features.labels[features.valid]
+    skipped = [dataset.images.describe(i) for i in sorted(features.failures)]
+    records = []
+    for prompt_set in prompt_sets:
+        set_started = time.perf_counter()
+        classifier = text_classifier(model, dataset.classnames, prompt_set, cache_root)
+        template_accuracy = per_template_accuracy(classifier, x, y)
+        for ensemble in ensembles:
+            metrics = classification_metrics(classifier.scores(x, ensemble), y, dataset.classnames)
+            records.append({
+                "model": model.info.name, "pretrained": model.info.pretrained, "backend": model.info.backend,
+                "params": model.info.params, "dataset": dataset.name, "split": dataset.split,
+                "templates": prompt_set.name, "num_prompts": len(classifier.prompt_class),
+                "ensemble": ensemble, **metrics, "per_template_accuracy": template_accuracy,
+                "images": int(features.valid.sum()), "skipped": len(skipped), "skipped_files": skipped,
+                "encoded_images": features.encoded, "cached_images": features.from_cache,
+                "classes": len(dataset.classnames), "pixprompt_version": __version__,
+                "elapsed_s": round(image_seconds + time.perf_counter() - set_started, 3),
+            })
+    if skipped:
+        log.warning("%d image(s) skipped (recorded in the results as skipped_files)", len(skipped))
+    return records

@@ -1,0 +1,158 @@
+"""Image features computed once per (model, weights, preprocessing, dataset item), kept on disk.
+
+Each chunk file holds the features of up to `chunk_size` items, keyed by a hash of the model and
+the item's id (path, size, modification time). Chunks are written atomically as they complete, so an
+interrupted run keeps every finished chunk, the next run encodes only what is missing, and a changed
+or added file invalidates exactly its own entry.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from pixprompt.features.encoding import iter_encoded
+from pixprompt.storage import atomic_path
+
+if TYPE_CHECKING:
+    from pixprompt.data.datasets import ImageDataset
+    from pixprompt.models.base import VisionLanguageModel
+
+log = logging.getLogger(__name__)
+
+#: Bump when pixprompt's own image decoding changes, so older cached features are not reused.
+DECODING_VERSION = "1"
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha1("\x1f".join(parts).encode()).hexdigest()[:20]
+
+
+def _local_weights_stamp(name: str) -> str:
+    """Sizes and times of a local model folder's files, so replaced weights invalidate the cache."""
+    folder = Path(name.removeprefix("local-dir:"))
+    if not folder.is_dir():
+        return ""
+    return ";".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in sorted(folder.iterdir())
+                    if p.is_file())
+
+
+def model_key(model: "VisionLanguageModel") -> str:
+    """What the features depend on: model and weights, precision, and pixprompt's decoding."""
+    return _digest(model.info.identity, str(model.dtype), DECODING_VERSION, _local_weights_stamp(model.info.name))
+
+
+@dataclass
+class FeatureSet:
+    """Features of every item of a dataset (rows of failed items are zero, `valid` False)."""
+
+    features: torch.Tensor
+    labels: torch.Tensor
+    valid: torch.Tensor
+    failures: dict[int, str]
+    encoded: int
+    from_cache: int
+
+
+class FeatureStore:
+    """The chunk files of one (model, dataset) pair."""
+
+    def __init__(self, root: Path, model: "VisionLanguageModel", dataset_name: str, split: str):
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{dataset_name}-{split}")
+        self.folder = root / "features" / model_key(model) / slug
+        self.model_key = model_key(model)
+
+    def item_keys(self, item_ids: Sequence[str]) -> list[str]:
+        return [_digest(self.model_key, item_id) for item_id in item_ids]
+
+    def read(self) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+        """Stored features and failures by item key; unreadable chunks are removed."""
+        features: dict[str, torch.Tensor] = {}
+        failures: dict[str, str] = {}
+        for chunk in sorted(self.folder.glob("chunk-*.safetensors")):
+            try:
+                with safe_open(str(chunk), framework="pt") as handle:
+                    meta = handle.metadata()
+                    rows = handle.get_tensor("features")
+                keys = json.loads(meta["keys"])
+                failures.update(json.loads(meta["failed"]))
+            except Exception as error:  # a damaged chunk costs only its own re-encoding
+                log.warning("removing unreadable cache chunk %s (%s)", chunk, error)
+                chunk.unlink(missing_ok=True)
+                continue
+            features.update(zip(keys, rows))
+        return features, failures
+
+    def write(self, keys: list[str], rows: list[torch.Tensor], failed: dict[str, str]) -> None:
+        """Write one chunk atomically (a crash mid-write leaves no chunk, never a partial one)."""
+        if not keys and not failed:
+            return
+        name = _digest(*keys, *failed)
+        dim = rows[0].shape[0] if rows else 0
+        tensor = torch.stack(rows) if rows else torch.zeros(0, dim)
+        with atomic_path(self.folder / f"chunk-{name}.safetensors") as tmp:
+            save_file({"features": tensor.contiguous()}, str(tmp),
+                      metadata={"keys": json.dumps(keys), "failed": json.dumps(failed)})
+
+
+def extract_features(model: "VisionLanguageModel", dataset: "ImageDataset", cache_root: Path | None,
+                     batch_size: int = 32, workers: int | None = None, chunk_size: int = 512) -> FeatureSet:
+    """Features of all images of `dataset`, reading what the cache has and encoding (and storing) the rest."""
+    count = len(dataset.images)
+    store = FeatureStore(cache_root, model, dataset.name, dataset.split) if cache_root else None
+    keys = store.item_keys([dataset.images.item_id(i) for i in range(count)]) if store else [""] * count
+    stored, stored_failures = store.read() if store else ({}, {})
+    todo = [i for i, key in enumerate(keys) if key not in stored and key not in stored_failures]
+    if store and len(todo) < count:
+        log.info("resuming from the cache: %d of %d images already encoded, %d to go", count - len(todo), count,
+                 len(todo))
+
+    pending_keys: list[str] = []
+    pending_rows: list[torch.Tensor] = []
+    pending_failed: dict[str, str] = {}
+    new_rows: dict[int, torch.Tensor] = {}
+    new_failures: dict[int, str] = {}
+
+    def flush() -> None:
+        if store:
+            store.write(list(pending_keys), list(pending_rows), dict(pending_failed))
+        pending_keys.clear(), pending_rows.clear(), pending_failed.clear()
+
+    try:
+        for batch in iter_encoded(model, dataset.images, todo, batch_size=batch_size, workers=workers):
+            for index, row in zip(batch.indices.tolist(), batch.features):
+                new_rows[index] = row
+                pending_keys.append(keys[index])
+                pending_rows.append(row)
+            for index, message in batch.failures:
+                new_failures[index] = message
+                pending_failed[keys[index]] = message
+            if len(pending_keys) + len(pending_failed) >= chunk_size:
+                flush()
+    finally:  # also on Ctrl-C: keep every image encoded so far
+        flush()
+
+    rows = {i: stored[k] for i, k in enumerate(keys) if k in stored} | new_rows
+    failures = {i: stored_failures[k] for i, k in enumerate(keys) if k in stored_failures} | new_failures
+    dim = next(iter(rows.values())).shape[0] if rows else 1
+    features = torch.zeros(count, dim)
+    valid = torch.zeros(count, dtype=torch.bool)
+    for index, row in rows.items():
+        features[index] = row
+        valid[index] = True
+    return FeatureSet(features, torch.tensor(dataset.labels, dtype=torch.long), valid, failures,
+                      encoded=len(todo), from_cache=count - len(todo))
+
+
+def classifier_path(cache_root: Path, model: "VisionLanguageModel", classnames: Sequence[str],
+                    prompt_set_json: str) -> Path:
+    """Where the text classifier for these inputs is cached."""
+    return cache_root / "classifiers" / f"{_digest(model_key(model), json.dumps(list(classnames)), prompt_set_json)}.safetensors"

@@ -1,0 +1,223 @@
+"""Evaluation on the real shared images equals a direct open_clip computation; cache; metrics; grid."""
+from __future__ import annotations
+
+import json
+
+import open_clip
+import pytest
+import torch
+from PIL import Image
+
+from pixprompt.cli import main
+from pixprompt.data.datasets import DatasetOptions, load_dataset
+from pixprompt.evaluation import evaluate
+from pixprompt.prompts import resolve_templates
+
+
+def direct_open_clip_predictions(model, dataset, templates):
+    """Reference: open_clip's own preprocess, encode_image and build_zero_shot_classifier, image by image."""
+    _, _, preprocess = open_clip.create_model_and_transforms(model.info.name)
+    weights = open_clip.build_zero_shot_classifier(model.model, model.tokenizer, dataset.classnames, templates,
+                                                   num_classes_per_batch=None)
+    predictions = []
+    with torch.no_grad():
+        for start in range(0, len(dataset), 256):
+            batch = [preprocess(Image.open(dataset.images.paths[i]).convert("RGB"))
+                     for i in range(start, min(start + 256, len(dataset)))]
+            features = model.model.encode_image(torch.stack(batch), normalize=True)
+            predictions.append((features @ weights).argmax(dim=1))
+    return torch.cat(predictions)
+
+
+@pytest.mark.parametrize(("spec", "folder", "templates"), [
+    ("folder:{root}/cifar10-test", None, "standard"),
+    ("imagenette", "imagenette-val", "standard"),
+    ("imagenet", "imagenette-val", "standard"),
+])
+def test_accuracy_and_predictions_equal_direct_open_clip(loaded_models, shared_data, tmp_path, spec, folder,
+                                                         templates):
+    model = loaded_models["open_clip_clip"]
+    dataset = load_dataset(spec.format(root=shared_data),
+                           DatasetOptions(str(shared_data / folder) if folder else None))
+    (prompt_set,) = resolve_templates(templates)
+    records = evaluate(model, dataset, [prompt_set], cache_root=tmp_path, batch_size=128, workers=1)
+    expected = direct_open_clip_predictions(model, dataset, list(prompt_set.templates))
+    labels = torch.tensor(dataset.labels)
+    assert records[0]["images"] == len(dataset) and records[0]["skipped"] == 0
+    assert records[0]["top1"] == pytest.approx(float((expected == labels).float().mean()), abs=1e-9)
+    if spec == "imagenet":
+        assert records[0]["classes"] == 1000 and len(dataset) == 3925
+
+
+def test_cifar10_named_dataset_reads_class_folders(shared_data):
+    dataset = load_dataset("cifar10", DatasetOptions(str(shared_data / "cifar10-test")))
+    assert len(dataset) == 10_000 and dataset.classnames[0] == "airplane" and dataset.default_templates == "cifar10"
+
+
+@pytest.fixture()
+def small_folder(tmp_path):
+    """Three classes of four real-looking images (gradients), in a folder: dataset."""
+    root = tmp_path / "data"
+    for c, name in enumerate(["red", "green", "blue"]):
+        (root / name).mkdir(parents=True)
+        for i in range(4):
+            colour = [0, 0, 0]
+            colour[c] = 60 + 40 * i
+            Image.new("RGB", (48 + i, 40), tuple(colour)).save(root / name / f"{i}.png")
+    return root
+
+
+def counting_encoder(model, monkeypatch):
+    calls = {"images": 0}
+    original = type(model).encode_images
+
+    def counted(self, pixels):
+        calls["images"] += len(pixels)
+        return original(self, pixels)
+
+    monkeypatch.setattr(type(model), "encode_images", counted)
+    return calls
+
+
+def test_second_run_and_other_template_sets_encode_no_image(loaded_models, small_folder, tmp_path, monkeypatch):
+    model = loaded_models["open_clip_clip"]
+    dataset = load_dataset(f"folder:{small_folder}")
+    calls = counting_encoder(model, monkeypatch)
+    first = evaluate(model, dataset, resolve_templates("standard"), cache_root=tmp_path / "cache", workers=0)
+    assert calls["images"] == 12
+    again = evaluate(model, dataset, resolve_templates("raw,clip7"), ["embedding", "logits", "vote"],
+                     cache_root=tmp_path / "cache", workers=0)
+    assert calls["images"] == 12 and len(again) == 6
+    assert all(r["cached_images"] == 12 and r["encoded_images"] == 0 for r in again)
+    assert len(again[0]["per_template_accuracy"]) == 1 and len(again[3]["per_template_accuracy"]) == 7
+    assert first[0]["top1"] == evaluate(model, dataset, resolve_templates("standard"),
+                                        cache_root=tmp_path / "cache", workers=0)[0]["top1"]
+
+
+def test_interrupted_run_resumes_with_the_same_result(loaded_models, small_folder, tmp_path, monkeypatch):
+    from pixprompt.features import cache
+
+    model = loaded_models["open_clip_siglip"]
+    dataset = load_dataset(f"folder:{small_folder}")
+    clean = evaluate(model, dataset, resolve_templates("standard"), cache_root=None, batch_size=2, workers=0)
+    original = type(model).encode_images
+    state = {"batches": 0}
+
+    def dies_on_third_batch(self, pixels):
+        state["batches"] += 1
+        if state["batches"] == 3:
+            raise KeyboardInterrupt
+        return original(self, pixels)
+
+    monkeypatch.setattr(type(model), "encode_images", dies_on_third_batch)
+    monkeypatch.setattr(cache, "extract_features", cache.extract_features)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(model, dataset, resolve_templates("standard"), cache_root=tmp_path / "c", batch_size=2, workers=0)
+    monkeypatch.setattr(type(model), "encode_images", original)
+    calls = counting_encoder(model, monkeypatch)
+    resumed = evaluate(model, dataset, resolve_templates("standard"), cache_root=tmp_path / "c", batch_size=2,
+                       workers=0)
+    assert resumed[0]["cached_images"] == 4 and calls["images"] == 8  # two batches of two were kept
+    for key in ("top1", "top5", "mean_per_class_recall", "confusion_matrix"):
+        assert resumed[0][key] == clean[0][key]
+
+
+def test_a_changed_or_added_file_invalidates_only_itself(loaded_models, small_folder, tmp_path, monkeypatch):
+    model = loaded_models["open_clip_clip"]
+    evaluate(model, load_dataset(f"folder:{small_folder}"), resolve_templates("raw"), cache_root=tmp_path,
+             workers=0)
+    Image.new("RGB", (50, 50), (255, 255, 0)).save(small_folder / "red" / "0.png")
+    Image.new("RGB", (50, 50), (0, 255, 255)).save(small_folder / "blue" / "new.png")
+    calls = counting_encoder(model, monkeypatch)
+    records = evaluate(model, load_dataset(f"folder:{small_folder}"), resolve_templates("raw"),
+                       cache_root=tmp_path, workers=0)
+    assert calls["images"] == 2 and records[0]["images"] == 13 and records[0]["cached_images"] == 11
+
+
+def test_partial_chunk_files_are_never_read(loaded_models, small_folder, tmp_path):
+    model = loaded_models["open_clip_clip"]
+    dataset = load_dataset(f"folder:{small_folder}")
+    evaluate(model, dataset, resolve_templates("raw"), cache_root=tmp_path, workers=0)
+    (chunk,) = list((tmp_path / "features").rglob("chunk-*.safetensors"))
+    chunk.write_bytes(chunk.read_bytes()[:100])  # a torn write from an older, non-atomic tool
+    records = evaluate(model, dataset, resolve_templates("raw"), cache_root=tmp_path, workers=0)
+    assert records[0]["encoded_images"] == 12
+
+
+def test_metrics_equal_scikit_learn_with_absent_classes():
+    from sklearn.metrics import balanced_accuracy_score, confusion_matrix, top_k_accuracy_score
+
+    from pixprompt.evaluation.metrics import classification_metrics
+
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.randn(200, 8, generator=generator)
+    labels = torch.randint(0, 6, (200,), generator=generator)  # classes 6 and 7 have no images
+    names = [f"c{i}" for i in range(8)]
+    metrics = classification_metrics(scores, labels, names)
+    predictions = scores.argmax(1).numpy()
+    assert metrics["top1"] == pytest.approx(float((predictions == labels.numpy()).mean()))
+    assert metrics["top5"] == pytest.approx(top_k_accuracy_score(labels, scores.numpy(), k=5, labels=range(8)))
+    with pytest.warns(UserWarning):  # sklearn warns about predicted classes absent from y_true
+        expected_recall = balanced_accuracy_score(labels, predictions)
+    assert metrics["mean_per_class_recall"] == pytest.approx(expected_recall)
+    assert metrics["confusion_matrix"] == confusion_matrix(labels, predictions, labels=range(8)).tolist()
+    assert metrics["per_class_accuracy"]["c7"] is None
+    few = classification_metrics(scores[:, :3], labels.clamp(max=2), names[:3])
+    assert few["top5"] == 1.0  # top-min(5, C)
+
+
+def test_eval_cli_json_is_clean_and_output_files(tiny_model_dirs, small_folder, tmp_path, capsys):
+    argv = ["eval", "--model", str(tiny_model_dirs["transformers_clip"]), "--device", "cpu", "--dataset",
+            f"folder:{small_folder}", "--templates", "raw,standard", "--ensemble", "embedding,vote",
+            "--cache-dir", str(tmp_path / "cache"), "--workers", "0", "--json", "--output",
+            str(tmp_path / "results.csv")]
+    assert main(argv) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert [(r["templates"], r["ensemble"]) for r in records] == [
+        ("raw", "embedding"), ("raw", "vote"), ("standard", "embedding"), ("standard", "vote")]
+    for key in ("model", "dataset", "split", "top1", "top5", "mean_per_class_recall", "per_class_accuracy",
+                "confusion_matrix", "per_template_accuracy", "images", "pixprompt_version", "elapsed_s"):
+        assert key in records[0]
+    assert (tmp_path / "results.csv").read_text().startswith("model,pretrained,dataset,templates")
+
+
+def test_baseline_restricts_logits_to_the_classes_present(shared_data, tmp_path, monkeypatch):
+    import torchvision
+
+    from pixprompt.evaluation.baseline import evaluate_supervised, load_resnet50
+
+    original = torchvision.models.resnet50
+    torch.manual_seed(0)
+    monkeypatch.setattr(torchvision.models, "resnet50", lambda weights=None: original(weights=None))
+    subset = tmp_path / "val"
+    for wnid in ("n01440764", "n03888257"):  # tench, parachute
+        (subset / wnid).mkdir(parents=True)
+        for source in sorted((shared_data / "imagenette-val" / wnid).iterdir())[:3]:
+            (subset / wnid / source.name).symlink_to(source)
+    model = load_resnet50("IMAGENET1K_V1", torch.device("cpu"))
+    dataset = load_dataset("imagenet", DatasetOptions(str(tmp_path)))
+    record = evaluate_supervised(model, dataset, None, workers=0)
+    transform = torchvision.models.ResNet50_Weights.IMAGENET1K_V1.transforms()
+    with torch.no_grad():
+        logits = model.module(torch.stack([transform(Image.open(p).convert("RGB"))
+                                           for p in dataset.images.paths]))
+    expected = (logits.argmax(1) == torch.tensor(dataset.labels)).float().mean()
+    assert record["top1"] == pytest.approx(float(expected)) and record["images"] == 6
+    assert record["classes"] == 1000
+
+
+def test_bench_grid_makes_the_paper_table(tiny_model_dirs, small_folder, tmp_path, capsys, monkeypatch):
+    from pixprompt.evaluation.grid import paper_table
+
+    config = tmp_path / "grid.yaml"
+    config.write_text(f"models:\n  - model: {tiny_model_dirs['open_clip_clip']}\n"
+                      f"datasets:\n  - dataset: folder:{small_folder}\ntemplates: [clip80, standard, raw]\n")
+    assert main(["bench", "--config", str(config), "--device", "cpu", "--workers", "0", "--no-cache",
+                 "--json"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert [r["templates"] for r in records] == ["clip80", "standard", "raw"]
+    assert [r["encoded_images"] for r in records] == [12, 12, 12]  # one pass shared by the three sets
+    fake = [dict(records[0], model="ViT-B-32", pretrained="openai", dataset="imagenet", top1=0.631)]
+    (row,), columns = paper_table(fake, ["clip80"])
+    assert row["reported CLIP T11"] == 63.2 and row["ours clip80"] == 63.1 and row["delta"] == -0.1
+    assert row["reproduced clip80"] == 63.3 and "reported SigLIP T3" in columns
