@@ -342,7 +342,9 @@ def configure_logging(args: argparse.Namespace) -> None:
     if not args.debug:
         for noisy in ("root", "open_clip", "transformers", "huggingface_hub", "timm", "urllib3", "httpx"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
-        logging.getLogger().setLevel(logging.ERROR)
+        # libraries log to the root logger (open_clip logs a failed download as an error before raising);
+        # pixprompt reports such failures itself, in one line
+        logging.getLogger().setLevel(logging.CRITICAL)
         logging.getLogger("pixprompt").setLevel(level)
         try:
             import transformers

@@ -101,6 +101,7 @@ def load_model(name: str, pretrained: str | None = None, *, backend: str | None 
         log.debug("loading %s failed", name, exc_info=True)
         cause = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         what = f"{name} ({pretrained})" if pretrained else name
-        raise UnavailableError(f"could not load model {what} with {backend}: {cause[:300]}. {_offline_hint(name)}")
+        cause = cause if len(cause) <= 160 else cause[:160].rsplit(" ", 1)[0] + " …"
+        raise UnavailableError(f"could not load model {what} with {backend}: {cause}. {_offline_hint(name)}")
     log.info("loaded %s on %s (%s)", model.info.identity, torch_device, resolved_precision)
     return model
