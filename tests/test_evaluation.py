@@ -10,6 +10,7 @@ from PIL import Image
 
 from pixprompt.cli import main
 from pixprompt.data.datasets import DatasetOptions, load_dataset
+from pixprompt.errors import UsageError
 from pixprompt.evaluation import evaluate
 from pixprompt.prompts import resolve_templates
 
@@ -221,3 +222,44 @@ def test_bench_grid_makes_the_paper_table(tiny_model_dirs, small_folder, tmp_pat
     (row,), columns = paper_table(fake, ["clip80"])
     assert row["reported CLIP T11"] == 63.2 and row["ours clip80"] == 63.1 and row["delta"] == -0.1
     assert row["reproduced clip80"] == 63.3 and "reported SigLIP T3" in columns
+
+
+def test_dataset_adapters_csv_hf_and_their_errors(small_folder, tmp_path):
+    import datasets
+
+    files = sorted(small_folder.rglob("*.png"))
+    rows = ["path,label"] + [f"{p.relative_to(small_folder)},{p.parent.name}" for p in files]
+    (small_folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    from_csv = load_dataset(f"csv:{small_folder / 'labels.csv'}")
+    assert from_csv.classnames == ["blue", "green", "red"] and len(from_csv) == 12
+
+    (tmp_path / "bad.csv").write_text("file,class\na.png,x\n")
+    with pytest.raises(UsageError, match="lacks column.*label, path"):
+        load_dataset(f"csv:{tmp_path / 'bad.csv'}")
+    (tmp_path / "missing.csv").write_text("path,label\nnope.png,x\n")
+    with pytest.raises(UsageError, match="do not exist"):
+        load_dataset(f"csv:{tmp_path / 'missing.csv'}")
+
+    images = [Image.open(p).convert("RGB") for p in sorted(small_folder.rglob("*.png"))]
+    table = datasets.Dataset.from_dict(
+        {"image": images, "label": [c for c in range(3) for _ in range(4)]},
+        features=datasets.Features({"image": datasets.Image(),
+                                    "label": datasets.ClassLabel(names=["blue", "green_tea", "red"])}))
+    table.save_to_disk(str(tmp_path / "hf"))
+    from_hf = load_dataset(f"hf:{tmp_path / 'hf'}")
+    assert from_hf.classnames == ["blue", "green tea", "red"] and from_hf.images.load(5).size == (49, 40)
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UsageError, match="no class sub-folders"):
+        load_dataset(f"folder:{tmp_path / 'empty'}")
+    with pytest.raises(UsageError, match="not imagenet classes"):
+        load_dataset("imagenet", DatasetOptions(str(_wnid_like(tmp_path))))
+    with pytest.raises(UsageError, match="unknown dataset"):
+        load_dataset("mnist")
+
+
+def _wnid_like(tmp_path):
+    """An ImageNet-style folder whose one class folder is no ImageNet-1k class."""
+    root = tmp_path / "inet"
+    (root / "val" / "n00000001").mkdir(parents=True)
+    return root

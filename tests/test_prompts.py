@@ -7,8 +7,15 @@ import pytest
 import torch
 
 from pixprompt.errors import UsageError
-from pixprompt.prompts import (TEMPLATE_SETS, PromptSet, ZeroShotClassifier, build_classifier,
-                               load_descriptions, parse_labels, resolve_templates)
+from pixprompt.prompts import (
+    TEMPLATE_SETS,
+    PromptSet,
+    ZeroShotClassifier,
+    build_classifier,
+    load_descriptions,
+    parse_labels,
+    resolve_templates,
+)
 from pixprompt.prompts.templates import validate_template
 
 

@@ -8,9 +8,9 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0"
 
-from pixprompt.errors import PixpromptError, UnavailableError, UsageError  # noqa: E402
-from pixprompt.models import VisionLanguageModel, load_model  # noqa: E402
-from pixprompt.prompts import ZeroShotClassifier, build_classifier, resolve_templates  # noqa: E402
+from pixprompt.errors import PixpromptError, UnavailableError, UsageError
+from pixprompt.models import VisionLanguageModel, load_model
+from pixprompt.prompts import ZeroShotClassifier, build_classifier, resolve_templates
 
 __all__ = [
     "PixpromptError",

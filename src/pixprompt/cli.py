@@ -4,9 +4,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from pixprompt import progress
 from pixprompt.errors import PixpromptError, UsageError

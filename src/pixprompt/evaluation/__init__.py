@@ -2,7 +2,7 @@
 from pixprompt.evaluation.predict import Prediction, classify
 
 __all__ = ["Prediction", "classify"]
-from pixprompt.evaluation.metrics import classification_metrics  # noqa: E402
-from pixprompt.evaluation.runs import evaluate  # noqa: E402
+from pixprompt.evaluation.metrics import classification_metrics
+from pixprompt.evaluation.runs import evaluate
 
 __all__ += ["classification_metrics", "evaluate"]

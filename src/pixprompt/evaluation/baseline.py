@@ -1,8 +1,9 @@
 """Supervised baseline: torchvision's ResNet-50 with its own preprocessing, scored on ImageNet classes."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 

@@ -1,7 +1,8 @@
 """Classification metrics as small pure functions over scores (N, C) and labels (N,), returning dicts."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 

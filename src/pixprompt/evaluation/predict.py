@@ -1,9 +1,10 @@
 """Classify image files: encode → score with a zero-shot classifier → top-k rows."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from pixprompt.data.datasets import FileImages
 from pixprompt.features.encoding import iter_encoded

@@ -11,9 +11,10 @@ import hashlib
 import json
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors import safe_open
@@ -45,7 +46,7 @@ def _local_weights_stamp(name: str) -> str:
                     if p.is_file())
 
 
-def model_key(model: "VisionLanguageModel") -> str:
+def model_key(model: VisionLanguageModel) -> str:
     """What the features depend on: model and weights, precision, and pixprompt's decoding."""
     return _digest(model.info.identity, str(model.dtype), DECODING_VERSION, _local_weights_stamp(model.info.name))
 
@@ -65,7 +66,7 @@ class FeatureSet:
 class FeatureStore:
     """The chunk files of one (model, dataset) pair."""
 
-    def __init__(self, root: Path, model: "VisionLanguageModel", dataset_name: str, split: str):
+    def __init__(self, root: Path, model: VisionLanguageModel, dataset_name: str, split: str):
         slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{dataset_name}-{split}")
         self.folder = root / "features" / model_key(model) / slug
         self.model_key = model_key(model)
@@ -103,7 +104,7 @@ class FeatureStore:
                       metadata={"keys": json.dumps(keys), "failed": json.dumps(failed)})
 
 
-def extract_features(model: "VisionLanguageModel", dataset: "ImageDataset", cache_root: Path | None,
+def extract_features(model: VisionLanguageModel, dataset: ImageDataset, cache_root: Path | None,
                      batch_size: int = 32, workers: int | None = None, chunk_size: int = 512) -> FeatureSet:
     """Features of all images of `dataset`, reading what the cache has and encoding (and storing) the rest."""
     count = len(dataset.images)
@@ -152,7 +153,8 @@ def extract_features(model: "VisionLanguageModel", dataset: "ImageDataset", cach
                       encoded=len(todo), from_cache=count - len(todo))
 
 
-def classifier_path(cache_root: Path, model: "VisionLanguageModel", classnames: Sequence[str],
+def classifier_path(cache_root: Path, model: VisionLanguageModel, classnames: Sequence[str],
                     prompt_set_json: str) -> Path:
     """Where the text classifier for these inputs is cached."""
-    return cache_root / "classifiers" / f"{_digest(model_key(model), json.dumps(list(classnames)), prompt_set_json)}.safetensors"
+    name = _digest(model_key(model), json.dumps(list(classnames)), prompt_set_json)
+    return cache_root / "classifiers" / f"{name}.safetensors"

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -20,7 +21,7 @@ log = logging.getLogger(__name__)
 class _Preprocessed(Dataset):
     """Items are (index, pixels or None, error message); a bad image never stops the loader."""
 
-    def __init__(self, images: "ImageSource", indices: Sequence[int], model: "VisionLanguageModel"):
+    def __init__(self, images: ImageSource, indices: Sequence[int], model: VisionLanguageModel):
         self.images = images
         self.indices = indices
         self.preprocess = model.preprocess
@@ -58,7 +59,7 @@ def default_workers() -> int:
     return max(1, min(8, (torch.get_num_threads() or 2) - 1))
 
 
-def iter_encoded(model: "VisionLanguageModel", images: "ImageSource", indices: Sequence[int] | None = None,
+def iter_encoded(model: VisionLanguageModel, images: ImageSource, indices: Sequence[int] | None = None,
                  batch_size: int = 32, workers: int | None = None,
                  desc: str = "encode images") -> Iterator[EncodedBatch]:
     """Encode the images at `indices` (all by default) in batches; failures are logged and yielded."""

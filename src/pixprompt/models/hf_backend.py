@@ -1,7 +1,8 @@
 """transformers backend: CLIP, SigLIP and SigLIP 2 (fixed resolution) by Hub id or local folder."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from PIL import Image
@@ -42,7 +43,7 @@ class TransformersModel(VisionLanguageModel):
 
     @classmethod
     def load(cls, model_id: str, device: torch.device, precision: str,
-             cache_dir: str | None = None) -> "TransformersModel":
+             cache_dir: str | None = None) -> TransformersModel:
         """Load weights, image processor and tokenizer from a Hub id or a local folder."""
         from transformers import AutoConfig, AutoModel, AutoProcessor
 

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import open_clip
 import torch
@@ -81,7 +81,7 @@ class OpenClipModel(VisionLanguageModel):
 
     @classmethod
     def load(cls, model_name: str, pretrained: str | None, device: torch.device, precision: str,
-             cache_dir: str | None = None) -> "OpenClipModel":
+             cache_dir: str | None = None) -> OpenClipModel:
         """Create the model the way its weights were trained (QuickGELU included) and load the weights."""
         check_known(model_name, pretrained)
         is_builtin = not model_name.startswith(SCHEMAS)

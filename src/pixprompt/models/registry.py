@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -102,6 +102,7 @@ def load_model(name: str, pretrained: str | None = None, *, backend: str | None 
         cause = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         what = f"{name} ({pretrained})" if pretrained else name
         cause = cause if len(cause) <= 160 else cause[:160].rsplit(" ", 1)[0] + " …"
-        raise UnavailableError(f"could not load model {what} with {backend}: {cause}. {_offline_hint(name)}")
+        raise UnavailableError(
+            f"could not load model {what} with {backend}: {cause}. {_offline_hint(name)}") from None
     log.info("loaded %s on %s (%s)", model.info.identity, torch_device, resolved_precision)
     return model

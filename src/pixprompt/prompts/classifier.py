@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
-
 from safetensors.torch import load_file, save_file
 
 from pixprompt.errors import UsageError
@@ -100,7 +100,7 @@ class ZeroShotClassifier:
             save_file(tensors, str(tmp), metadata={"pixprompt": json.dumps(meta)})
 
     @classmethod
-    def load(cls, path: str | Path) -> "ZeroShotClassifier":
+    def load(cls, path: str | Path) -> ZeroShotClassifier:
         """Read a classifier written by `save`."""
         from safetensors import safe_open
 

@@ -5,7 +5,8 @@ prediction order; `embedding` and `logits` scores are logits in the model's own 
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -17,12 +18,12 @@ if TYPE_CHECKING:
 Ensembler = Callable[[torch.Tensor, "ZeroShotClassifier"], torch.Tensor]
 
 
-def embedding_scores(image_features: torch.Tensor, classifier: "ZeroShotClassifier") -> torch.Tensor:
+def embedding_scores(image_features: torch.Tensor, classifier: ZeroShotClassifier) -> torch.Tensor:
     """Logits against the renormalised mean of each class's normalised prompt embeddings (CLIP's recipe)."""
     return classifier.scale_logits(image_features @ classifier.weights.T)
 
 
-def logit_scores(image_features: torch.Tensor, classifier: "ZeroShotClassifier") -> torch.Tensor:
+def logit_scores(image_features: torch.Tensor, classifier: ZeroShotClassifier) -> torch.Tensor:
     """The mean over a class's prompts of each prompt's logit.
 
     Logits are affine in the embedding, so the mean logit is the logit of the (unrenormalised) mean
@@ -31,7 +32,7 @@ def logit_scores(image_features: torch.Tensor, classifier: "ZeroShotClassifier")
     return classifier.scale_logits(image_features @ classifier.mean_embeddings.T)
 
 
-def vote_scores(image_features: torch.Tensor, classifier: "ZeroShotClassifier") -> torch.Tensor:
+def vote_scores(image_features: torch.Tensor, classifier: ZeroShotClassifier) -> torch.Tensor:
     """Number of templates whose own prediction is each class, ties broken by the mean logit.
 
     Scores are `votes + tie-break`, the tie-break a per-row rescaling of the mean logit into [0, 0.5],
