@@ -306,7 +306,7 @@ def load_hf(path: str, options: DatasetOptions) -> ImageDataset:
     except ImportError:
         raise UnavailableError("hf: datasets need the `datasets` package: pip install datasets") from None
     source = Path(path).expanduser()
-    if source.is_dir() and (source / "dataset_info.json").exists() or (source / "dataset_dict.json").exists():
+    if source.is_dir() and any((source / name).exists() for name in ("dataset_info.json", "dataset_dict.json")):
         table = datasets.load_from_disk(str(source))
     elif source.exists():
         files = sorted(map(str, source.glob("*.parquet"))) if source.is_dir() else [str(source)]
