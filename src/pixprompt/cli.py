@@ -169,9 +169,9 @@ def run_classify(args: argparse.Namespace) -> int:
 
 
 # -- eval, baseline, bench ------------------------------------------------------------------------
-def add_data_options(parser: argparse.ArgumentParser, required: bool = True) -> None:
+def add_data_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("data")
-    group.add_argument("--dataset", "-d", required=required,
+    group.add_argument("--dataset", "-d", required=True,
                        help="imagenet, imagenette, cifar10, cifar100, folder:PATH, csv:PATH or hf:PATH")
     group.add_argument("--data-dir", help="where the dataset's images are (ImageNet: the folder with val/)")
     group.add_argument("--class-map", help="JSON file renaming folder names to class names (folder: datasets)")

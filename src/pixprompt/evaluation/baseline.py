@@ -10,6 +10,7 @@ import torch
 from pixprompt.data.datasets import ImageDataset, imagenet_wnids
 from pixprompt.errors import UnavailableError, UsageError
 from pixprompt.evaluation.metrics import classification_metrics
+from pixprompt.evaluation.runs import run_facts
 from pixprompt.features.cache import extract_features
 from pixprompt.models.base import ModelInfo
 
@@ -55,15 +56,9 @@ def evaluate_supervised(model: SupervisedClassifier, dataset: ImageDataset, cach
     if not dataset.wnids:
         raise UsageError(f"the supervised baseline needs ImageNet classes; {dataset.name} has none "
                          "(use --dataset imagenet or imagenette)")
-    from pixprompt import __version__
-
     features = extract_features(model, dataset, cache_root, batch_size=batch_size, workers=workers)
     index = {wnid: i for i, wnid in enumerate(imagenet_wnids())}
     columns = torch.tensor([index[w] for w in dataset.wnids])
     logits = features.features[features.valid][:, columns]
     metrics = classification_metrics(logits, features.labels[features.valid], dataset.classnames)
-    return {"model": model.info.name, "pretrained": model.info.pretrained, "backend": "torchvision",
-            "params": model.info.params, "dataset": dataset.name, "split": dataset.split, "templates": None,
-            "ensemble": None, **metrics, "images": int(features.valid.sum()), "skipped": len(features.failures),
-            "encoded_images": features.encoded, "cached_images": features.from_cache,
-            "classes": len(dataset.classnames), "pixprompt_version": __version__}
+    return {**run_facts(model.info, dataset, features), "templates": None, "ensemble": None, **metrics}

@@ -13,8 +13,8 @@ import torch
 from pixprompt.data.datasets import ImageDataset
 from pixprompt.errors import InputFailedError
 from pixprompt.evaluation.metrics import classification_metrics, topk_accuracy
-from pixprompt.features.cache import classifier_path, extract_features
-from pixprompt.models.base import VisionLanguageModel
+from pixprompt.features.cache import FeatureSet, classifier_path, extract_features
+from pixprompt.models.base import ModelInfo, VisionLanguageModel
 from pixprompt.prompts.classifier import ZeroShotClassifier
 from pixprompt.prompts.store import classifier_for
 from pixprompt.prompts.templates import PromptSet
@@ -41,12 +41,23 @@ def text_classifier(model: VisionLanguageModel, classnames: Sequence[str], promp
     return classifier_for(model, classnames, prompt_set, path)
 
 
+def run_facts(info: ModelInfo, dataset: ImageDataset, features: FeatureSet) -> dict[str, Any]:
+    """What every result record says about the model, the data and the image pass."""
+    from pixprompt import __version__
+
+    return {
+        "model": info.name, "pretrained": info.pretrained, "backend": info.backend, "params": info.params,
+        "dataset": dataset.name, "split": dataset.split, "classes": len(dataset.classnames),
+        "images": int(features.valid.sum()), "skipped": len(features.failures),
+        "skipped_files": [dataset.images.describe(i) for i in sorted(features.failures)],
+        "encoded_images": features.encoded, "cached_images": features.from_cache, "pixprompt_version": __version__,
+    }
+
+
 def evaluate(model: VisionLanguageModel, dataset: ImageDataset, prompt_sets: Sequence[PromptSet],
              ensembles: Sequence[str] = ("embedding",), cache_root: Path | None = None, batch_size: int = 32,
              workers: int | None = None, strict: bool = False) -> list[dict[str, Any]]:
     """Evaluate every template set × ensembling mode on one pass over the images; one record each."""
-    from pixprompt import __version__
-
     started = time.perf_counter()
     features = extract_features(model, dataset, cache_root, batch_size=batch_size, workers=workers)
     if features.failures and strict:
@@ -55,7 +66,7 @@ def evaluate(model: VisionLanguageModel, dataset: ImageDataset, prompt_sets: Seq
                                f"{dataset.images.describe(first)}: {features.failures[first]}")
     image_seconds = time.perf_counter() - started
     x, y = features.features[features.valid], features.labels[features.valid]
-    skipped = [dataset.images.describe(i) for i in sorted(features.failures)]
+    facts = run_facts(model.info, dataset, features)
     records = []
     for prompt_set in prompt_sets:
         set_started = time.perf_counter()
@@ -64,15 +75,10 @@ def evaluate(model: VisionLanguageModel, dataset: ImageDataset, prompt_sets: Seq
         for ensemble in ensembles:
             metrics = classification_metrics(classifier.scores(x, ensemble), y, dataset.classnames)
             records.append({
-                "model": model.info.name, "pretrained": model.info.pretrained, "backend": model.info.backend,
-                "params": model.info.params, "dataset": dataset.name, "split": dataset.split,
-                "templates": prompt_set.name, "num_prompts": len(classifier.prompt_class),
+                **facts, "templates": prompt_set.name, "num_prompts": len(classifier.prompt_class),
                 "ensemble": ensemble, **metrics, "per_template_accuracy": template_accuracy,
-                "images": int(features.valid.sum()), "skipped": len(skipped), "skipped_files": skipped,
-                "encoded_images": features.encoded, "cached_images": features.from_cache,
-                "classes": len(dataset.classnames), "pixprompt_version": __version__,
                 "elapsed_s": round(image_seconds + time.perf_counter() - set_started, 3),
             })
-    if skipped:
-        log.warning("%d image(s) skipped (recorded in the results as skipped_files)", len(skipped))
+    if features.failures:
+        log.warning("%d image(s) skipped (recorded in the results as skipped_files)", len(features.failures))
     return records
