@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from interruptions import ctrl_c_after
 from pixprompt.cli import main
 from pixprompt.data.datasets import DatasetOptions, load_dataset
 from pixprompt.errors import UsageError
@@ -96,25 +97,11 @@ def test_second_run_and_other_template_sets_encode_no_image(loaded_models, small
 
 
 def test_interrupted_run_resumes_with_the_same_result(loaded_models, small_folder, tmp_path, monkeypatch):
-    from pixprompt.features import cache
-
     model = loaded_models["open_clip_siglip"]
     dataset = load_dataset(f"folder:{small_folder}")
     clean = evaluate(model, dataset, resolve_templates("standard"), cache_root=None, batch_size=2, workers=0)
-    original = type(model).encode_images
-    state = {"batches": 0}
-
-    def dies_on_third_batch(self, pixels):
-        state["batches"] += 1
-        if state["batches"] == 3:
-            raise KeyboardInterrupt
-        return original(self, pixels)
-
-    monkeypatch.setattr(type(model), "encode_images", dies_on_third_batch)
-    monkeypatch.setattr(cache, "extract_features", cache.extract_features)
-    with pytest.raises(KeyboardInterrupt):
+    with ctrl_c_after(monkeypatch, 2), pytest.raises(KeyboardInterrupt):
         evaluate(model, dataset, resolve_templates("standard"), cache_root=tmp_path / "c", batch_size=2, workers=0)
-    monkeypatch.setattr(type(model), "encode_images", original)
     calls = counting_encoder(model, monkeypatch)
     resumed = evaluate(model, dataset, resolve_templates("standard"), cache_root=tmp_path / "c", batch_size=2,
                        workers=0)

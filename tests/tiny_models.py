@@ -18,7 +18,7 @@ EMBED_DIM = 32
 SPECIAL_TOKENS = ["<pad>", "<unk>", "<s>", "</s>"]
 
 
-def _char_tokenizer(path: Path, *, add_bos: bool, lowercase: bool, max_length: int):
+def char_tokenizer(path: Path, *, add_bos: bool, lowercase: bool, max_length: int):
     """A character-level fast tokenizer (pad=0, unk=1, bos=2, eos=3), saved to `path`."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
@@ -66,7 +66,7 @@ def make_open_clip_clip(path: Path) -> Path:
 def make_open_clip_siglip(path: Path) -> Path:
     """open_clip SigLIP: bidirectional text tower pooled at the last position, fixed 16-token padding,
     a lower-casing HF tokenizer stored in the folder, sigmoid scoring with a learned bias."""
-    _char_tokenizer(path, add_bos=False, lowercase=True, max_length=64)
+    char_tokenizer(path, add_bos=False, lowercase=True, max_length=64)
     model_cfg = {
         "embed_dim": EMBED_DIM,
         "init_logit_bias": -10,
@@ -85,7 +85,7 @@ def _write_transformers(path: Path, model, image_processor, tokenizer_kwargs: di
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path)
     image_processor.save_pretrained(path)
-    _char_tokenizer(path, **tokenizer_kwargs)
+    char_tokenizer(path, **tokenizer_kwargs)
     return path
 
 

@@ -44,8 +44,17 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
                        help="auto: fp16 on CUDA, fp32 elsewhere")
     group.add_argument("--weights-dir", help="where model weights are downloaded (default: the HF cache)")
-    group.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
-    group.add_argument("--workers", type=int, help="image decoding processes (default: cores - 1)")
+    group.add_argument("--accelerate", metavar="PATH",
+                       help="optional faster image path: compile, channels-last or onnx (CPU); used only "
+                            "if it reproduces the eager embeddings")
+    add_batch_options(group)
+
+
+def add_batch_options(group: argparse._ActionsContainer) -> None:
+    group.add_argument("--batch-size", type=int,
+                       help="images per batch (default: 32 on CPU, 256 on CUDA; halved on out-of-memory)")
+    group.add_argument("--workers", type=int,
+                       help="image decoding processes (default: cores − 1, at most 8; none on 2 cores or fewer)")
 
 
 def add_prompt_options(parser: argparse.ArgumentParser, default_templates: str | None) -> None:
@@ -72,7 +81,7 @@ def model_from_args(args: argparse.Namespace):
     from pixprompt.models import load_model
 
     return load_model(args.model, args.pretrained, backend=args.backend, device=args.device,
-                      precision=args.precision, cache_dir=args.weights_dir)
+                      precision=args.precision, cache_dir=args.weights_dir, accelerate=args.accelerate)
 
 
 def prompt_sets_from_args(args: argparse.Namespace, default: str = "standard"):
@@ -134,20 +143,21 @@ def _classnames_from_args(args: argparse.Namespace) -> tuple[list[str], str | No
 @command("classify", "classify images with class names and prompt templates", _classify_arguments)
 def run_classify(args: argparse.Namespace) -> int:
     from pixprompt.data import collect_images
-    from pixprompt.evaluation import classify
+    from pixprompt.evaluation.predict import classify_many
     from pixprompt.prompts.store import classifier_for
     from pixprompt.reports import emit
 
     classnames, dataset_templates = _classnames_from_args(args)
     prompt_sets = prompt_sets_from_args(args, default=dataset_templates or "standard")
+    if args.classifier and len(prompt_sets) > 1:
+        raise UsageError("--classifier stores one template set: give a single --templates set with it")
     paths = collect_images(args.inputs)
     model = model_from_args(args)
-    rows, failed = [], 0
-    for prompt_set in prompt_sets:
-        classifier = classifier_for(model, classnames, prompt_set, args.classifier)
-        for prediction in classify(model, classifier, paths, args.top_k, args.ensemble, args.batch_size,
-                                   args.workers):
-            failed += prediction.error is not None
+    classifiers = [classifier_for(model, classnames, prompt_set, args.classifier) for prompt_set in prompt_sets]
+    predictions = classify_many(model, classifiers, paths, args.top_k, args.ensemble, args.batch_size, args.workers)
+    rows = []
+    for prompt_set, set_predictions in zip(prompt_sets, predictions):
+        for prediction in set_predictions:
             row = {"image": prediction.path, "templates": prompt_set.name}
             if prediction.error:
                 row["error"] = prediction.error
@@ -155,6 +165,7 @@ def run_classify(args: argparse.Namespace) -> int:
                 row["top"] = [{"label": label, "probability": p}
                               for label, p in zip(prediction.labels, prediction.probabilities)]
             rows.append(row)
+    failed = sum(prediction.error is not None for prediction in predictions[0])
     if args.format in ("table", "csv", "markdown"):
         rows = [{"image": r["image"], "templates": r["templates"], "rank": rank + 1, "label": top["label"],
                  "probability": round(top["probability"], 4)}
@@ -163,7 +174,7 @@ def run_classify(args: argparse.Namespace) -> int:
     emit(rows, args.format, None if args.format == "json" else
          ["image", "templates", "rank", "label", "probability", "error"])
     if failed:
-        log.error("%d of %d image(s) could not be classified", failed // len(prompt_sets), len(paths))
+        log.error("%d of %d image(s) could not be classified", failed, len(paths))
         return 1
     return 0
 
@@ -176,6 +187,8 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--data-dir", help="where the dataset's images are (ImageNet: the folder with val/)")
     group.add_argument("--class-map", help="JSON file renaming folder names to class names (folder: datasets)")
     group.add_argument("--strict", action="store_true", help="fail on the first unreadable image")
+    group.add_argument("--max-images", type=int, metavar="N",
+                       help="a quick look: N images taken at even steps, so every class keeps some")
 
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -183,6 +196,8 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--cache-dir", help="feature and classifier cache (default: the user cache folder)")
     group.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     group.add_argument("--output", "-o", help="also write the records to FILE (.json, .csv or .md)")
+    group.add_argument("--report", metavar="FILE.html",
+                       help="also write a self-contained HTML report, with its figures as PNG beside it")
     add_format_options(parser)
 
 
@@ -195,24 +210,14 @@ def cache_from_args(args: argparse.Namespace) -> Path | None:
 def dataset_from_args(args: argparse.Namespace):
     from pixprompt.data.datasets import DatasetOptions, load_dataset
 
-    return load_dataset(args.dataset, DatasetOptions(args.data_dir, args.class_map))
-
-
-SUMMARY_COLUMNS = ["model", "pretrained", "dataset", "templates", "ensemble", "top1", "top5",
-                   "mean_per_class_recall", "images", "skipped"]
-
-
-def summary_row(record: dict) -> dict:
-    """A record's headline numbers, accuracies in percent."""
-    row = {k: record.get(k) for k in SUMMARY_COLUMNS}
-    for key in ("top1", "top5", "mean_per_class_recall"):
-        row[key] = round(100 * record[key], 2)
-    return row
+    dataset = load_dataset(args.dataset, DatasetOptions(args.data_dir, args.class_map))
+    return dataset.spread_subset(args.max_images) if args.max_images else dataset
 
 
 def write_records(records: list[dict], path: str, columns: list[str] | None = None) -> None:
     """Write records by the file's suffix: full JSON, or the summary as CSV / Markdown."""
     from pixprompt.reports import to_csv, to_json, to_markdown
+    from pixprompt.reports.tables import SUMMARY_COLUMNS, summary_row
     from pixprompt.storage import write_text_atomic
 
     suffix = Path(path).suffix.lower()
@@ -228,9 +233,16 @@ def write_records(records: list[dict], path: str, columns: list[str] | None = No
 
 def report_records(args: argparse.Namespace, records: list[dict]) -> None:
     from pixprompt.reports import emit
+    from pixprompt.reports.tables import SUMMARY_COLUMNS, summary_row
 
     if args.output:
         write_records(records, args.output)
+    if args.report:
+        from pixprompt.reports.html import write_report
+
+        path = write_report(records, args.report)
+        if not args.quiet:
+            print(f"pixprompt: report written to {path}", file=sys.stderr)
     if args.format == "json":
         emit(records, "json")
     else:
@@ -242,6 +254,9 @@ def _eval_arguments(parser: argparse.ArgumentParser) -> None:
     add_data_options(parser)
     add_prompt_options(parser, None)
     add_run_options(parser)
+    parser.add_argument("--examples", type=int, metavar="N",
+                        help="keep N example images per class (up to 12 classes) with their top-3 in the results "
+                             "(default: 4 with --report, else 0)")
 
 
 @command("eval", "zero-shot accuracy of a model on a dataset, for one or more template sets", _eval_arguments)
@@ -255,8 +270,9 @@ def run_eval(args: argparse.Namespace) -> int:
     for mode in ensembles:
         get_ensembler(mode)  # refuse a typo before the model loads
     model = model_from_args(args)
+    examples = args.examples if args.examples is not None else 4 if args.report else 0
     records = evaluate(model, dataset, prompt_sets, ensembles, cache_from_args(args),
-                       args.batch_size, args.workers, args.strict)
+                       args.batch_size, args.workers, args.strict, examples)
     report_records(args, records)
     return 0
 
@@ -265,8 +281,7 @@ def _baseline_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", default="IMAGENET1K_V1,IMAGENET1K_V2",
                         help="ResNet-50 weights, comma-separated (default: both)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--workers", type=int)
+    add_batch_options(parser)
     add_data_options(parser)
     add_run_options(parser)
 
@@ -289,8 +304,7 @@ def _bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", "-c", required=True, help="YAML file: models, datasets, templates")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--workers", type=int)
+    add_batch_options(parser)
     add_run_options(parser)
 
 
@@ -314,6 +328,39 @@ def run_bench(args: argparse.Namespace) -> int:
 
 
 # -- entry point ----------------------------------------------------------------------------------
+def _report_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("results", nargs="+", help="JSON results files (eval/bench/baseline --output FILE.json)")
+    parser.add_argument("--output", "-o", default="report.html", help="the HTML file (default: report.html)")
+    parser.add_argument("--figures", help="folder for the PNG figures (default: <report name>_figures/)")
+
+
+@command("report", "an HTML report with figures from saved results", _report_arguments)
+def run_report(args: argparse.Namespace) -> int:
+    from pixprompt.reports.html import load_records, write_report
+
+    path = write_report(load_records(args.results), args.output, args.figures)
+    print(f"report written to {path}", file=sys.stderr)
+    return 0
+
+
+def _serve_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model_options(parser)
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: this machine only)")
+    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--max-upload-mb", type=int, default=10, help="largest image accepted (default 10 MB)")
+
+
+@command("serve", "a local web page to try class names and templates on your images", _serve_arguments)
+def run_serve(args: argparse.Namespace) -> int:
+    from pixprompt.web.app import serve
+
+    model = model_from_args(args)
+    print(f"pixprompt: serving {model.info.identity} on http://{args.host}:{args.port} (Ctrl-C stops)",
+          file=sys.stderr)
+    serve(model, args.host, args.port, args.max_upload_mb)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from pixprompt import __version__
 

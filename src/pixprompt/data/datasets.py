@@ -7,8 +7,9 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -20,6 +21,8 @@ from pixprompt.data.images import open_rgb, walk_images
 from pixprompt.errors import UnavailableError, UsageError
 from pixprompt.paths import cache_root
 from pixprompt.prompts.labels import read_text_file, validate_classnames
+
+log = logging.getLogger(__name__)
 
 IMAGENETTE_WNIDS = ("n01440764", "n02102040", "n02979186", "n03000684", "n03028079", "n03394916",
                     "n03417042", "n03425413", "n03445777", "n03888257")
@@ -118,6 +121,19 @@ class ImageDataset:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def spread_subset(self, count: int) -> ImageDataset:
+        """At most `count` items taken at even steps (so every class keeps some), for quick looks.
+
+        Only file-based datasets can be cut this way; the classes stay the same.
+        """
+        if count >= len(self):
+            return self
+        if not isinstance(self.images, FileImages):
+            raise UsageError(f"{self.name}: only folder, CSV and ImageNet-style datasets can be subsampled")
+        keep = [round(i * len(self) / count) for i in range(count)]
+        return replace(self, images=FileImages([self.images.paths[i] for i in keep]),
+                       labels=[self.labels[i] for i in keep], split=f"{self.split}[{count} of {len(self)}]")
+
 
 @dataclass(frozen=True)
 class DatasetOptions:
@@ -165,12 +181,25 @@ def _class_folders(root: Path) -> list[Path]:
 
 
 def _files_by_class(folders: Sequence[Path], label_of: Callable[[str], int]) -> tuple[list[Path], list[int]]:
-    paths, labels = [], []
+    """Image paths and labels of class folders; classes whose folder has no images stay classes (warned)."""
+    paths, labels, empty = [], [], []
     for folder in folders:
         images = walk_images(folder)
         paths.extend(images)
         labels.extend([label_of(folder.name)] * len(images))
+        if not images:
+            empty.append(folder.name)
+    if empty and paths:
+        log.warning("%d class folder(s) hold no images: %s (they stay candidate classes, with no test images)",
+                    len(empty), ", ".join(empty[:10]) + (" …" if len(empty) > 10 else ""))
     return paths, labels
+
+
+def _require_two_classes(classnames: Sequence[str], source: object) -> None:
+    """Zero-shot accuracy over a single class is meaningless (every image gets it): refuse it."""
+    if len(classnames) < 2:
+        raise UsageError(f"{source} has only one class ({', '.join(classnames)}): zero-shot evaluation needs "
+                         "at least two classes to choose between")
 
 
 def _wnid_root(root: Path, dataset: str) -> Path:
@@ -260,6 +289,7 @@ def load_folder(path: str, options: DatasetOptions) -> ImageDataset:
         raise UsageError(f"{root} has no class sub-folders: put each class's images in a folder of its own")
     rename = _class_map(options.class_map)
     classnames = validate_classnames(rename.get(f.name, f.name) for f in folders)
+    _require_two_classes(classnames, root)
     index = {f.name: i for i, f in enumerate(folders)}
     paths, labels = _files_by_class(folders, index.__getitem__)
     if not paths:
@@ -294,6 +324,7 @@ def load_csv(path: str, options: DatasetOptions) -> ImageDataset:
         raise UsageError(f"CSV file {csv_path}: {len(absent)} image path(s) do not exist, e.g. {', '.join(absent[:3])}")
     classnames = sorted({row["label"].strip() for row in rows})
     validate_classnames(classnames)
+    _require_two_classes(classnames, f"CSV file {csv_path}")
     index = {name: i for i, name in enumerate(classnames)}
     return ImageDataset(f"csv:{csv_path.stem}", "all", classnames, FileImages(paths),
                         [index[row["label"].strip()] for row in rows])

@@ -2,13 +2,17 @@
 from __future__ import annotations
 
 import glob
+import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import IO
 
 from PIL import Image, ImageOps
 
 from pixprompt.errors import UsageError
+
+log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"})
 
@@ -18,16 +22,24 @@ def is_image_file(path: Path) -> bool:
 
 
 def walk_images(folder: Path) -> list[Path]:
-    """Image files below `folder`, sorted, following symlinks once (loops are not followed twice)."""
-    found, seen = [], set()
+    """Image files below `folder`, sorted, following symlinks to folders once; links back to the folder or
+    its ancestors (loops) are not followed."""
+    found, ignored, seen = [], [], set()
+    top = os.path.realpath(folder)
     for root, dirs, files in os.walk(folder, followlinks=True):
         real = os.path.realpath(root)
-        if real in seen:
+        if real in seen or (real != top and (top + os.sep).startswith(real + os.sep)):
+            if real not in seen:  # a link back to an ancestor would pull in the folders beside this one
+                log.warning("not following %s: it links back to %s, which holds it", root, real)
             dirs[:] = []
             continue
         seen.add(real)
         dirs.sort()
-        found.extend(Path(root) / name for name in sorted(files) if is_image_file(Path(name)))
+        for name in sorted(files):
+            (found if is_image_file(Path(name)) else ignored).append(Path(root) / name)
+    if ignored:
+        shown = ", ".join(str(p) for p in ignored[:20]) + (" …" if len(ignored) > 20 else "")
+        log.info("ignored %d file(s) without an image extension under %s: %s", len(ignored), folder, shown)
     return found
 
 
@@ -52,7 +64,17 @@ def collect_images(inputs: Iterable[str]) -> list[Path]:
 
 def open_rgb(path: str | os.PathLike) -> Image.Image:
     """Open an image fully decoded, rotated by its EXIF orientation, as 8-bit RGB (first frame of animations)."""
-    with Image.open(path) as image:
+    if os.path.getsize(path) == 0:
+        raise ValueError("empty file (0 bytes)")
+    return decode_rgb(path)
+
+
+def decode_rgb(source: str | os.PathLike | IO[bytes]) -> Image.Image:
+    """`open_rgb` for a path or an open binary file (an upload): EXIF rotation applied, 8-bit RGB.
+
+    Pillow refuses images over its decompression-bomb limit (about 179 megapixels) before decoding.
+    """
+    with Image.open(source) as image:
         image.load()
         image = ImageOps.exif_transpose(image)
         if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
@@ -63,3 +85,15 @@ def open_rgb(path: str | os.PathLike) -> Image.Image:
         if image.mode == "I;16" or image.mode == "I":
             return image.point(lambda value: value / 256).convert("L").convert("RGB")
         return image.convert("RGB")
+
+
+def thumbnail_data_uri(image: Image.Image, size: int = 96) -> str:
+    """A small JPEG of `image` as a `data:` URI, for self-contained reports."""
+    import base64
+    import io
+
+    thumbnail = image.copy()
+    thumbnail.thumbnail((size, size))
+    buffer = io.BytesIO()
+    thumbnail.save(buffer, "JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")

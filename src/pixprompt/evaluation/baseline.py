@@ -51,7 +51,7 @@ def load_resnet50(weights_name: str, device: torch.device) -> SupervisedClassifi
 
 
 def evaluate_supervised(model: SupervisedClassifier, dataset: ImageDataset, cache_root: Path | None,
-                        batch_size: int = 32, workers: int | None = None) -> dict[str, Any]:
+                        batch_size: int | None = None, workers: int | None = None) -> dict[str, Any]:
     """Metrics of an ImageNet classifier on an ImageNet(-subset) dataset, logits restricted to its classes."""
     if not dataset.wnids:
         raise UsageError(f"the supervised baseline needs ImageNet classes; {dataset.name} has none "

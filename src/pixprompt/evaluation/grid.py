@@ -41,7 +41,7 @@ def load_grid(path: str | Path) -> Grid:
 
 
 def run_grid(grid: Grid, device: str = "auto", precision: str = "auto", cache_root: Path | None = None,
-             batch_size: int = 32, workers: int | None = None) -> list[dict[str, Any]]:
+             batch_size: int | None = None, workers: int | None = None) -> list[dict[str, Any]]:
     """Evaluate each model on each dataset with all template sets; each model is loaded once."""
     from pixprompt.data.datasets import DatasetOptions, load_dataset
     from pixprompt.evaluation.runs import evaluate

@@ -25,26 +25,38 @@ class Prediction:
         return asdict(self)
 
 
-def classify(model: VisionLanguageModel, classifier: ZeroShotClassifier, paths: Sequence[Path],
-             top_k: int = 5, ensemble: str = "embedding", batch_size: int = 32,
-             workers: int | None = None) -> list[Prediction]:
-    """Predictions for each path in input order; files that cannot be read get an error row."""
-    top_k = max(1, min(top_k, classifier.num_classes))
-    rows: dict[int, Prediction] = {}
+def classify_many(model: VisionLanguageModel, classifiers: Sequence[ZeroShotClassifier], paths: Sequence[Path],
+                  top_k: int = 5, ensemble: str = "embedding", batch_size: int | None = None,
+                  workers: int | None = None) -> list[list[Prediction]]:
+    """Predictions of each classifier for each path (input order), from one pass over the images.
+
+    Files that cannot be read get an error row under every classifier.
+    """
+    rows: list[dict[int, Prediction]] = [{} for _ in classifiers]
     images = FileImages([Path(p) for p in paths])
     for batch in iter_encoded(model, images, batch_size=batch_size, workers=workers):
         for index, message in batch.failures:
-            rows[index] = Prediction(str(paths[index]), error=message)
+            for by_index in rows:
+                by_index[index] = Prediction(str(paths[index]), error=message)
         if len(batch.indices) == 0:
             continue
-        scores = classifier.scores(batch.features, ensemble)
-        probabilities = classifier.probabilities(scores, ensemble)
-        top = scores.topk(top_k, dim=1).indices
-        for row, index in enumerate(batch.indices.tolist()):
-            classes = top[row].tolist()
-            rows[index] = Prediction(
-                str(paths[index]),
-                labels=tuple(classifier.classnames[c] for c in classes),
-                probabilities=tuple(float(probabilities[row, c]) for c in classes),
-            )
-    return [rows[i] for i in range(len(paths))]
+        for classifier, by_index in zip(classifiers, rows):
+            k = max(1, min(top_k, classifier.num_classes))
+            scores = classifier.scores(batch.features, ensemble)
+            probabilities = classifier.probabilities(scores, ensemble)
+            top = scores.topk(k, dim=1).indices
+            for row, index in enumerate(batch.indices.tolist()):
+                classes = top[row].tolist()
+                by_index[index] = Prediction(
+                    str(paths[index]),
+                    labels=tuple(classifier.classnames[c] for c in classes),
+                    probabilities=tuple(float(probabilities[row, c]) for c in classes),
+                )
+    return [[by_index[i] for i in range(len(paths))] for by_index in rows]
+
+
+def classify(model: VisionLanguageModel, classifier: ZeroShotClassifier, paths: Sequence[Path],
+             top_k: int = 5, ensemble: str = "embedding", batch_size: int | None = None,
+             workers: int | None = None) -> list[Prediction]:
+    """Predictions for each path in input order; files that cannot be read get an error row."""
+    return classify_many(model, [classifier], paths, top_k, ensemble, batch_size, workers)[0]

@@ -12,6 +12,7 @@ import torch
 
 from pixprompt.data.datasets import ImageDataset
 from pixprompt.errors import InputFailedError
+from pixprompt.evaluation.examples import Thumbnails, example_predictions
 from pixprompt.evaluation.metrics import classification_metrics, topk_accuracy
 from pixprompt.features.cache import FeatureSet, classifier_path, extract_features
 from pixprompt.models.base import ModelInfo, VisionLanguageModel
@@ -55,9 +56,14 @@ def run_facts(info: ModelInfo, dataset: ImageDataset, features: FeatureSet) -> d
 
 
 def evaluate(model: VisionLanguageModel, dataset: ImageDataset, prompt_sets: Sequence[PromptSet],
-             ensembles: Sequence[str] = ("embedding",), cache_root: Path | None = None, batch_size: int = 32,
-             workers: int | None = None, strict: bool = False) -> list[dict[str, Any]]:
-    """Evaluate every template set × ensembling mode on one pass over the images; one record each."""
+             ensembles: Sequence[str] = ("embedding",), cache_root: Path | None = None,
+             batch_size: int | None = None, workers: int | None = None, strict: bool = False,
+             examples_per_class: int = 0) -> list[dict[str, Any]]:
+    """Evaluate every template set × ensembling mode on one pass over the images; one record each.
+
+    With `examples_per_class`, each record also keeps that many images of up to 12 classes with the
+    model's top-3 and a thumbnail (`examples`), for the visual report.
+    """
     started = time.perf_counter()
     features = extract_features(model, dataset, cache_root, batch_size=batch_size, workers=workers)
     if features.failures and strict:
@@ -66,6 +72,8 @@ def evaluate(model: VisionLanguageModel, dataset: ImageDataset, prompt_sets: Seq
                                f"{dataset.images.describe(first)}: {features.failures[first]}")
     image_seconds = time.perf_counter() - started
     x, y = features.features[features.valid], features.labels[features.valid]
+    item_indices = features.valid.nonzero().flatten()
+    thumbnails = Thumbnails(dataset)
     facts = run_facts(model.info, dataset, features)
     records = []
     for prompt_set in prompt_sets:
@@ -73,7 +81,12 @@ def evaluate(model: VisionLanguageModel, dataset: ImageDataset, prompt_sets: Seq
         classifier = text_classifier(model, dataset.classnames, prompt_set, cache_root)
         template_accuracy = per_template_accuracy(classifier, x, y)
         for ensemble in ensembles:
-            metrics = classification_metrics(classifier.scores(x, ensemble), y, dataset.classnames)
+            scores = classifier.scores(x, ensemble)
+            metrics = classification_metrics(scores, y, dataset.classnames)
+            if examples_per_class:
+                metrics["examples"] = example_predictions(
+                    thumbnails, item_indices, y, classifier.probabilities(scores, ensemble), dataset.classnames,
+                    examples_per_class)
             records.append({
                 **facts, "templates": prompt_set.name, "num_prompts": len(classifier.prompt_class),
                 "ensemble": ensemble, **metrics, "per_template_accuracy": template_accuracy,

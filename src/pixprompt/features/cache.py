@@ -21,7 +21,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from pixprompt.features.encoding import iter_encoded
-from pixprompt.storage import atomic_path
+from pixprompt.storage import atomic_path, cache_write
 
 if TYPE_CHECKING:
     from pixprompt.data.datasets import ImageDataset
@@ -70,6 +70,7 @@ class FeatureStore:
         slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{dataset_name}-{split}")
         self.folder = root / "features" / model_key(model) / slug
         self.model_key = model_key(model)
+        self.writable = True  # until a write fails (disk full): then the run goes on uncached
 
     def item_keys(self, item_ids: Sequence[str]) -> list[str]:
         return [_digest(self.model_key, item_id) for item_id in item_ids]
@@ -94,27 +95,33 @@ class FeatureStore:
 
     def write(self, keys: list[str], rows: list[torch.Tensor], failed: dict[str, str]) -> None:
         """Write one chunk atomically (a crash mid-write leaves no chunk, never a partial one)."""
-        if not keys and not failed:
+        if not self.writable or (not keys and not failed):
             return
-        name = _digest(*keys, *failed)
+        path = self.folder / f"chunk-{_digest(*keys, *failed)}.safetensors"
         dim = rows[0].shape[0] if rows else 0
         tensor = torch.stack(rows) if rows else torch.zeros(0, dim)
-        with atomic_path(self.folder / f"chunk-{name}.safetensors") as tmp:
-            save_file({"features": tensor.contiguous()}, str(tmp),
-                      metadata={"keys": json.dumps(keys), "failed": json.dumps(failed)})
+
+        def save() -> None:
+            with atomic_path(path) as tmp:
+                save_file({"features": tensor.contiguous()}, str(tmp),
+                          metadata={"keys": json.dumps(keys), "failed": json.dumps(failed)})
+
+        self.writable = cache_write(save, path)
 
 
 def extract_features(model: VisionLanguageModel, dataset: ImageDataset, cache_root: Path | None,
-                     batch_size: int = 32, workers: int | None = None, chunk_size: int = 512) -> FeatureSet:
+                     batch_size: int | None = None, workers: int | None = None, chunk_size: int = 512) -> FeatureSet:
     """Features of all images of `dataset`, reading what the cache has and encoding (and storing) the rest."""
     count = len(dataset.images)
     store = FeatureStore(cache_root, model, dataset.name, dataset.split) if cache_root else None
     keys = store.item_keys([dataset.images.item_id(i) for i in range(count)]) if store else [""] * count
     stored, stored_failures = store.read() if store else ({}, {})
     todo = [i for i, key in enumerate(keys) if key not in stored and key not in stored_failures]
-    if store and len(todo) < count:
-        log.info("resuming from the cache: %d of %d images already encoded, %d to go", count - len(todo), count,
-                 len(todo))
+    if store and 0 < len(todo) < count:  # an earlier run stopped part-way (or the data changed)
+        log.warning("resuming from the cache: %d of %d images already encoded, %d to go", count - len(todo),
+                    count, len(todo))
+    elif store and not todo:
+        log.info("all %d images found in the cache", count)
 
     pending_keys: list[str] = []
     pending_rows: list[torch.Tensor] = []

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from pixprompt.models.batching import ShrinkingBatches, default_batch_size
 from pixprompt.progress import progress_bar
 
 if TYPE_CHECKING:
@@ -55,21 +56,29 @@ class EncodedBatch:
 
 
 def default_workers() -> int:
-    """Leave one core to the encoder; at least one worker so decoding overlaps encoding."""
-    return max(1, min(8, (torch.get_num_threads() or 2) - 1))
+    """Decoding processes beside the encoder: cores − 1 (at most 8); none on two cores or fewer, where a
+    worker only takes its core from the encoder's threads (measured in BENCHMARKS.md)."""
+    cores = torch.get_num_threads() or 1
+    return 0 if cores <= 2 else min(8, cores - 1)
 
 
 def iter_encoded(model: VisionLanguageModel, images: ImageSource, indices: Sequence[int] | None = None,
-                 batch_size: int = 32, workers: int | None = None,
+                 batch_size: int | None = None, workers: int | None = None,
                  desc: str = "encode images") -> Iterator[EncodedBatch]:
-    """Encode the images at `indices` (all by default) in batches; failures are logged and yielded."""
+    """Encode the images at `indices` (all by default) in batches; failures are logged and yielded.
+
+    `batch_size` defaults to the device's (see `default_batch_size`); out-of-memory halves it.
+    """
     indices = list(range(len(images))) if indices is None else list(indices)
     workers = default_workers() if workers is None else workers
-    loader = DataLoader(_Preprocessed(images, indices, model), batch_size=batch_size, num_workers=workers,
-                        collate_fn=_collate, pin_memory=model.device.type == "cuda")
+    loader = DataLoader(_Preprocessed(images, indices, model),
+                        batch_size=batch_size or default_batch_size(model.device),
+                        num_workers=workers, collate_fn=_collate, pin_memory=model.device.type == "cuda",
+                        prefetch_factor=4 if workers else None)
+    encode = ShrinkingBatches(model.encode_images, "images")
     with progress_bar(total=len(indices), desc=desc, unit="img") as bar:
         for batch_indices, pixels, failed in loader:
-            features = model.encode_images(pixels) if pixels is not None else torch.empty(0, 0)
+            features = encode(pixels) if pixels is not None else torch.empty(0, 0)
             for index, message in failed:
                 log.warning("skipped %s: %s", images.describe(index), message)
             yield EncodedBatch(batch_indices, features, failed)

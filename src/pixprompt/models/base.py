@@ -1,14 +1,18 @@
 """The interface every backend implements: preprocess → encode → score, with backend specifics inside."""
 from __future__ import annotations
 
+import contextlib
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from typing import Any, Literal
 
 import torch
 from PIL import Image
+
+from pixprompt.models.batching import ShrinkingBatches
 
 log = logging.getLogger(__name__)
 
@@ -69,16 +73,32 @@ class VisionLanguageModel(ABC):
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """Turn one RGB image into the model's input tensor (C, H, W), exactly as the model expects."""
 
+    @property
     @abstractmethod
-    def _forward_images(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Unnormalised image features for a batch already on `self.device` in `self.dtype`."""
+    def image_tower(self) -> torch.nn.Module:
+        """The module mapping a batch of preprocessed pixels to unnormalised image features."""
+
+    @cached_property
+    def image_forward(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """What `encode_images` runs: the eager tower, or a checked faster path (`models.acceleration`)."""
+        return self.image_tower
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Mixed precision on GPUs when running in fp16/bf16: norms and softmax stay in fp32."""
+        if self.device.type == "cuda" and self.dtype != torch.float32:
+            return torch.autocast("cuda", dtype=self.dtype)
+        return contextlib.nullcontext()
+
+    def _embed(self, forward: Callable[[Any], torch.Tensor], inputs: Any) -> torch.Tensor:
+        """Run one tower on a batch: L2-normalised float32 embeddings on the CPU."""
+        with self.autocast():
+            features = forward(inputs).float()
+        return torch.nn.functional.normalize(features, dim=-1).cpu()
 
     @torch.inference_mode()
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
         """L2-normalised float32 CPU embeddings (N, D) of a batch of preprocessed images."""
-        pixels = pixels.to(self.device, dtype=self.dtype, non_blocking=True)
-        features = self._forward_images(pixels).float()
-        return torch.nn.functional.normalize(features, dim=-1).cpu()
+        return self._embed(self.image_forward, pixels.to(self.device, dtype=self.dtype, non_blocking=True))
 
     # -- text ---------------------------------------------------------------------------------
     @abstractmethod
@@ -89,9 +109,8 @@ class VisionLanguageModel(ABC):
     def _forward_text(self, prompts: Sequence[str]) -> torch.Tensor:
         """Unnormalised text features for one batch of prompts (tokenised the model's way)."""
 
-    def warn_if_truncated(self, prompts: Sequence[str]) -> None:
+    def warn_if_truncated(self, prompts: Sequence[str], counts: Sequence[int]) -> None:
         """Log one warning naming how many prompts the tokenizer will cut, and the longest of them."""
-        counts = self.token_counts(prompts)
         too_long = [(n, p) for n, p in zip(counts, prompts) if n > self.context_length]
         if too_long:
             longest = max(too_long)[1]
@@ -100,21 +119,34 @@ class VisionLanguageModel(ABC):
                 "e.g. %r", len(too_long), self.context_length, longest[:120],
             )
 
+    @cached_property
+    def _text_batches(self) -> ShrinkingBatches:
+        return ShrinkingBatches(lambda prompts: self._embed(self._forward_text, prompts), "prompts")
+
     @torch.inference_mode()
     def encode_text(self, prompts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
-        """L2-normalised float32 CPU embeddings (N, D) of prompts, encoded in batches."""
+        """L2-normalised float32 CPU embeddings (N, D) of prompts, in input order.
+
+        Padding-free towers get their prompts sorted by length, so each batch is as short as its
+        prompts allow; the others are encoded in input order at their fixed length.
+        """
         from pixprompt.progress import progress_bar
 
         if not prompts:
             raise ValueError("encode_text needs at least one prompt")
-        self.warn_if_truncated(prompts)
+        counts = self.token_counts(prompts)
+        self.warn_if_truncated(prompts, counts)
+        order = sorted(range(len(prompts)), key=counts.__getitem__) if self.text_padding_free \
+            else list(range(len(prompts)))
         chunks = []
         with progress_bar(total=len(prompts), desc="encode prompts", unit="prompt") as bar:
             for start in range(0, len(prompts), batch_size):
-                batch = prompts[start:start + batch_size]
-                chunks.append(torch.nn.functional.normalize(self._forward_text(batch).float(), dim=-1).cpu())
+                batch = [prompts[i] for i in order[start:start + batch_size]]
+                chunks.append(self._text_batches(batch))
                 bar.update(len(batch))
-        return torch.cat(chunks)
+        embeddings = torch.empty(len(prompts), chunks[0].shape[1])
+        embeddings[torch.tensor(order)] = torch.cat(chunks)
+        return embeddings
 
     # -- scoring ------------------------------------------------------------------------------
     def logits(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:

@@ -24,6 +24,17 @@ def _features(output: Any) -> torch.Tensor:
     return output if isinstance(output, torch.Tensor) else output.pooler_output
 
 
+class ImageFeatures(torch.nn.Module):
+    """The projected image features of a transformers dual encoder, as one module."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return _features(self.model.get_image_features(pixel_values=pixel_values))
+
+
 class TransformersModel(VisionLanguageModel):
     """A dual encoder loaded with `AutoModel` and `AutoProcessor`."""
 
@@ -37,6 +48,7 @@ class TransformersModel(VisionLanguageModel):
         self.dtype = PRECISIONS[precision]
         self._padding = TEXT_RULES[model.config.model_type]["padding"]
         self.text_padding_free = self._padding == "longest"
+        self._image_tower = ImageFeatures(self.model)
         self.logit_scale = float(model.logit_scale.detach().exp())
         bias = getattr(model, "logit_bias", None)
         self.logit_bias = float(bias.detach()) if bias is not None else 0.0
@@ -73,8 +85,9 @@ class TransformersModel(VisionLanguageModel):
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         return self.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
 
-    def _forward_images(self, pixels: torch.Tensor) -> torch.Tensor:
-        return _features(self.model.get_image_features(pixel_values=pixels))
+    @property
+    def image_tower(self) -> torch.nn.Module:
+        return self._image_tower
 
     def token_counts(self, prompts: Sequence[str]) -> list[int]:
         return [len(ids) for ids in self.tokenizer(list(prompts))["input_ids"]]

@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import open_clip
 import torch
+from open_clip.model import CustomTextCLIP
 from open_clip.tokenizer import SimpleTokenizer, basic_clean, canonicalize_text
+from open_clip.transformer import text_global_pool
 from PIL import Image
 
 from pixprompt.errors import UnavailableError
@@ -63,6 +66,52 @@ def _token_counter(tokenizer: object) -> Callable[[str], int]:
     return lambda text: len(hf_tokenizer(clean(text))["input_ids"])
 
 
+@dataclass(frozen=True)
+class CausalTextTower:
+    """An open_clip text transformer with a causal mask, pooled at the end-of-text token.
+
+    Under a causal mask the pooled position never attends to the padding after it, so each batch is
+    encoded only up to its last end-of-text token: the same embeddings as the full 77-token
+    computation for a fraction of its cost.
+    """
+
+    tower: torch.nn.Module  # CLIP itself, or CustomTextCLIP's `.text`: both hold the same parts
+    pool_type: str
+    eos_id: int | None
+
+    @classmethod
+    def find(cls, model: torch.nn.Module) -> CausalTextTower | None:
+        """The model's text tower if it is causal and end-of-text pooled; None for any other design."""
+        tower = model.text if isinstance(model, CustomTextCLIP) else model
+        if not hasattr(tower, "token_embedding") or getattr(tower, "attn_mask", None) is None:
+            return None  # a Hugging Face text tower, or a bidirectional one (SigLIP)
+        if getattr(tower, "cls_emb", None) is not None:
+            return None  # CoCa appends a class token at the end: its output depends on the length
+        pool_type = getattr(tower, "pool_type", getattr(model, "text_pool_type", None))
+        if pool_type not in ("argmax", "eos"):
+            return None
+        return cls(tower, pool_type, getattr(tower, "eos_id", getattr(model, "text_eos_id", None)))
+
+    def end_positions(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Index of each row's pooled token, found the way `text_global_pool` finds it."""
+        if self.pool_type == "argmax":
+            return tokens.argmax(dim=-1)
+        return (tokens == self.eos_id).int().argmax(dim=-1)
+
+    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
+        length = int(self.end_positions(tokens).max()) + 1
+        tokens = tokens[:, :length]
+        tower = self.tower
+        cast_dtype = tower.transformer.get_cast_dtype()
+        x = tower.token_embedding(tokens).to(cast_dtype) + tower.positional_embedding[:length].to(cast_dtype)
+        x = tower.transformer(x, attn_mask=tower.attn_mask[:length, :length])
+        pooled = text_global_pool(tower.ln_final(x), tokens, self.pool_type, eos_token_id=self.eos_id)
+        projection = tower.text_projection
+        if projection is None:
+            return pooled
+        return projection(pooled) if isinstance(projection, torch.nn.Linear) else pooled @ projection
+
+
 class OpenClipModel(VisionLanguageModel):
     """A model created by open_clip, with its own validation preprocessing and tokenizer."""
 
@@ -78,6 +127,8 @@ class OpenClipModel(VisionLanguageModel):
         self.logit_scale = float(model.logit_scale.detach().exp())
         bias = getattr(model, "logit_bias", None)
         self.logit_bias = float(bias.detach()) if bias is not None else 0.0
+        self.causal_text = CausalTextTower.find(model)
+        self.text_padding_free = self.causal_text is not None
 
     @classmethod
     def load(cls, model_name: str, pretrained: str | None, device: torch.device, precision: str,
@@ -114,14 +165,17 @@ class OpenClipModel(VisionLanguageModel):
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         return self._preprocess(image)
 
-    def _forward_images(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.model.encode_image(pixels)
+    @property
+    def image_tower(self) -> torch.nn.Module:
+        return self.model.visual
 
     def token_counts(self, prompts: Sequence[str]) -> list[int]:
         return [self._count_tokens(p) for p in prompts]
 
     def _forward_text(self, prompts: Sequence[str]) -> torch.Tensor:
         tokens = self.tokenizer(list(prompts)).to(self.device)
+        if self.causal_text is not None:
+            return self.causal_text(tokens)
         return self.model.encode_text(tokens)
 
 

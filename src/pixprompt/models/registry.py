@@ -11,6 +11,7 @@ import torch
 from pixprompt.errors import PixpromptError, UnavailableError, UsageError
 from pixprompt.models.base import VisionLanguageModel
 from pixprompt.models.device import resolve_device, resolve_precision
+from pixprompt.models.load_errors import describe_load_error, is_local
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ def _offline_hint(name: str) -> str:
 
 def load_model(name: str, pretrained: str | None = None, *, backend: str | None = None,
                device: str | None = None, precision: str | None = None,
-               cache_dir: str | None = None) -> VisionLanguageModel:
+               cache_dir: str | None = None, accelerate: str | None = None) -> VisionLanguageModel:
     """Load any CLIP-like dual encoder by name, ready for inference.
 
     Args:
@@ -86,6 +87,8 @@ def load_model(name: str, pretrained: str | None = None, *, backend: str | None 
         device: `auto` (default), `cpu`, `cuda`, `cuda:N` or `mps`.
         precision: `auto` (default: fp16 on CUDA, fp32 elsewhere), `fp32`, `fp16` or `bf16`.
         cache_dir: where weights are downloaded (default: the Hugging Face cache).
+        accelerate: an optional faster image path (`compile`, `channels-last`, `onnx`), used only if it
+            reproduces the eager embeddings (see `pixprompt.models.acceleration`).
     """
     detected, resolved_name = detect_backend(name)
     backend = backend or detected
@@ -99,10 +102,17 @@ def load_model(name: str, pretrained: str | None = None, *, backend: str | None 
         raise
     except Exception as error:  # library errors (download, config, checkpoint) become one actionable line
         log.debug("loading %s failed", name, exc_info=True)
-        cause = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         what = f"{name} ({pretrained})" if pretrained else name
+        described = describe_load_error(error, name)
+        if described:
+            raise UnavailableError(f"could not load model {what}: {described}") from None
+        cause = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         cause = cause if len(cause) <= 160 else cause[:160].rsplit(" ", 1)[0] + " …"
-        raise UnavailableError(
-            f"could not load model {what} with {backend}: {cause}. {_offline_hint(name)}") from None
+        hint = "" if is_local(name) else f" {_offline_hint(name)}"
+        raise UnavailableError(f"could not load model {what} with {backend}: {cause}.{hint}") from None
     log.info("loaded %s on %s (%s)", model.info.identity, torch_device, resolved_precision)
+    if accelerate:
+        from pixprompt.models.acceleration import accelerate as switch_image_path
+
+        switch_image_path(model, accelerate)
     return model

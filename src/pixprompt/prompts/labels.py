@@ -48,6 +48,6 @@ def parse_labels(labels: str | None = None, labels_file: str | None = None) -> l
     if labels_file:
         lines = read_text_file(labels_file, "label file").splitlines()
         return validate_classnames(line for line in lines if line.strip())
-    if labels is None:
+    if labels is None or not labels.strip():
         return validate_classnames([])
     return validate_classnames(labels.split(","))

@@ -8,6 +8,7 @@ from pathlib import Path
 from pixprompt.models.base import VisionLanguageModel
 from pixprompt.prompts.classifier import ZeroShotClassifier, build_classifier
 from pixprompt.prompts.templates import PromptSet
+from pixprompt.storage import cache_write
 
 log = logging.getLogger(__name__)
 
@@ -30,5 +31,5 @@ def classifier_for(model: VisionLanguageModel, classnames: Sequence[str], prompt
         log.warning("classifier %s was built from other inputs; rebuilding it", path)
     classifier = build_classifier(model, classnames, prompt_set)
     if path is not None:
-        classifier.save(path)
+        cache_write(lambda: classifier.save(path), path)
     return classifier

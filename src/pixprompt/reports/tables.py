@@ -10,12 +10,24 @@ from typing import Any
 
 Row = dict[str, Any]
 
+SUMMARY_COLUMNS = ["model", "pretrained", "dataset", "templates", "ensemble", "top1", "top5",
+                   "mean_per_class_recall", "images", "skipped"]
 
-def _cell(value: Any) -> str:
+
+def summary_row(record: dict) -> dict:
+    """A record's headline numbers, accuracies in percent."""
+    row = {k: record.get(k) for k in SUMMARY_COLUMNS}
+    for key in ("top1", "top5", "mean_per_class_recall"):
+        row[key] = round(100 * record[key], 2)
+    return row
+
+
+def format_cell(value: Any, float_format: str = ".4g", missing: str = "-") -> str:
+    """A table cell's text: floats in `float_format`, large integers with thousands separators."""
     if value is None:
-        return "-"
+        return missing
     if isinstance(value, float):
-        return f"{value:.4g}"
+        return format(value, float_format)
     if isinstance(value, int) and abs(value) >= 10_000:
         return f"{value:,}"
     return str(value)
@@ -31,7 +43,7 @@ def print_table(rows: Sequence[Row], columns: Sequence[str] | None = None, title
     for column in columns:
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(*(_cell(row.get(column)) for column in columns))
+        table.add_row(*(format_cell(row.get(column)) for column in columns))
     # a pipe or file gets wide rows instead of the 80 columns rich assumes without a terminal
     Console(file=sys.stdout, width=None if sys.stdout.isatty() else 200).print(table)
 
@@ -53,7 +65,7 @@ def to_csv(rows: Sequence[Row], columns: Sequence[str] | None = None) -> str:
 def to_markdown(rows: Sequence[Row], columns: Sequence[str] | None = None) -> str:
     columns = list(columns or (rows[0].keys() if rows else []))
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]
+    lines += ["| " + " | ".join(format_cell(row.get(c)) for c in columns) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 

@@ -1,0 +1,153 @@
+"""The report's figures, each a small function of result records returning a matplotlib Figure.
+
+In a notebook, show one with `IPython.display.Image(png_bytes(figure))`.
+"""
+from __future__ import annotations
+
+import base64
+import io
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+# Figures are built with the object API, not pyplot: no GUI backend, no global state, safe in threads.
+from matplotlib.figure import Figure
+
+Record = dict[str, Any]
+
+
+def _subplots(rows: int = 1, columns: int = 1, figsize: tuple[float, float] = (8, 4), squeeze: bool = True):
+    figure = Figure(figsize=figsize)
+    return figure, figure.subplots(rows, columns, squeeze=squeeze)
+
+
+def model_label(record: Record) -> str:
+    return record["model"] + (f" ({record['pretrained']})" if record.get("pretrained") else "")
+
+
+def zero_shot(records: Sequence[Record]) -> list[Record]:
+    """Records of zero-shot runs (the supervised baseline's have no template set)."""
+    return [r for r in records if r.get("templates")]
+
+
+def accuracy_by_template_set(records: Sequence[Record]) -> Figure:
+    """Grouped bars: top-1 of each model (group) under each template set (bar), one panel per dataset."""
+    datasets = sorted({r["dataset"] for r in records})
+    figure, axes = _subplots(len(datasets), 1, figsize=(8, 3.2 * len(datasets)), squeeze=False)
+    for axis, dataset in zip(axes[:, 0], datasets):
+        rows = [r for r in records if r["dataset"] == dataset]
+        models = list(dict.fromkeys(model_label(r) for r in rows))
+        sets = list(dict.fromkeys(r.get("templates") or "supervised" for r in rows))
+        width = 0.8 / len(sets)
+        for s, name in enumerate(sets):
+            values = {model_label(r): 100 * r["top1"] for r in rows if (r.get("templates") or "supervised") == name}
+            positions = [m + s * width for m in range(len(models))]
+            bars = axis.bar(positions, [values.get(m, 0) for m in models], width, label=name)
+            axis.bar_label(bars, fmt="%.1f", fontsize=7)
+        axis.set_xticks([m + 0.4 - width / 2 for m in range(len(models))], models, fontsize=8)
+        axis.set_ylabel("top-1 (%)")
+        axis.set_title(dataset)
+        axis.legend(fontsize=7, title="templates", title_fontsize=7)
+    figure.tight_layout()
+    return figure
+
+
+def accuracy_vs_parameters(records: Sequence[Record]) -> Figure:
+    """Each model's best top-1 against its parameter count (log scale), one series per dataset."""
+    best: dict[tuple[str, str], Record] = {}
+    for record in records:
+        key = (record["dataset"], model_label(record))
+        if record.get("params") and (key not in best or record["top1"] > best[key]["top1"]):
+            best[key] = record
+    figure, axis = _subplots(figsize=(7, 4.2))
+    by_dataset: dict[str, list[Record]] = defaultdict(list)
+    for (dataset, _), record in best.items():
+        by_dataset[dataset].append(record)
+    for dataset, rows in sorted(by_dataset.items()):
+        axis.scatter([r["params"] / 1e6 for r in rows], [100 * r["top1"] for r in rows], label=dataset)
+        for r in rows:
+            axis.annotate(model_label(r), (r["params"] / 1e6, 100 * r["top1"]), fontsize=7,
+                          textcoords="offset points", xytext=(4, 3))
+    axis.set_xscale("log")
+    axis.set_xlabel("parameters (millions, log scale)")
+    axis.set_ylabel("best top-1 (%)")
+    axis.set_title("Accuracy against model size")
+    axis.grid(alpha=0.3)
+    if by_dataset:
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def per_template_accuracy(record: Record) -> Figure:
+    """Each template's top-1 alone, sorted, with the ensemble's as a line: weak templates stand out."""
+    items = sorted(record["per_template_accuracy"].items(), key=lambda item: item[1])
+    figure, axis = _subplots(figsize=(8, 0.9 + 0.17 * len(items)))
+    axis.barh(range(len(items)), [100 * v for _, v in items], color="tab:blue")
+    axis.set_yticks(range(len(items)), [t for t, _ in items], fontsize=6)
+    axis.axvline(100 * record["top1"], color="tab:red", label=f"ensemble ({record['ensemble']})")
+    axis.set_xlabel("top-1 (%)")
+    axis.set_title(f"{model_label(record)} on {record['dataset']}: each {record['templates']} template alone",
+                   fontsize=9)
+    axis.legend(fontsize=7, loc="lower right")
+    figure.tight_layout()
+    return figure
+
+
+def confusions(record: Record, classnames: Sequence[str] | None = None, max_matrix: int = 30) -> Figure:
+    """Row-normalised confusion matrix for few classes; the most frequent confused pairs otherwise."""
+    matrix = record.get("confusion_matrix")
+    names = classnames or list(record.get("per_class_accuracy", {}))
+    if matrix is not None and len(matrix) <= max_matrix and len(names) == len(matrix):
+        figure, axis = _subplots(figsize=(1.6 + 0.35 * len(matrix), 1.2 + 0.35 * len(matrix)))
+        rates = [[cell / max(1, sum(row)) for cell in row] for row in matrix]
+        image = axis.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+        axis.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
+        axis.set_yticks(range(len(names)), names, fontsize=7)
+        axis.set_xlabel("predicted")
+        axis.set_ylabel("true")
+        figure.colorbar(image, ax=axis, fraction=0.04, label="share of the true class")
+    else:
+        pairs = record.get("top_confusions", [])[::-1]
+        figure, axis = _subplots(figsize=(8, 1 + 0.3 * max(1, len(pairs))))
+        axis.barh(range(len(pairs)), [p["count"] for p in pairs], color="tab:orange")
+        axis.set_yticks(range(len(pairs)), [f"{p['true']} → {p['predicted']}" for p in pairs], fontsize=7)
+        axis.set_xlabel("images")
+    axis.set_title(f"Confusions: {model_label(record)}, {record['templates']} on {record['dataset']}", fontsize=9)
+    figure.tight_layout()
+    return figure
+
+
+def example_grid(record: Record, columns: int = 6) -> Figure:
+    """Thumbnails with the true class and the model's top-3; wrong predictions framed in red."""
+    from PIL import Image
+
+    examples = [e for e in record.get("examples", []) if e.get("thumbnail")]
+    rows = max(1, -(-len(examples) // columns))
+    figure, axes = _subplots(rows, columns, figsize=(2.1 * columns, 2.6 * rows), squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    for axis, example in zip(axes.flat, examples):
+        data = base64.b64decode(example["thumbnail"].split(",", 1)[1])
+        axis.imshow(Image.open(io.BytesIO(data)))
+        colour = "tab:green" if example["correct"] else "tab:red"
+        for spine in axis.spines.values():
+            spine.set_visible(True)
+            spine.set_color(colour)
+            spine.set_linewidth(3)
+        axis.set_xticks([])
+        axis.set_yticks([])
+        axis.axis("on")
+        guesses = "\n".join(f"{t['label'][:18]} {100 * t['probability']:.0f}%" for t in example["top"])
+        axis.set_title(f"{example['true'][:20]}\n{guesses}", fontsize=6, color=colour, loc="left")
+    figure.suptitle(f"Examples: {model_label(record)}, {record['templates']} on {record['dataset']} "
+                    "(red: top-1 wrong)", fontsize=9)
+    figure.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (2.6 * rows)))  # room for the title above the first row
+    return figure
+
+
+def png_bytes(figure: Figure) -> bytes:
+    """The figure as PNG."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    return buffer.getvalue()

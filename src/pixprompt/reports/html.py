@@ -1,0 +1,116 @@
+"""A self-contained HTML report (figures embedded) plus the same figures as PNG files beside it."""
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from pixprompt.errors import UsageError
+from pixprompt.reports import figures
+from pixprompt.reports.tables import SUMMARY_COLUMNS, format_cell, summary_row
+from pixprompt.storage import atomic_path, write_text_atomic
+
+Record = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ReportFigure:
+    slug: str
+    title: str
+    png: bytes
+
+    @property
+    def data_uri(self) -> str:
+        return "data:image/png;base64," + base64.b64encode(self.png).decode("ascii")
+
+
+def load_records(paths: Sequence[str | Path]) -> list[Record]:
+    """Result records from JSON files written by `eval`/`bench --output x.json` (a list or one record)."""
+    records: list[Record] = []
+    for path in paths:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise UsageError(f"results file {path} does not exist") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise UsageError(f"{path} is not a JSON results file ({error}): write one with --output FILE.json")\
+                from None
+        rows = data if isinstance(data, list) else [data]
+        if not rows or not all(isinstance(r, dict) and "top1" in r and "model" in r for r in rows):
+            raise UsageError(f"{path} holds no pixprompt result records (each needs model and top1)")
+        records += rows
+    return records
+
+
+def _best_per_model_and_dataset(records: Sequence[Record], keep: Callable[[Record], bool]) -> list[Record]:
+    best: dict[tuple, Record] = {}
+    for record in records:
+        key = (figures.model_label(record), record["dataset"])
+        if keep(record) and (key not in best or record["top1"] > best[key]["top1"]):
+            best[key] = record
+    return list(best.values())
+
+
+def report_figures(records: Sequence[Record], max_each: int = 4) -> list[ReportFigure]:
+    """Every figure the report shows, in order."""
+    zero_shot = figures.zero_shot(records)
+    made = [ReportFigure("accuracy-by-template-set", "Accuracy per template set and model",
+                         figures.png_bytes(figures.accuracy_by_template_set(records)))]
+    if any(r.get("params") for r in records):
+        made.append(ReportFigure("accuracy-vs-parameters", "Accuracy against parameter count",
+                                 figures.png_bytes(figures.accuracy_vs_parameters(records))))
+    by_templates = _best_per_model_and_dataset(
+        sorted(zero_shot, key=lambda r: -len(r.get("per_template_accuracy") or {})),
+        lambda r: len(r.get("per_template_accuracy") or {}) > 1)
+    for i, record in enumerate(by_templates[:max_each]):
+        made.append(ReportFigure(f"per-template-{i}", f"Each template alone: {figures.model_label(record)}, "
+                                 f"{record['templates']}", figures.png_bytes(figures.per_template_accuracy(record))))
+    for i, record in enumerate(_best_per_model_and_dataset(zero_shot, lambda r: True)[:max_each]):
+        made.append(ReportFigure(f"confusions-{i}", f"Confusions: {figures.model_label(record)}, "
+                                 f"{record['dataset']}", figures.png_bytes(figures.confusions(record))))
+    for i, record in enumerate(_best_per_model_and_dataset(zero_shot, lambda r: bool(r.get("examples")))[:max_each]):
+        made.append(ReportFigure(f"examples-{i}", f"Examples: {figures.model_label(record)}, {record['dataset']}",
+                                 figures.png_bytes(figures.example_grid(record))))
+    return made
+
+
+def results_tables(records: Sequence[Record]) -> list[dict[str, Any]]:
+    """The summary table, and the zero-shot results beside the papers' reported accuracies."""
+    from pixprompt.evaluation.grid import paper_table
+
+    tables = [{"title": "Results", "columns": SUMMARY_COLUMNS, "rows": [summary_row(r) for r in records]}]
+    zero_shot = figures.zero_shot(records)
+    if zero_shot:
+        templates = list(dict.fromkeys(r["templates"] for r in zero_shot))
+        rows, columns = paper_table(zero_shot, templates)
+        tables.append({"title": "Beside the reported accuracies (top-1 %)", "columns": columns, "rows": rows})
+    return tables
+
+
+def write_report(records: Sequence[Record], path: str | Path, figures_dir: str | Path | None = None) -> Path:
+    """Write the HTML report to `path` and its figures as PNG to `figures_dir` (default: `<name>_figures/`)."""
+    import jinja2
+
+    if not records:
+        raise UsageError("no result records to report")
+    path = Path(path)
+    folder = Path(figures_dir) if figures_dir else path.with_name(path.stem + "_figures")
+    made = report_figures(records)
+    for figure in made:
+        with atomic_path(folder / f"{figure.slug}.png") as tmp:
+            tmp.write_bytes(figure.png)
+    environment = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    template = environment.from_string(
+        resources.files("pixprompt.resources").joinpath("report.html.j2").read_text(encoding="utf-8"))
+    html = template.render(tables=results_tables(records), figures=made,
+                           skipped=[r for r in records if r.get("skipped")],
+                           cell=partial(format_cell, float_format=".2f", missing="–"))
+    write_text_atomic(path, html)
+    return path
+

@@ -1,0 +1,250 @@
+"""What people look at: the HTML report, the web page (API and a real browser), the notebook, the console."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from bad_inputs import write_photos
+from pixprompt.cli import main
+
+ARTIFACTS = Path(os.environ.get("PIXPROMPT_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "artifacts"))
+
+
+@pytest.fixture()
+def colour_folder(tmp_path):
+    root = tmp_path / "colours"
+    for seed, (name, colour) in enumerate({"red": (220, 40, 40), "green": (40, 200, 40),
+                                           "blue": (40, 40, 220)}.items()):
+        write_photos(root / name, 8, colour, seed)
+    return root
+
+
+# -- report --------------------------------------------------------------------------------------------------
+def test_eval_report_is_one_self_contained_file_with_png_figures(tiny_model_dirs, colour_folder, tmp_path, capsys):
+    results, report = tmp_path / "results.json", tmp_path / "report.html"
+    code = main(["eval", "--model", str(tiny_model_dirs["open_clip_clip"]), "--device", "cpu", "--workers", "0",
+                 "--dataset", f"folder:{colour_folder}", "--templates", "raw,clip7", "--no-cache", "--quiet",
+                 "--output", str(results), "--report", str(report)])
+    assert code == 0
+    html = report.read_text()
+    pngs = sorted(p.name for p in (tmp_path / "report_figures").glob("*.png"))
+    assert pngs == ["accuracy-by-template-set.png", "accuracy-vs-parameters.png", "confusions-0.png",
+                    "examples-0.png", "per-template-0.png"]
+    assert html.count('src="data:image/png;base64,') == len(pngs)
+    assert "http://" not in html and "https://" not in html and 'src="/' not in html  # nothing to fetch
+    record = json.loads(results.read_text())[-1]
+    assert f"{100 * record['top1']:.2f}" in html and "Beside the reported accuracies" in html
+    assert len(record["examples"]) == 3 * 4 and {e["true"] for e in record["examples"]} == {"red", "green", "blue"}
+    assert all(e["thumbnail"].startswith("data:image/jpeg;base64,") for e in record["examples"])
+
+    again = tmp_path / "again.html"
+    assert main(["report", str(results), "-o", str(again), "--figures", str(tmp_path / "figs")]) == 0
+    assert again.read_text().count("data:image/png;base64,") == len(pngs)
+
+
+def test_report_refuses_files_that_are_not_results(tmp_path, capsys):
+    (tmp_path / "notes.json").write_text('{"hello": 1}')
+    assert main(["report", str(tmp_path / "notes.json"), "-o", str(tmp_path / "r.html")]) == 2
+    err = capsys.readouterr().err
+    assert "holds no pixprompt result records" in err and len(err.strip().splitlines()) == 1
+
+
+def test_many_classes_show_top_confused_pairs_instead_of_a_matrix():
+    from pixprompt.reports import figures
+
+    names = [f"class {i}" for i in range(40)]
+    record = {"model": "m", "dataset": "d", "templates": "raw", "per_class_accuracy": dict.fromkeys(names, 0.5),
+              "top_confusions": [{"true": "class 1", "predicted": "class 2", "count": 7}]}
+    figure = figures.confusions(record)
+    assert [label.get_text() for label in figure.axes[0].get_yticklabels()] == ["class 1 → class 2"]
+
+
+# -- web app ----------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def web_model(loaded_models):
+    return loaded_models["open_clip_siglip"]
+
+
+@pytest.fixture()
+def client(web_model):
+    from fastapi.testclient import TestClient
+
+    from pixprompt.web import create_app
+
+    return TestClient(create_app(web_model, max_upload_mb=1))
+
+
+def upload(path: Path, name: str | None = None, content_type: str = "image/png"):
+    return ("files", (name or path.name, path.read_bytes(), content_type))
+
+
+def test_web_ranks_every_label_for_each_image(client, colour_folder):
+    info = client.get("/api/info").json()
+    assert "clip80" in info["template_sets"] and info["scoring"] == "sigmoid"
+    response = client.post("/api/classify", data={"labels": "red, green, blue", "templates": "clip7"},
+                           files=[upload(colour_folder / "red" / "photo-000.png"),
+                                  upload(colour_folder / "blue" / "photo-001.png")])
+    body = response.json()
+    assert response.status_code == 200 and len(body["results"]) == 2 and len(body["templates"]) == 7
+    for result in body["results"]:
+        probabilities = [r["probability"] for r in result["ranked"]]
+        assert sorted(r["label"] for r in result["ranked"]) == ["blue", "green", "red"]
+        assert probabilities == sorted(probabilities, reverse=True)
+
+
+def test_web_bad_uploads_get_messages_and_the_server_goes_on(client, colour_folder, tmp_path):
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\x89PNG" + os.urandom(2 * 2**20))
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    response = client.post("/api/classify", data={"labels": "red,blue"},
+                           files=[upload(text, content_type="text/plain"), upload(big),
+                                  upload(colour_folder / "red" / "photo-000.png", "fake.png", "image/png"),
+                                  ("files", ("broken.jpg", b"not a jpeg", "image/jpeg"))])
+    errors = [r.get("error", "") for r in response.json()["results"]]
+    assert response.status_code == 200
+    assert "is not an image" in errors[0] and "upload limit" in errors[1] and errors[2] == ""
+    assert "could not be read as an image" in errors[3]
+    for data, message in [({"labels": "red,red"}, "duplicate class names"),
+                          ({"labels": "red,blue", "templates": "custom", "custom_templates": "a photo"}, "{}"),
+                          ({"labels": "red,blue", "templates": "nonsense"}, "unknown template set")]:
+        response = client.post("/api/classify", data=data, files=[upload(colour_folder / "red" / "photo-000.png")])
+        assert response.status_code == 400 and message in response.json()["error"]
+    assert client.get("/api/info").status_code == 200
+
+
+def test_web_concurrent_requests_share_one_classifier(client, web_model, colour_folder, monkeypatch):
+    from pixprompt.web import app as web_app
+
+    builds = []
+    original = web_app.build_classifier
+    monkeypatch.setattr(web_app, "build_classifier", lambda *a, **k: builds.append(1) or original(*a, **k))
+    image = colour_folder / "green" / "photo-002.png"
+
+    def ask(_):
+        return client.post("/api/classify", data={"labels": "red,green,blue", "templates": "standard"},
+                           files=[upload(image)]).json()["results"][0]["ranked"]
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(ask, range(16)))
+    assert all(answer == answers[0] for answer in answers) and len(builds) == 1
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture()
+def live_server(loaded_models):
+    """The app on a free local port, serving the softmax (CLIP) tiny model, in a background thread."""
+    import uvicorn
+
+    from pixprompt.web import create_app
+
+    app = create_app(loaded_models["open_clip_clip"])
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 20
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}/"
+    server.should_exit = True
+    thread.join(10)
+
+
+def chromium_driver():
+    """Headless Chromium driven by Debian's chromedriver; None (with the reason) where they are missing."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    chromedriver = shutil.which("chromedriver")
+    if not (chromium and chromedriver):
+        return None, "Chromium and chromedriver are not installed (.ci/run installs Debian's chromium packages)"
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        return None, "selenium is not installed (pip install -e '.[dev]')"
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1100,1300"):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(chromedriver), options=options), ""
+
+
+def test_browser_upload_labels_and_ranked_results(live_server, shared_data, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver, reason = chromium_driver()
+    if driver is None:
+        pytest.skip(reason)
+    image = sorted((shared_data / "imagenette-val").rglob("*.JPEG"))[0]
+    labels = ["tench", "church", "parachute", "golf ball"]
+    try:
+        driver.get(live_server)
+        wait = WebDriverWait(driver, 30)
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#templates option")) > 1)
+        driver.find_element(By.ID, "files").send_keys(str(image))
+        driver.find_element(By.ID, "labels").send_keys(", ".join(labels))
+        driver.find_element(By.ID, "classify").click()
+        wait.until(expected_conditions.presence_of_all_elements_located((By.CSS_SELECTOR, ".result .bar-row")))
+        rows = driver.find_elements(By.CSS_SELECTOR, ".result .bar-row")
+        shown = [(r.find_element(By.CLASS_NAME, "label").text,
+                  float(r.find_element(By.CLASS_NAME, "probability").text.rstrip("%"))) for r in rows]
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(ARTIFACTS / "serve-ranked-results.png"))
+        assert sorted(label for label, _ in shown) == sorted(labels)
+        assert [p for _, p in shown] == sorted((p for _, p in shown), reverse=True)
+        assert driver.find_element(By.ID, "error").text == ""
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#prompt-list li")) == 1  # "a photo of a {}."
+    finally:
+        driver.quit()
+
+
+# -- notebook -------------------------------------------------------------------------------------------------
+def test_tutorial_notebook_runs_end_to_end_on_the_tiny_model(tiny_model_dirs, shared_data, tmp_path, monkeypatch):
+    import nbformat
+    from nbclient import NotebookClient
+
+    notebook = nbformat.read(Path(__file__).resolve().parents[1] / "notebooks" / "pixels_to_prompts.ipynb", 4)
+    for name, value in {"MODEL": str(tiny_model_dirs["open_clip_clip"]), "PRETRAINED": "",
+                        "DATA": str(shared_data), "MAX_IMAGES": "40"}.items():
+        monkeypatch.setenv(f"PIXPROMPT_NOTEBOOK_{name}", value)
+    monkeypatch.setenv("PIXPROMPT_CACHE", str(tmp_path / "cache"))
+    NotebookClient(notebook, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 4
+    assert (tmp_path / "pixels_to_prompts_report.html").is_file()
+
+
+# -- console --------------------------------------------------------------------------------------------------
+def test_tables_fit_the_terminal_and_json_stays_clean(tiny_model_dirs, colour_folder, capsys, monkeypatch):
+    import sys
+
+    args = ["eval", "--model", str(tiny_model_dirs["open_clip_clip"]), "--device", "cpu", "--workers", "0",
+            "--dataset", f"folder:{colour_folder}", "--templates", "raw,standard", "--no-cache", "--verbose"]
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True, raising=False)
+    assert main(args) == 0
+    out = re.sub(r"\x1b\[[0-9;]*m", "", capsys.readouterr().out)  # the terminal's colour codes take no room
+    assert "top1" in out and max(len(line) for line in out.splitlines()) <= 80
+    assert main([*args, "--json"]) == 0
+    captured = capsys.readouterr()
+    assert len(json.loads(captured.out)) == 2 and "pixprompt: INFO" in captured.err
