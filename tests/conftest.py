@@ -1,6 +1,7 @@
 """Shared fixtures: tiny random-weight models saved to disk, and the real images in ../shared/data."""
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -10,6 +11,20 @@ from tiny_models import BUILDERS
 
 DATA_ENV = "PIXPROMPT_TEST_DATA"
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def fresh_logging_state():
+    """`cli.main` sets log levels and progress bars for its whole process (--quiet, --verbose); tests run
+    many commands in one process, so each test gets back the state it started with."""
+    from pixprompt import progress
+
+    loggers = [logging.getLogger(), logging.getLogger("pixprompt")]
+    levels, progress_enabled = [logger.level for logger in loggers], progress.ENABLED
+    yield
+    for logger, level in zip(loggers, levels):
+        logger.setLevel(level)
+    progress.ENABLED = progress_enabled
 
 
 @pytest.fixture(scope="session")

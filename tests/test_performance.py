@@ -1,13 +1,21 @@
 """The fast paths give the same numbers as the plain ones: trimmed text, halved batches, accelerated images."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
+from PIL import Image
 
+from pixprompt.cli import main
+from pixprompt.data.images import open_rgb
 from pixprompt.errors import UnavailableError
 from pixprompt.models import acceleration
 from pixprompt.models.batching import ShrinkingBatches
+from tiny_models import IMAGE_SIZE
 
 PROMPTS = [template(name) for name in ("cat", "a very long class name made of many words", "x")
            for template in OPENAI_IMAGENET_TEMPLATES]
@@ -94,3 +102,43 @@ def test_a_path_that_changes_embeddings_is_refused(tiny_model_dirs, monkeypatch,
     assert acceleration.accelerate(model, "noisy") is False
     assert model.image_forward is model.image_tower
     assert "changes" in caplog.text and "using the eager model" in caplog.text
+
+
+# -- opt-in approximate decoding -------------------------------------------------------------------------
+def write_large_jpegs(folder: Path, count: int, colour: tuple[int, int, int]) -> list[Path]:
+    """Smooth 640×480 JPEG photos around `colour`: large enough for libjpeg to decode at 1/8 scale."""
+    folder.mkdir(parents=True)
+    ramp = np.linspace(-60, 60, 640)[None, :, None] + np.linspace(-30, 30, 480)[:, None, None]
+    paths = []
+    for i in range(count):
+        pixels = np.clip(np.array(colour) + ramp + 10 * i, 0, 255).astype(np.uint8)
+        paths.append(folder / f"{i}.jpg")
+        Image.fromarray(pixels).save(paths[-1], quality=90)
+    return paths
+
+
+def test_draft_decoding_is_opt_in_shrinks_only_jpegs_and_never_below_the_size(tmp_path, loaded_models):
+    (jpeg,) = write_large_jpegs(tmp_path / "jpeg", 1, (120, 90, 60))
+    png = tmp_path / "same.png"
+    Image.open(jpeg).save(png)
+    assert open_rgb(jpeg).size == (640, 480)
+    assert open_rgb(jpeg, draft_size=64).size == (160, 120)  # 1/8 would give a 60-pixel side
+    assert open_rgb(png, draft_size=64).size == (640, 480)
+    model = loaded_models["open_clip_clip"]
+    exact, draft = model.preprocess(open_rgb(jpeg)), model.preprocess(open_rgb(jpeg, model.decode_size))
+    assert exact.shape == draft.shape and not torch.equal(exact, draft)
+    assert (exact - draft).abs().mean().item() < 0.05
+
+
+def test_draft_decoded_features_are_recorded_and_cached_apart(tmp_path, tiny_model_dirs, capsys):
+    write_large_jpegs(tmp_path / "data" / "warm", 3, (200, 120, 60))
+    write_large_jpegs(tmp_path / "data" / "cold", 3, (60, 120, 200))
+    argv = ["eval", "--model", str(tiny_model_dirs["open_clip_clip"]), "--device", "cpu", "--workers", "0", "--quiet",
+            "--dataset", f"folder:{tmp_path / 'data'}", "--templates", "raw", "--cache-dir", str(tmp_path / "cache"),
+            "--json"]
+    runs = []
+    for extra in (["--draft-jpeg"], [], ["--draft-jpeg"]):
+        assert main(argv + extra) == 0
+        (record,) = json.loads(capsys.readouterr().out)
+        runs.append((record["jpeg_draft_size"], record["encoded_images"], record["cached_images"]))
+    assert runs == [(IMAGE_SIZE, 6, 0), (None, 6, 0), (IMAGE_SIZE, 0, 6)]

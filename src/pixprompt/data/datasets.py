@@ -42,21 +42,24 @@ class ImageSource(Protocol):
 
 @dataclass
 class FileImages:
-    """Images stored as files; an item's id includes its size and modification time."""
+    """Images stored as files; an item's id includes its size and modification time, and the JPEG draft
+    size when one is set (see `decode_rgb`), so approximate features are cached apart from exact ones."""
 
     paths: Sequence[Path]
+    draft_size: int | None = None
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def load(self, index: int) -> Image.Image:
-        return open_rgb(self.paths[index])
+        return open_rgb(self.paths[index], self.draft_size)
 
     def item_id(self, index: int) -> str:
         path = self.paths[index]
+        draft = f"|draft{self.draft_size}" if self.draft_size else ""
         try:
             stat = path.stat()
-            return f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+            return f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}{draft}"
         except OSError:
             return f"{path}|unreadable"
 
@@ -131,8 +134,15 @@ class ImageDataset:
         if not isinstance(self.images, FileImages):
             raise UsageError(f"{self.name}: only folder, CSV and ImageNet-style datasets can be subsampled")
         keep = [round(i * len(self) / count) for i in range(count)]
-        return replace(self, images=FileImages([self.images.paths[i] for i in keep]),
+        return replace(self, images=replace(self.images, paths=[self.images.paths[i] for i in keep]),
                        labels=[self.labels[i] for i in keep], split=f"{self.split}[{count} of {len(self)}]")
+
+    def with_jpeg_draft(self, size: int) -> ImageDataset:
+        """This dataset with its JPEG files decoded at reduced scale, no side below `size` (approximate)."""
+        if not isinstance(self.images, FileImages):
+            log.warning("%s: JPEG draft decoding applies to image files only; decoding exactly", self.name)
+            return self
+        return replace(self, images=replace(self.images, draft_size=size))
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,8 @@ class SupervisedClassifier:
     def __init__(self, module: torch.nn.Module, preprocess: Callable, info: ModelInfo, device: torch.device):
         self.module = module.eval().to(device)
         self.preprocess = preprocess
+        #: torchvision's resize before its 224 crop (256 or 232): JPEG draft decoding stays at or above it
+        self.decode_size = max(preprocess.resize_size)
         self.info = info
         self.device = device
         self.dtype = torch.float32

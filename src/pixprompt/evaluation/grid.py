@@ -41,8 +41,12 @@ def load_grid(path: str | Path) -> Grid:
 
 
 def run_grid(grid: Grid, device: str = "auto", precision: str = "auto", cache_root: Path | None = None,
-             batch_size: int | None = None, workers: int | None = None) -> list[dict[str, Any]]:
-    """Evaluate each model on each dataset with all template sets; each model is loaded once."""
+             batch_size: int | None = None, workers: int | None = None,
+             jpeg_draft: bool = False) -> list[dict[str, Any]]:
+    """Evaluate each model on each dataset with all template sets; each model is loaded once.
+
+    `jpeg_draft` decodes JPEG files at reduced scale for each model (see `ImageDataset.with_jpeg_draft`).
+    """
     from pixprompt.data.datasets import DatasetOptions, load_dataset
     from pixprompt.evaluation.runs import evaluate
     from pixprompt.models import load_model
@@ -55,7 +59,8 @@ def run_grid(grid: Grid, device: str = "auto", precision: str = "auto", cache_ro
     for entry in grid.models:
         model = load_model(entry["model"], entry.get("pretrained"), device=device, precision=precision)
         for dataset in datasets:
-            records += evaluate(model, dataset, prompt_sets, [grid.ensemble], cache_root, batch_size, workers)
+            decoded = dataset.with_jpeg_draft(model.decode_size) if jpeg_draft else dataset
+            records += evaluate(model, decoded, prompt_sets, [grid.ensemble], cache_root, batch_size, workers)
     return records
 
 

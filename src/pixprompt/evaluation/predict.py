@@ -27,13 +27,14 @@ class Prediction:
 
 def classify_many(model: VisionLanguageModel, classifiers: Sequence[ZeroShotClassifier], paths: Sequence[Path],
                   top_k: int = 5, ensemble: str = "embedding", batch_size: int | None = None,
-                  workers: int | None = None) -> list[list[Prediction]]:
+                  workers: int | None = None, jpeg_draft: bool = False) -> list[list[Prediction]]:
     """Predictions of each classifier for each path (input order), from one pass over the images.
 
-    Files that cannot be read get an error row under every classifier.
+    Files that cannot be read get an error row under every classifier. `jpeg_draft` decodes JPEGs at
+    reduced scale (faster, approximate; see `decode_rgb`).
     """
     rows: list[dict[int, Prediction]] = [{} for _ in classifiers]
-    images = FileImages([Path(p) for p in paths])
+    images = FileImages([Path(p) for p in paths], model.decode_size if jpeg_draft else None)
     for batch in iter_encoded(model, images, batch_size=batch_size, workers=workers):
         for index, message in batch.failures:
             for by_index in rows:

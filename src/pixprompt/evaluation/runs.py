@@ -51,6 +51,7 @@ def run_facts(info: ModelInfo, dataset: ImageDataset, features: FeatureSet) -> d
         "dataset": dataset.name, "split": dataset.split, "classes": len(dataset.classnames),
         "images": int(features.valid.sum()), "skipped": len(features.failures),
         "skipped_files": [dataset.images.describe(i) for i in sorted(features.failures)],
+        "jpeg_draft_size": getattr(dataset.images, "draft_size", None),
         "encoded_images": features.encoded, "cached_images": features.from_cache, "pixprompt_version": __version__,
     }
 

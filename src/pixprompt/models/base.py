@@ -69,6 +69,12 @@ class VisionLanguageModel(ABC):
         return self.info.context_length
 
     # -- images -------------------------------------------------------------------------------
+    @property
+    def decode_size(self) -> int:
+        """The side preprocessing resizes images to; JPEG draft decoding never goes below it."""
+        assert self.info.image_size is not None
+        return self.info.image_size
+
     @abstractmethod
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """Turn one RGB image into the model's input tensor (C, H, W), exactly as the model expects."""
