@@ -60,8 +60,20 @@ def test_offline_without_weights_says_what_to_download_and_where(monkeypatch):
     with pytest.raises(UnavailableError) as raised:
         load_model("ViT-B-32", "openai", device="cpu")
     message = str(raised.value)
-    assert "ViT-B-32 (openai)" in message and "Hugging Face" in message and "--model" in message
-    assert "\n" not in message
+    assert "ViT-B-32 (openai)" in message and "--model" in message and "\n" not in message
+    assert "hf download timm/vit_base_patch32_clip_224.openai" in message  # exactly what to fetch
+
+
+def test_offline_hint_names_the_hub_repo_or_the_url_of_each_kind_of_name(monkeypatch):
+    from huggingface_hub import constants
+
+    from pixprompt.models.registry import _offline_hint
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert "`hf download google/siglip-base-patch16-224`" in _offline_hint("google/siglip-base-patch16-224", None, None)
+    assert "`hf download timm/ViT-B-16-SigLIP --cache-dir /w` on a connected machine and copy /w here" in \
+        _offline_hint("hf-hub:timm/ViT-B-16-SigLIP", None, "/w")
+    assert "HF_HUB_OFFLINE is set" in _offline_hint("ViT-B-32", "openai", None)
 
 
 def test_catalog_lists_open_clip_pairs_with_facts_offline(tmp_path):

@@ -63,15 +63,31 @@ def detect_backend(name: str) -> tuple[str, str]:
     return "open_clip", name
 
 
-def _offline_hint(name: str) -> str:
+def _weights_source(name: str, pretrained: str | None) -> str | None:
+    """The Hub repo the weights of `name` + `pretrained` come from, when it can be told."""
+    if name.startswith("hf-hub:"):
+        return name.removeprefix("hf-hub:")
+    if name.count("/") == 1:
+        return name
+    import open_clip
+
+    config = open_clip.get_pretrained_cfg(name, pretrained) if pretrained else {}
+    return config.get("hf_hub", "").strip("/") or None
+
+
+def _offline_hint(name: str, pretrained: str | None, cache_dir: str | None) -> str:
+    """What to download and where to put it, for a load that failed on a name (not a local folder)."""
     from huggingface_hub import constants
 
+    cache = cache_dir or constants.HF_HUB_CACHE
     offline = " HF_HUB_OFFLINE is set, so nothing is downloaded." if constants.HF_HUB_OFFLINE else ""
-    return (
-        f"Weights are downloaded from the Hugging Face Hub into {constants.HF_HUB_CACHE} on first use.{offline} "
-        "Without network access, download them on a connected machine into that cache (or set HF_HOME), "
-        f"or save the model to a folder and pass that folder as --model instead of {name!r}."
-    )
+    source = _weights_source(name, pretrained)
+    into = f" --cache-dir {cache_dir}" if cache_dir else ""
+    fetch = (f"run `hf download {source}{into}` on a connected machine and copy {cache} here "
+             "(or point HF_HOME at a copy)") if source else f"fill {cache} on a connected machine"
+    return (f"Weights come from {source or 'the Hugging Face Hub'} and are cached in {cache} on "
+            f"first use.{offline} Without network access, {fetch}, or save the model to a folder and pass that "
+            f"folder as --model instead of {name!r}.")
 
 
 def load_model(name: str, pretrained: str | None = None, *, backend: str | None = None,
@@ -108,7 +124,8 @@ def load_model(name: str, pretrained: str | None = None, *, backend: str | None 
             raise UnavailableError(f"could not load model {what}: {described}") from None
         cause = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         cause = cause if len(cause) <= 160 else cause[:160].rsplit(" ", 1)[0] + " …"
-        hint = "" if is_local(name) else f" {_offline_hint(name)}"
+        cause = cause.rstrip(".")
+        hint = "" if is_local(name) else f" {_offline_hint(name, pretrained, cache_dir)}"
         raise UnavailableError(f"could not load model {what} with {backend}: {cause}.{hint}") from None
     log.info("loaded %s on %s (%s)", model.info.identity, torch_device, resolved_precision)
     if accelerate:
