@@ -409,7 +409,8 @@ def configure_logging(args: argparse.Namespace) -> None:
             import transformers
 
             transformers.logging.set_verbosity_error()
-            transformers.logging.disable_progress_bar()
+            if args.quiet:  # otherwise weight downloads and loading keep their progress bars
+                transformers.logging.disable_progress_bar()
         except ImportError:
             pass
     progress.ENABLED = not args.quiet
