@@ -7,6 +7,7 @@ import pytest
 from pixprompt.errors import UnavailableError
 from pixprompt.models import detect_backend, load_model
 from pixprompt.models.open_clip_backend import needs_quick_gelu
+from tiny_models import IMAGE_SIZE
 
 
 @pytest.mark.parametrize(("name", "tag", "expected"), [
@@ -64,16 +65,17 @@ def test_offline_without_weights_says_what_to_download_and_where(monkeypatch):
     assert "hf download timm/vit_base_patch32_clip_224.openai" in message  # exactly what to fetch
 
 
-def test_offline_hint_names_the_hub_repo_or_the_url_of_each_kind_of_name(monkeypatch):
+def test_offline_hint_names_the_hub_repo_of_each_kind_of_name(monkeypatch):
     from huggingface_hub import constants
 
     from pixprompt.models.registry import _offline_hint
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    assert "`hf download google/siglip-base-patch16-224`" in _offline_hint("google/siglip-base-patch16-224", None, None)
+    hint = _offline_hint("transformers", "google/siglip-base-patch16-224", None, None)
+    assert "`hf download google/siglip-base-patch16-224`" in hint
     assert "`hf download timm/ViT-B-16-SigLIP --cache-dir /w` on a connected machine and copy /w here" in \
-        _offline_hint("hf-hub:timm/ViT-B-16-SigLIP", None, "/w")
-    assert "HF_HUB_OFFLINE is set" in _offline_hint("ViT-B-32", "openai", None)
+        _offline_hint("open_clip", "hf-hub:timm/ViT-B-16-SigLIP", None, "/w")
+    assert "HF_HUB_OFFLINE is set" in _offline_hint("open_clip", "ViT-B-32", "openai", None)
 
 
 def test_catalog_lists_open_clip_pairs_with_facts_offline(tmp_path):
@@ -85,3 +87,19 @@ def test_catalog_lists_open_clip_pairs_with_facts_offline(tmp_path):
     assert openai.params == pytest.approx(151e6, rel=0.01)
     assert entries[("ViT-B-32", "laion2b_s34b_b79k")].quick_gelu is False
     assert (tmp_path / "params.json").is_file()
+
+
+def test_coca_images_go_through_its_own_image_method_and_its_text_keeps_padding(tmp_path):
+    import torch
+
+    from tiny_models import make_open_clip_coca
+
+    model = load_model(str(make_open_clip_coca(tmp_path / "coca")), device="cpu")
+    pixels = torch.randn(2, 3, IMAGE_SIZE, IMAGE_SIZE, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        expected = torch.nn.functional.normalize(model.model.encode_image(pixels), dim=-1)
+        expected_text = torch.nn.functional.normalize(model.model.encode_text(model.tokenizer(["a cat", "dog"])),
+                                                      dim=-1)
+    assert torch.max(torch.abs(model.encode_images(pixels) - expected)).item() <= 1e-6
+    assert not model.text_padding_free  # its class token goes after the padding
+    assert torch.max(torch.abs(model.encode_text(["a cat", "dog"]) - expected_text)).item() <= 1e-6

@@ -16,6 +16,9 @@ import torch
 IMAGE_SIZE = 32
 EMBED_DIM = 32
 SPECIAL_TOKENS = ["<pad>", "<unk>", "<s>", "</s>"]
+#: OpenAI CLIP's normalisation and resizing, as open_clip's preprocess_cfg spells them.
+OPENAI_PREPROCESS = {"mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711],
+                     "interpolation": "bicubic", "resize_mode": "shortest"}
 
 
 def char_tokenizer(path: Path, *, add_bos: bool, lowercase: bool, max_length: int):
@@ -43,8 +46,10 @@ def _write_open_clip(path: Path, model_cfg: dict, preprocess_cfg: dict) -> Path:
 
     path.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
-    model = open_clip.CLIP(**model_cfg) if not model_cfg.get("custom_text") else open_clip.CustomTextCLIP(
-        **{k: v for k, v in model_cfg.items() if k != "custom_text"})
+    # the class open_clip's factory picks for such a config
+    architecture = open_clip.CoCa if "multimodal_cfg" in model_cfg else \
+        open_clip.CustomTextCLIP if model_cfg.get("custom_text") else open_clip.CLIP
+    model = architecture(**{k: v for k, v in model_cfg.items() if k != "custom_text"})
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path / "open_clip_model.safetensors"))
     (path / "open_clip_config.json").write_text(json.dumps({"model_cfg": model_cfg,
                                                             "preprocess_cfg": preprocess_cfg}))
@@ -58,9 +63,7 @@ def make_open_clip_clip(path: Path) -> Path:
         "vision_cfg": {"image_size": IMAGE_SIZE, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
         "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
     }
-    preprocess = {"mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711],
-                  "interpolation": "bicubic", "resize_mode": "shortest"}
-    return _write_open_clip(path, model_cfg, preprocess)
+    return _write_open_clip(path, model_cfg, OPENAI_PREPROCESS)
 
 
 def make_open_clip_siglip(path: Path) -> Path:
@@ -79,6 +82,22 @@ def make_open_clip_siglip(path: Path) -> Path:
     preprocess = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "interpolation": "bicubic",
                   "resize_mode": "squash"}
     return _write_open_clip(path, model_cfg, preprocess)
+
+
+def make_open_clip_coca(path: Path) -> Path:
+    """open_clip CoCa: its vision tower returns pooled features *and* tokens, its text tower appends a class
+    token. Not in `BUILDERS`: only the tests of those two differences use it."""
+    model_cfg = {
+        "embed_dim": EMBED_DIM,
+        "custom_text": True,
+        "vision_cfg": {"image_size": IMAGE_SIZE, "layers": 1, "width": 64, "patch_size": 8, "head_width": 32,
+                       "attentional_pool": True, "attn_pooler_heads": 2, "output_tokens": True},
+        "text_cfg": {"context_length": 76, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 1,
+                     "embed_cls": True, "output_tokens": True},
+        "multimodal_cfg": {"context_length": 76, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 1,
+                           "attn_pooler_heads": 2},
+    }
+    return _write_open_clip(path, model_cfg, OPENAI_PREPROCESS)
 
 
 def _write_transformers(path: Path, model, image_processor, tokenizer_kwargs: dict) -> Path:

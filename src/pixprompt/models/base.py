@@ -19,6 +19,23 @@ log = logging.getLogger(__name__)
 Scoring = Literal["softmax", "sigmoid"]
 
 
+class ImageFeatures(torch.nn.Module):
+    """A dual encoder's unnormalised image features as one module: what `encode_images` runs and what
+    `models.acceleration` compiles or exports.
+
+    It calls the library's own image method on the whole model, so designs whose vision tower returns
+    more than the features (CoCa's tokens, transformers' output objects) stay the library's business.
+    """
+
+    def __init__(self, model: torch.nn.Module, features: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]):
+        super().__init__()
+        self.model = model
+        self.features = features
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.features(self.model, pixels)
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """Facts about a loaded (or listable) model, shown by `pixprompt models` and stored with results."""
@@ -50,6 +67,8 @@ class VisionLanguageModel(ABC):
     """
 
     info: ModelInfo
+    #: The module mapping a batch of preprocessed pixels to unnormalised image features.
+    image_tower: ImageFeatures
     device: torch.device
     dtype: torch.dtype
     logit_scale: float
@@ -78,11 +97,6 @@ class VisionLanguageModel(ABC):
     @abstractmethod
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """Turn one RGB image into the model's input tensor (C, H, W), exactly as the model expects."""
-
-    @property
-    @abstractmethod
-    def image_tower(self) -> torch.nn.Module:
-        """The module mapping a batch of preprocessed pixels to unnormalised image features."""
 
     @cached_property
     def image_forward(self) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from pixprompt.errors import UsageError
-from pixprompt.models.base import ModelInfo, VisionLanguageModel
+from pixprompt.models.base import ImageFeatures, ModelInfo, VisionLanguageModel
 from pixprompt.models.device import PRECISIONS
 
 #: model_type → how its text is tokenised and its logits scored, as the authors trained it.
@@ -24,15 +24,8 @@ def _features(output: Any) -> torch.Tensor:
     return output if isinstance(output, torch.Tensor) else output.pooler_output
 
 
-class ImageFeatures(torch.nn.Module):
-    """The projected image features of a transformers dual encoder, as one module."""
-
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return _features(self.model.get_image_features(pixel_values=pixel_values))
+def _image_features(model: torch.nn.Module, pixels: torch.Tensor) -> torch.Tensor:
+    return _features(model.get_image_features(pixel_values=pixels))
 
 
 class TransformersModel(VisionLanguageModel):
@@ -48,7 +41,7 @@ class TransformersModel(VisionLanguageModel):
         self.dtype = PRECISIONS[precision]
         self._padding = TEXT_RULES[model.config.model_type]["padding"]
         self.text_padding_free = self._padding == "longest"
-        self._image_tower = ImageFeatures(self.model)
+        self.image_tower = ImageFeatures(self.model, _image_features)
         self.logit_scale = float(model.logit_scale.detach().exp())
         bias = getattr(model, "logit_bias", None)
         self.logit_bias = float(bias.detach()) if bias is not None else 0.0
@@ -84,10 +77,6 @@ class TransformersModel(VisionLanguageModel):
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         return self.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
-
-    @property
-    def image_tower(self) -> torch.nn.Module:
-        return self._image_tower
 
     def token_counts(self, prompts: Sequence[str]) -> list[int]:
         return [len(ids) for ids in self.tokenizer(list(prompts))["input_ids"]]

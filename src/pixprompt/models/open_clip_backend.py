@@ -14,7 +14,7 @@ from open_clip.transformer import text_global_pool
 from PIL import Image
 
 from pixprompt.errors import UnavailableError
-from pixprompt.models.base import ModelInfo, VisionLanguageModel
+from pixprompt.models.base import ImageFeatures, ModelInfo, VisionLanguageModel
 from pixprompt.models.device import PRECISIONS
 
 SCHEMAS = ("hf-hub:", "local-dir:")
@@ -127,6 +127,7 @@ class OpenClipModel(VisionLanguageModel):
         self.logit_scale = float(model.logit_scale.detach().exp())
         bias = getattr(model, "logit_bias", None)
         self.logit_bias = float(bias.detach()) if bias is not None else 0.0
+        self.image_tower = ImageFeatures(self.model, lambda m, pixels: m.encode_image(pixels))
         self.causal_text = CausalTextTower.find(model)
         self.text_padding_free = self.causal_text is not None
 
@@ -164,10 +165,6 @@ class OpenClipModel(VisionLanguageModel):
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         return self._preprocess(image)
-
-    @property
-    def image_tower(self) -> torch.nn.Module:
-        return self.model.visual
 
     def token_counts(self, prompts: Sequence[str]) -> list[int]:
         return [self._count_tokens(p) for p in prompts]

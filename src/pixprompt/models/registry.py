@@ -63,25 +63,25 @@ def detect_backend(name: str) -> tuple[str, str]:
     return "open_clip", name
 
 
-def _weights_source(name: str, pretrained: str | None) -> str | None:
+def _weights_source(backend: str, name: str, pretrained: str | None) -> str | None:
     """The Hub repo the weights of `name` + `pretrained` come from, when it can be told."""
+    if backend == "transformers":
+        return name
     if name.startswith("hf-hub:"):
         return name.removeprefix("hf-hub:")
-    if name.count("/") == 1:
-        return name
     import open_clip
 
     config = open_clip.get_pretrained_cfg(name, pretrained) if pretrained else {}
     return config.get("hf_hub", "").strip("/") or None
 
 
-def _offline_hint(name: str, pretrained: str | None, cache_dir: str | None) -> str:
+def _offline_hint(backend: str, name: str, pretrained: str | None, cache_dir: str | None) -> str:
     """What to download and where to put it, for a load that failed on a name (not a local folder)."""
     from huggingface_hub import constants
 
     cache = cache_dir or constants.HF_HUB_CACHE
     offline = " HF_HUB_OFFLINE is set, so nothing is downloaded." if constants.HF_HUB_OFFLINE else ""
-    source = _weights_source(name, pretrained)
+    source = _weights_source(backend, name, pretrained)
     into = f" --cache-dir {cache_dir}" if cache_dir else ""
     fetch = (f"run `hf download {source}{into}` on a connected machine and copy {cache} here "
              "(or point HF_HOME at a copy)") if source else f"fill {cache} on a connected machine"
@@ -125,7 +125,7 @@ def load_model(name: str, pretrained: str | None = None, *, backend: str | None 
         cause = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         cause = cause if len(cause) <= 160 else cause[:160].rsplit(" ", 1)[0] + " …"
         cause = cause.rstrip(".")
-        hint = "" if is_local(name) else f" {_offline_hint(name, pretrained, cache_dir)}"
+        hint = "" if is_local(name) else f" {_offline_hint(backend, name, pretrained, cache_dir)}"
         raise UnavailableError(f"could not load model {what} with {backend}: {cause}.{hint}") from None
     log.info("loaded %s on %s (%s)", model.info.identity, torch_device, resolved_precision)
     if accelerate:
