@@ -44,7 +44,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
                        help="auto: fp16 on CUDA, fp32 elsewhere")
     group.add_argument("--weights-dir", help="where model weights are downloaded (default: the HF cache)")
-    group.add_argument("--accelerate", metavar="PATH",
+    group.add_argument("--accelerate", metavar="NAME",
                        help="optional faster image path: compile, channels-last or onnx (CPU); used only "
                             "if it reproduces the eager embeddings")
     add_batch_options(group)
@@ -240,6 +240,15 @@ def write_records(records: list[dict], path: str, columns: list[str] | None = No
     write_text_atomic(path, writers[suffix](rows, columns or SUMMARY_COLUMNS))
 
 
+def write_html_report(args: argparse.Namespace, records: list[dict], path: str, figures: str | None = None) -> None:
+    """The self-contained HTML report with its PNG figures, announced on stderr unless --quiet."""
+    from pixprompt.reports.html import write_report
+
+    written = write_report(records, path, figures)
+    if not args.quiet:
+        print(f"pixprompt: report written to {written}", file=sys.stderr)
+
+
 def report_records(args: argparse.Namespace, records: list[dict]) -> None:
     from pixprompt.reports import emit
     from pixprompt.reports.tables import SUMMARY_COLUMNS, summary_row
@@ -247,11 +256,7 @@ def report_records(args: argparse.Namespace, records: list[dict]) -> None:
     if args.output:
         write_records(records, args.output)
     if args.report:
-        from pixprompt.reports.html import write_report
-
-        path = write_report(records, args.report)
-        if not args.quiet:
-            print(f"pixprompt: report written to {path}", file=sys.stderr)
+        write_html_report(args, records, args.report)
     if args.format == "json":
         emit(records, "json")
     else:
@@ -339,7 +344,6 @@ def run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- entry point ----------------------------------------------------------------------------------
 def _report_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("results", nargs="+", help="JSON results files (eval/bench/baseline --output FILE.json)")
     parser.add_argument("--output", "-o", default="report.html", help="the HTML file (default: report.html)")
@@ -348,10 +352,9 @@ def _report_arguments(parser: argparse.ArgumentParser) -> None:
 
 @command("report", "an HTML report with figures from saved results", _report_arguments)
 def run_report(args: argparse.Namespace) -> int:
-    from pixprompt.reports.html import load_records, write_report
+    from pixprompt.reports.html import load_records
 
-    path = write_report(load_records(args.results), args.output, args.figures)
-    print(f"report written to {path}", file=sys.stderr)
+    write_html_report(args, load_records(args.results), args.output, args.figures)
     return 0
 
 
@@ -373,6 +376,7 @@ def run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- entry point ----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     from pixprompt import __version__
 

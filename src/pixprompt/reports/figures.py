@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import io
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 # Figures are built with the object API, not pyplot: no GUI backend, no global state, safe in threads.
@@ -28,6 +28,17 @@ def model_label(record: Record) -> str:
 def zero_shot(records: Sequence[Record]) -> list[Record]:
     """Records of zero-shot runs (the supervised baseline's have no template set)."""
     return [r for r in records if r.get("templates")]
+
+
+def best_per_model_and_dataset(records: Sequence[Record],
+                               keep: Callable[[Record], bool] = lambda record: True) -> list[Record]:
+    """For each (model, dataset), the kept record with the highest top-1, in order of first appearance."""
+    best: dict[tuple[str, str], Record] = {}
+    for record in records:
+        key = (model_label(record), record["dataset"])
+        if keep(record) and (key not in best or record["top1"] > best[key]["top1"]):
+            best[key] = record
+    return list(best.values())
 
 
 def accuracy_by_template_set(records: Sequence[Record]) -> Figure:
@@ -54,15 +65,10 @@ def accuracy_by_template_set(records: Sequence[Record]) -> Figure:
 
 def accuracy_vs_parameters(records: Sequence[Record]) -> Figure:
     """Each model's best top-1 against its parameter count (log scale), one series per dataset."""
-    best: dict[tuple[str, str], Record] = {}
-    for record in records:
-        key = (record["dataset"], model_label(record))
-        if record.get("params") and (key not in best or record["top1"] > best[key]["top1"]):
-            best[key] = record
     figure, axis = _subplots(figsize=(7, 4.2))
     by_dataset: dict[str, list[Record]] = defaultdict(list)
-    for (dataset, _), record in best.items():
-        by_dataset[dataset].append(record)
+    for record in best_per_model_and_dataset(records, lambda r: bool(r.get("params"))):
+        by_dataset[record["dataset"]].append(record)
     for dataset, rows in sorted(by_dataset.items()):
         axis.scatter([r["params"] / 1e6 for r in rows], [100 * r["top1"] for r in rows], label=dataset)
         for r in rows:

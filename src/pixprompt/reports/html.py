@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from importlib import resources
@@ -12,10 +12,9 @@ from typing import Any
 
 from pixprompt.errors import UsageError
 from pixprompt.reports import figures
+from pixprompt.reports.figures import Record, best_per_model_and_dataset
 from pixprompt.reports.tables import SUMMARY_COLUMNS, format_cell, summary_row
 from pixprompt.storage import atomic_path, write_text_atomic
-
-Record = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -48,15 +47,6 @@ def load_records(paths: Sequence[str | Path]) -> list[Record]:
     return records
 
 
-def _best_per_model_and_dataset(records: Sequence[Record], keep: Callable[[Record], bool]) -> list[Record]:
-    best: dict[tuple, Record] = {}
-    for record in records:
-        key = (figures.model_label(record), record["dataset"])
-        if keep(record) and (key not in best or record["top1"] > best[key]["top1"]):
-            best[key] = record
-    return list(best.values())
-
-
 def report_figures(records: Sequence[Record], max_each: int = 4) -> list[ReportFigure]:
     """Every figure the report shows, in order."""
     zero_shot = figures.zero_shot(records)
@@ -65,16 +55,16 @@ def report_figures(records: Sequence[Record], max_each: int = 4) -> list[ReportF
     if any(r.get("params") for r in records):
         made.append(ReportFigure("accuracy-vs-parameters", "Accuracy against parameter count",
                                  figures.png_bytes(figures.accuracy_vs_parameters(records))))
-    by_templates = _best_per_model_and_dataset(
+    by_templates = best_per_model_and_dataset(
         sorted(zero_shot, key=lambda r: -len(r.get("per_template_accuracy") or {})),
         lambda r: len(r.get("per_template_accuracy") or {}) > 1)
     for i, record in enumerate(by_templates[:max_each]):
         made.append(ReportFigure(f"per-template-{i}", f"Each template alone: {figures.model_label(record)}, "
                                  f"{record['templates']}", figures.png_bytes(figures.per_template_accuracy(record))))
-    for i, record in enumerate(_best_per_model_and_dataset(zero_shot, lambda r: True)[:max_each]):
+    for i, record in enumerate(best_per_model_and_dataset(zero_shot)[:max_each]):
         made.append(ReportFigure(f"confusions-{i}", f"Confusions: {figures.model_label(record)}, "
                                  f"{record['dataset']}", figures.png_bytes(figures.confusions(record))))
-    for i, record in enumerate(_best_per_model_and_dataset(zero_shot, lambda r: bool(r.get("examples")))[:max_each]):
+    for i, record in enumerate(best_per_model_and_dataset(zero_shot, lambda r: bool(r.get("examples")))[:max_each]):
         made.append(ReportFigure(f"examples-{i}", f"Examples: {figures.model_label(record)}, {record['dataset']}",
                                  figures.png_bytes(figures.example_grid(record))))
     return made
