@@ -132,7 +132,7 @@ def open_clip_loop(model, weights: torch.Tensor, paths: list[Path], batch_size: 
     return torch.cat(predictions)
 
 
-def transformers_pipeline(folder: Path, device: torch.device, paths: list[Path], classnames: list[str]) -> None:
+def transformers_pipeline(folder: Path, device: torch.device, paths: list[Path], classnames: list[str]) -> float:
     from transformers import pipeline
 
     dtype = torch.float16 if device.type == "cuda" else torch.float32
