@@ -80,7 +80,7 @@ def client(web_model):
 
     from pixprompt.web import create_app
 
-    return TestClient(create_app(web_model, max_upload_mb=1))
+    return TestClient(create_app(web_model, max_upload_mb=1, allow_hosts=["testserver"]))
 
 
 def upload(path: Path, name: str | None = None, content_type: str = "image/png"):

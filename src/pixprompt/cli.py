@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pixprompt import progress
+from pixprompt.data.images import DEFAULT_MAX_PIXELS
 from pixprompt.errors import PixpromptError, UsageError
 
 log = logging.getLogger("pixprompt")
@@ -32,6 +33,47 @@ def command(name: str, help: str, add_arguments: Callable[[argparse.ArgumentPars
     return register
 
 
+# -- argument types: a bad value is a usage error (exit 2) before anything is loaded ------------------
+def positive_int(text: str) -> int:
+    value = _int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
+def port_number(text: str) -> int:
+    value = _int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a TCP port (1–65535)")
+    return value
+
+
+def pixel_count(text: str) -> int:
+    """A number of pixels, plain (64000000) or in megapixels (64M)."""
+    megapixels = text.strip().upper().endswith("M")
+    try:
+        value = float(text.strip()[:-1]) * 1e6 if megapixels else float(_int(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a pixel count (e.g. 64000000 or 64M)") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 pixel, not {text}")
+    return int(value)
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
 # -- shared option groups ---------------------------------------------------------------------------
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
@@ -51,10 +93,13 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_batch_options(group: argparse._ActionsContainer) -> None:
-    group.add_argument("--batch-size", type=int,
+    group.add_argument("--batch-size", type=positive_int,
                        help="images per batch (default: 32 on CPU, 256 on CUDA; halved on out-of-memory)")
-    group.add_argument("--workers", type=int,
+    group.add_argument("--workers", type=non_negative_int,
                        help="image decoding processes (default: cores − 1, at most 8; none on 2 cores or fewer)")
+    group.add_argument("--max-pixels", type=pixel_count, default=DEFAULT_MAX_PIXELS, metavar="N",
+                       help="skip images larger than this many pixels, before decoding them (default 64M: "
+                            "8000×8000; 64M and 64000000 both work)")
     group.add_argument("--draft-jpeg", action="store_true",
                        help="decode large JPEGs at 1/2–1/8 scale, never below the model's input size: several "
                             "times faster decoding, slightly different pixels (results cached apart; opt-in)")
@@ -125,7 +170,7 @@ def _classify_arguments(parser: argparse.ArgumentParser) -> None:
     labels.add_argument("--labels-file", help="text file with one class name per line (UTF-8)")
     labels.add_argument("--dataset", help="use a dataset's class names (imagenet, cifar10, …)")
     add_prompt_options(parser, None)
-    parser.add_argument("--top-k", "-k", type=int, default=5, help="classes shown per image (default 5)")
+    parser.add_argument("--top-k", "-k", type=positive_int, default=5, help="classes shown per image (default 5)")
     parser.add_argument("--classifier", help="classifier file: loaded if it matches, else built and saved")
     add_format_options(parser)
 
@@ -154,11 +199,16 @@ def run_classify(args: argparse.Namespace) -> int:
     prompt_sets = prompt_sets_from_args(args, default=dataset_templates or "standard")
     if args.classifier and len(prompt_sets) > 1:
         raise UsageError("--classifier stores one template set: give a single --templates set with it")
+    if args.classifier:
+        check_writable(args.classifier, "--classifier", (".safetensors",))
     paths = collect_images(args.inputs)
     model = model_from_args(args)
+    if len(classnames) == 1 and model.scoring == "softmax":
+        log.warning("only one class (%s): a softmax over one class gives it 100%% for every image; add the "
+                    "classes it should be told apart from", classnames[0])
     classifiers = [classifier_for(model, classnames, prompt_set, args.classifier) for prompt_set in prompt_sets]
     predictions = classify_many(model, classifiers, paths, args.top_k, args.ensemble, args.batch_size, args.workers,
-                                jpeg_draft=args.draft_jpeg)
+                                jpeg_draft=args.draft_jpeg, max_pixels=args.max_pixels)
     rows = []
     for prompt_set, set_predictions in zip(prompt_sets, predictions):
         for prediction in set_predictions:
@@ -191,7 +241,7 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--data-dir", help="where the dataset's images are (ImageNet: the folder with val/)")
     group.add_argument("--class-map", help="JSON file renaming folder names to class names (folder: datasets)")
     group.add_argument("--strict", action="store_true", help="fail on the first unreadable image")
-    group.add_argument("--max-images", type=int, metavar="N",
+    group.add_argument("--max-images", type=positive_int, metavar="N",
                        help="a quick look: N images taken at even steps, so every class keeps some")
 
 
@@ -220,7 +270,35 @@ def dataset_from_args(args: argparse.Namespace):
 
 def decoded_as_asked(args: argparse.Namespace, dataset, model):
     """`dataset`, with JPEG draft decoding for `model` where --draft-jpeg asks for it."""
-    return dataset.with_jpeg_draft(model.decode_size) if args.draft_jpeg else dataset
+    return dataset.decoded_with(model.decode_size if args.draft_jpeg else None, args.max_pixels)
+
+
+RECORD_SUFFIXES = (".json", ".csv", ".md")
+
+
+def check_writable(path: str, option: str, suffixes: tuple[str, ...]) -> None:
+    """Refuse an output file name before any work: a wrong suffix, a missing or unwritable folder."""
+    import os
+
+    target = Path(path).expanduser()
+    if target.suffix.lower() not in suffixes:
+        raise UsageError(f"{option} {path}: use a {', '.join(suffixes[:-1])}{' or ' if suffixes[:-1] else ''}"
+                         f"{suffixes[-1]} file name")
+    parent = target.parent
+    if not parent.is_dir():
+        raise UsageError(f"{option} {path}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise UsageError(f"{option} {path}: {'the file' if target.exists() else f'folder {parent}'} is not writable")
+    if target.is_dir():
+        raise UsageError(f"{option} {path} is a folder: give a file name")
+
+
+def check_run_outputs(args: argparse.Namespace) -> None:
+    """--output and --report, checked before the model loads."""
+    if args.output:
+        check_writable(args.output, "--output", RECORD_SUFFIXES)
+    if getattr(args, "report", None):
+        check_writable(args.report, "--report", (".html", ".htm"))
 
 
 def write_records(records: list[dict], path: str, columns: list[str] | None = None) -> None:
@@ -234,8 +312,6 @@ def write_records(records: list[dict], path: str, columns: list[str] | None = No
         write_text_atomic(path, to_json(records) + "\n")
         return
     writers = {".csv": to_csv, ".md": to_markdown}
-    if suffix not in writers:
-        raise UsageError(f"--output {path}: use a .json, .csv or .md file name")
     rows = [summary_row(r) for r in records] if columns is None else records
     write_text_atomic(path, writers[suffix](rows, columns or SUMMARY_COLUMNS))
 
@@ -253,14 +329,14 @@ def report_records(args: argparse.Namespace, records: list[dict]) -> None:
     from pixprompt.reports import emit
     from pixprompt.reports.tables import SUMMARY_COLUMNS, summary_row
 
-    if args.output:
-        write_records(records, args.output)
-    if args.report:
-        write_html_report(args, records, args.report)
     if args.format == "json":
         emit(records, "json")
     else:
         emit([summary_row(r) for r in records], args.format, SUMMARY_COLUMNS)
+    if args.output:
+        write_records(records, args.output)
+    if args.report:
+        write_html_report(args, records, args.report)
 
 
 def _eval_arguments(parser: argparse.ArgumentParser) -> None:
@@ -278,6 +354,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from pixprompt.evaluation import evaluate
     from pixprompt.prompts.ensembling import get_ensembler
 
+    check_run_outputs(args)
     dataset = dataset_from_args(args)
     prompt_sets = prompt_sets_from_args(args, default=dataset.default_templates)
     ensembles = [mode.strip() for mode in args.ensemble.split(",")]
@@ -306,6 +383,7 @@ def run_baseline(args: argparse.Namespace) -> int:
     from pixprompt.evaluation.baseline import evaluate_supervised, load_resnet50
     from pixprompt.models.device import resolve_device
 
+    check_run_outputs(args)
     dataset = dataset_from_args(args)
     device = resolve_device(args.device)
     records = []
@@ -330,17 +408,21 @@ def run_bench(args: argparse.Namespace) -> int:
     from pixprompt.evaluation.grid import load_grid, paper_table, run_grid
     from pixprompt.reports import emit
 
+    check_run_outputs(args)
     grid = load_grid(args.config)
     records = run_grid(grid, device=args.device, precision=args.precision, cache_root=cache_from_args(args),
-                       batch_size=args.batch_size, workers=args.workers, jpeg_draft=args.draft_jpeg)
+                       batch_size=args.batch_size, workers=args.workers, jpeg_draft=args.draft_jpeg,
+                       max_pixels=args.max_pixels)
     table, columns = paper_table(records, grid.templates)
-    if args.output:
-        write_records(records if args.output.endswith(".json") else table, args.output,
-                      None if args.output.endswith(".json") else columns)
     if args.format == "json":
         emit(records, "json")
     else:
         emit(table, args.format, columns)
+    if args.output:
+        json_output = args.output.lower().endswith(".json")
+        write_records(records if json_output else table, args.output, None if json_output else columns)
+    if args.report:
+        write_html_report(args, records, args.report)
     return 0
 
 
@@ -354,6 +436,7 @@ def _report_arguments(parser: argparse.ArgumentParser) -> None:
 def run_report(args: argparse.Namespace) -> int:
     from pixprompt.reports.html import load_records
 
+    check_writable(args.output, "--output", (".html", ".htm"))
     write_html_report(args, load_records(args.results), args.output, args.figures)
     return 0
 
@@ -361,18 +444,37 @@ def run_report(args: argparse.Namespace) -> int:
 def _serve_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_options(parser)
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: this machine only)")
-    parser.add_argument("--port", type=int, default=7860)
-    parser.add_argument("--max-upload-mb", type=int, default=10, help="largest image accepted (default 10 MB)")
+    parser.add_argument("--port", type=port_number, default=7860)
+    parser.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                        help="also answer requests addressed to this host name (repeatable); others are refused")
+    parser.add_argument("--max-upload-mb", type=positive_int, default=10, help="largest image accepted (default 10 MB)")
+    parser.add_argument("--max-prompts", type=positive_int, default=2000,
+                        help="class names × templates per request (default 2000)")
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Refuse a port that is taken or not ours to bind, before the model loads."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise UsageError(f"cannot listen on {host}:{port} ({error.strerror or error}): "
+                             "choose another --port or --host") from None
 
 
 @command("serve", "a local web page to try class names and templates on your images", _serve_arguments)
 def run_serve(args: argparse.Namespace) -> int:
     from pixprompt.web.app import serve
 
+    check_port_free(args.host, args.port)
     model = model_from_args(args)
     print(f"pixprompt: serving {model.info.identity} on http://{args.host}:{args.port} (Ctrl-C stops)",
           file=sys.stderr)
-    serve(model, args.host, args.port, args.max_upload_mb)
+    serve(model, args.host, args.port, args.max_upload_mb, args.allow_host, args.max_prompts, args.max_pixels)
     return 0
 
 
@@ -402,6 +504,9 @@ def configure_logging(args: argparse.Namespace) -> None:
         logging.INFO if args.verbose else logging.WARNING
     logging.basicConfig(level=level, format="pixprompt: %(levelname)s: %(message)s", stream=sys.stderr,
                         force=True)
+    # libraries' warnings (Pillow's EXIF and bomb warnings, DataLoader's) obey --quiet like pixprompt's own
+    logging.captureWarnings(True)
+    logging.getLogger("py.warnings").setLevel(level)
     if not args.debug:
         for noisy in ("root", "open_clip", "transformers", "huggingface_hub", "timm", "urllib3", "httpx"):
             logging.getLogger(noisy).setLevel(logging.ERROR)

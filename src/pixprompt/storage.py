@@ -1,14 +1,26 @@
-"""Atomic file writes: a reader never sees a half-written file, and a failed write leaves nothing behind."""
+"""Atomic file writes: a reader never sees a half-written file, and a failed write leaves nothing behind.
+
+Temporary files are named `.NAME.HOST.PID.RANDOM.partial`, so that a process killed mid-write (SIGKILL,
+power loss) leaves a partial that a later run can recognise as abandoned and remove
+(`remove_stale_partials`), while another live process's partial is left alone.
+"""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
+import socket
 import tempfile
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+
+#: A partial older than this is abandoned even if its writer cannot be checked (another host).
+STALE_PARTIAL_SECONDS = 24 * 3600
+_HOST = socket.gethostname().replace(".", "_")
 
 
 @contextlib.contextmanager
@@ -16,7 +28,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it is renamed over `path`, on failure removed."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.{_HOST}.{os.getpid()}.", suffix=".partial",
+                                    dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -26,22 +39,80 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def _writer_is_gone(partial: Path) -> bool:
+    """Whether the process that wrote `partial` can no longer finish it."""
+    parts = partial.name.split(".")
+    try:
+        if time.time() - partial.stat().st_mtime > STALE_PARTIAL_SECONDS:
+            return True
+        host, pid = parts[-4], int(parts[-3])
+    except (OSError, IndexError, ValueError):
+        return False
+    if host != _HOST:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, owned by another user
+        return False
+    return False
+
+
+def remove_stale_partials(folder: Path) -> int:
+    """Remove the `.partial` files in `folder` whose writer died (same host) or that are a day old."""
+    removed = 0
+    for partial in folder.glob(".*.partial") if folder.is_dir() else ():
+        if _writer_is_gone(partial):
+            with contextlib.suppress(OSError):
+                partial.unlink()
+                removed += 1
+    if removed:
+        log.info("removed %d abandoned partial file(s) in %s", removed, folder)
+    return removed
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write a UTF-8 text file atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
 
-def cache_write(write: Callable[[], None], path: str | os.PathLike) -> bool:
-    """Run one cache write; a full disk, a read-only folder or missing permissions cost only the caching.
+def payload_checksum(parts: Iterable[bytes]) -> str:
+    """A SHA-256 over a cache file's payload, stored beside it to detect flipped or lost bytes."""
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(len(part).to_bytes(8, "little"))
+        digest.update(part)
+    return digest.hexdigest()
 
-    The failed file leaves nothing behind (`atomic_path`), one warning names it, and the run goes on.
-    Returns whether the write succeeded.
+
+def _write_errors() -> tuple[type[BaseException], ...]:
+    """What a failed write raises: OSError, and safetensors' own error, which a full disk raises instead."""
+    try:
+        from safetensors import SafetensorError
+    except ImportError:  # pragma: no cover - safetensors is a dependency
+        return (OSError,)
+    return (OSError, SafetensorError)
+
+
+#: Reasons already warned about: a full disk is one warning per process, not one per file.
+_warned_reasons: set[str] = set()
+
+
+def cache_write(write: Callable[[], None], path: str | os.PathLike) -> bool:
+    """Run one cache or side-file write; a full disk, a read-only folder or missing permissions cost only it.
+
+    The failed file leaves nothing behind (`atomic_path`); the first failure for each reason is one
+    warning naming the file, later ones are logged at INFO. Returns whether the write succeeded.
     """
     try:
         write()
-    except OSError as error:
-        log.warning("could not write cache file %s (%s): going on without caching it; free some space or "
-                    "point PIXPROMPT_CACHE / --cache-dir elsewhere", path, error.strerror or error)
+    except _write_errors() as error:
+        reason = getattr(error, "strerror", None) or str(error).strip() or type(error).__name__
+        level = logging.INFO if reason in _warned_reasons else logging.WARNING
+        _warned_reasons.add(reason)
+        log.log(level, "could not write cache file %s (%s): going on without caching it; free some space or "
+                "point PIXPROMPT_CACHE / --cache-dir elsewhere", path, reason)
         return False
     return True

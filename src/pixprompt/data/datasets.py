@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from PIL import Image
 
-from pixprompt.data.images import open_rgb, walk_images
+from pixprompt.data.images import DEFAULT_MAX_PIXELS, open_rgb, walk_images
 from pixprompt.errors import UnavailableError, UsageError
 from pixprompt.paths import cache_root
 from pixprompt.prompts.labels import read_text_file, validate_classnames
@@ -43,16 +43,18 @@ class ImageSource(Protocol):
 @dataclass
 class FileImages:
     """Images stored as files; an item's id includes its size and modification time, and the JPEG draft
-    size when one is set (see `decode_rgb`), so approximate features are cached apart from exact ones."""
+    size when one is set (see `decode_rgb`), so approximate features are cached apart from exact ones.
+    Images over `max_pixels` are refused before decoding (the budget changes no pixel, so no id)."""
 
     paths: Sequence[Path]
     draft_size: int | None = None
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def load(self, index: int) -> Image.Image:
-        return open_rgb(self.paths[index], self.draft_size)
+        return open_rgb(self.paths[index], self.draft_size, self.max_pixels)
 
     def item_id(self, index: int) -> str:
         path = self.paths[index]
@@ -120,6 +122,8 @@ class ImageDataset:
     default_templates: str = "standard"
     #: WordNet ids of the classes, for ImageNet and its subsets (used to map supervised logits).
     wnids: list[str] = field(default_factory=list)
+    #: The whole dataset's feature-cache group, kept by subsets so that they share its cached features.
+    parent_group: str = ""
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -129,20 +133,31 @@ class ImageDataset:
 
         Only file-based datasets can be cut this way; the classes stay the same.
         """
+        if count < 1:
+            raise UsageError(f"a subset needs at least one image (asked for {count})")
         if count >= len(self):
             return self
         if not isinstance(self.images, FileImages):
             raise UsageError(f"{self.name}: only folder, CSV and ImageNet-style datasets can be subsampled")
         keep = [round(i * len(self) / count) for i in range(count)]
         return replace(self, images=replace(self.images, paths=[self.images.paths[i] for i in keep]),
-                       labels=[self.labels[i] for i in keep], split=f"{self.split}[{count} of {len(self)}]")
+                       labels=[self.labels[i] for i in keep], split=f"{self.split}[{count} of {len(self)}]",
+                       parent_group=self.cache_group)
 
-    def with_jpeg_draft(self, size: int) -> ImageDataset:
-        """This dataset with its JPEG files decoded at reduced scale, no side below `size` (approximate)."""
+    @property
+    def cache_group(self) -> str:
+        """The name its cached features are kept under: subsets share the whole dataset's."""
+        return self.parent_group or f"{self.name}-{self.split}"
+
+    def decoded_with(self, draft_size: int | None = None,
+                     max_pixels: int | None = DEFAULT_MAX_PIXELS) -> ImageDataset:
+        """This dataset with its image files decoded under a pixel budget and, given `draft_size`, their JPEGs
+        at reduced scale, no side below it (approximate; see `decode_rgb`)."""
         if not isinstance(self.images, FileImages):
-            log.warning("%s: JPEG draft decoding applies to image files only; decoding exactly", self.name)
+            if draft_size:
+                log.warning("%s: JPEG draft decoding applies to image files only; decoding exactly", self.name)
             return self
-        return replace(self, images=replace(self.images, draft_size=size))
+        return replace(self, images=replace(self.images, draft_size=draft_size, max_pixels=max_pixels))
 
 
 @dataclass(frozen=True)

@@ -4,10 +4,13 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import stat
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import IO
 
+import numpy as np
 from PIL import Image, ImageOps
 
 from pixprompt.errors import UsageError
@@ -15,6 +18,31 @@ from pixprompt.errors import UsageError
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"})
+
+#: Default decoding budget (`--max-pixels`): 64 megapixels (8000 × 8000, 190 MB decoded) covers phone and
+#: most camera photos; larger images are skipped with a message rather than decoded.
+DEFAULT_MAX_PIXELS = 64_000_000
+
+_FILE_KINDS = {stat.S_ISFIFO: "a named pipe (FIFO)", stat.S_ISSOCK: "a socket", stat.S_ISCHR: "a character device",
+               stat.S_ISBLK: "a block device", stat.S_ISDIR: "a folder"}
+
+
+class ImageRejected(ValueError):
+    """An image pixprompt will not decode under the current settings (too many pixels, too extreme a shape).
+
+    Unlike a damaged file, it depends on settings, so it is never cached as a permanent failure.
+    """
+
+
+def is_lasting_failure(error: BaseException) -> bool:
+    """Whether a decoding error is a property of the file's bytes, worth remembering until the file changes.
+
+    I/O errors (permissions, a vanished file, a failing disk: OSErrors with an errno) and settings-dependent
+    refusals (`ImageRejected`) are retried on the next run; Pillow's decoding errors are not.
+    """
+    if isinstance(error, ImageRejected):
+        return False
+    return not (isinstance(error, OSError) and error.errno is not None)
 
 
 def is_image_file(path: Path) -> bool:
@@ -62,33 +90,63 @@ def collect_images(inputs: Iterable[str]) -> list[Path]:
     return paths
 
 
-def open_rgb(path: str | os.PathLike, draft_size: int | None = None) -> Image.Image:
-    """Open an image fully decoded, rotated by its EXIF orientation, as 8-bit RGB (first frame of animations)."""
+def open_rgb(path: str | os.PathLike, draft_size: int | None = None,
+             max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Open an image fully decoded, rotated by its EXIF orientation, as 8-bit RGB (first frame of animations).
+
+    Only regular files are opened: a FIFO or a device named `x.jpg` would block or never end.
+    """
+    mode = os.stat(path).st_mode
+    kind = next((name for test, name in _FILE_KINDS.items() if test(mode)), None)
+    if kind:
+        raise ImageRejected(f"{kind}, not an image file")
     if os.path.getsize(path) == 0:
         raise ValueError("empty file (0 bytes)")
-    return decode_rgb(path, draft_size)
+    return decode_rgb(path, draft_size, max_pixels)
 
 
-def decode_rgb(source: str | os.PathLike | IO[bytes], draft_size: int | None = None) -> Image.Image:
+def decode_rgb(source: str | os.PathLike | IO[bytes], draft_size: int | None = None,
+               max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
     """`open_rgb` for a path or an open binary file (an upload): EXIF rotation applied, 8-bit RGB.
 
-    With `draft_size`, JPEGs are decoded at the smallest of libjpeg's 1/2, 1/4 and 1/8 scales whose sides
-    stay at least `draft_size`: several times faster for large photos, but approximate pixels (opt-in).
-    Pillow refuses images over its decompression-bomb limit (about 179 megapixels) before decoding.
+    The header's size is checked against `max_pixels` before anything is decoded (None: no budget beyond
+    Pillow's decompression-bomb limit of about 179 megapixels). With `draft_size`, JPEGs are decoded at the
+    smallest of libjpeg's 1/2, 1/4 and 1/8 scales whose sides stay at least `draft_size`: several times
+    faster for large photos, but approximate pixels (opt-in).
     """
     with Image.open(source) as image:
+        width, height = image.size
+        if max_pixels and width * height > max_pixels:
+            raise ImageRejected(f"{width}×{height} is {width * height / 1e6:.0f} megapixels, over the "
+                                f"{max_pixels / 1e6:g}-megapixel decoding budget (raise it with --max-pixels)")
         if draft_size and image.format == "JPEG":
             image.draft("RGB", (draft_size, draft_size))
-        image.load()
+        with warnings.catch_warnings():
+            if max_pixels:  # within pixprompt's own budget: Pillow's softer bomb warning adds nothing
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image.load()
         image = ImageOps.exif_transpose(image)
-        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-            # flatten transparency onto white, as a viewer shows it, rather than onto black
-            rgba = image.convert("RGBA")
-            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            return Image.alpha_composite(background, rgba).convert("RGB")
-        if image.mode == "I;16" or image.mode == "I":
-            return image.point(lambda value: value / 256).convert("L").convert("RGB")
-        return image.convert("RGB")
+        return _viewer_rgb(image)
+
+
+def _viewer_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB as a viewer shows the image: transparency on white, high bit depths and floats scaled."""
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        # flatten transparency onto white, as a viewer shows it, rather than onto black
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if image.mode.startswith("I;16") or image.mode in ("I", "F"):
+        # numpy reads every byte order right; Pillow's own convert clips these modes to 0..255
+        values = np.asarray(image).astype(np.float64)
+        peak = float(values.max()) if values.size else 0.0
+        if image.mode == "F":
+            scale = 255.0 if peak <= 1.0 else 1.0 if peak <= 255.0 else 255.0 / peak  # 0–1, 0–255 or wider
+        else:
+            scale = 255.0 / 65535.0 if peak <= 65535 else 255.0 / peak  # 16-bit, or wider integers
+        grey = np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, "L").convert("RGB")
+    return image.convert("RGB")
 
 
 def thumbnail_data_uri(image: Image.Image, size: int = 96) -> str:

@@ -20,6 +20,8 @@ RESNET50_WEIGHTS = ("IMAGENET1K_V1", "IMAGENET1K_V2")
 class SupervisedClassifier:
     """An ImageNet-1k classifier behind the interface the feature extractor uses; its 'features' are logits."""
 
+    weights_stamp = ""  # torchvision's named weights: their URL names the file
+
     def __init__(self, module: torch.nn.Module, preprocess: Callable, info: ModelInfo, device: torch.device):
         self.module = module.eval().to(device)
         self.preprocess = preprocess

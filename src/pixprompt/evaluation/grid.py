@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pixprompt.data.images import DEFAULT_MAX_PIXELS
 from pixprompt.errors import UsageError
 from pixprompt.prompts.labels import read_text_file
 
@@ -42,10 +43,11 @@ def load_grid(path: str | Path) -> Grid:
 
 def run_grid(grid: Grid, device: str = "auto", precision: str = "auto", cache_root: Path | None = None,
              batch_size: int | None = None, workers: int | None = None,
-             jpeg_draft: bool = False) -> list[dict[str, Any]]:
+             jpeg_draft: bool = False, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> list[dict[str, Any]]:
     """Evaluate each model on each dataset with all template sets; each model is loaded once.
 
-    `jpeg_draft` decodes JPEG files at reduced scale for each model (see `ImageDataset.with_jpeg_draft`).
+    `jpeg_draft` decodes JPEG files at reduced scale for each model, `max_pixels` skips larger images
+    (see `ImageDataset.decoded_with`).
     """
     from pixprompt.data.datasets import DatasetOptions, load_dataset
     from pixprompt.evaluation.runs import evaluate
@@ -59,7 +61,7 @@ def run_grid(grid: Grid, device: str = "auto", precision: str = "auto", cache_ro
     for entry in grid.models:
         model = load_model(entry["model"], entry.get("pretrained"), device=device, precision=precision)
         for dataset in datasets:
-            decoded = dataset.with_jpeg_draft(model.decode_size) if jpeg_draft else dataset
+            decoded = dataset.decoded_with(model.decode_size if jpeg_draft else None, max_pixels)
             records += evaluate(model, decoded, prompt_sets, [grid.ensemble], cache_root, batch_size, workers)
     return records
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from pixprompt.data.datasets import FileImages
+from pixprompt.data.images import DEFAULT_MAX_PIXELS
 from pixprompt.features.encoding import iter_encoded
 from pixprompt.models.base import VisionLanguageModel
 from pixprompt.prompts.classifier import ZeroShotClassifier
@@ -27,18 +28,19 @@ class Prediction:
 
 def classify_many(model: VisionLanguageModel, classifiers: Sequence[ZeroShotClassifier], paths: Sequence[Path],
                   top_k: int = 5, ensemble: str = "embedding", batch_size: int | None = None,
-                  workers: int | None = None, jpeg_draft: bool = False) -> list[list[Prediction]]:
+                  workers: int | None = None, jpeg_draft: bool = False,
+                  max_pixels: int | None = DEFAULT_MAX_PIXELS) -> list[list[Prediction]]:
     """Predictions of each classifier for each path (input order), from one pass over the images.
 
-    Files that cannot be read get an error row under every classifier. `jpeg_draft` decodes JPEGs at
-    reduced scale (faster, approximate; see `decode_rgb`).
+    Files that cannot be read, or that are over `max_pixels`, get an error row under every classifier.
+    `jpeg_draft` decodes JPEGs at reduced scale (faster, approximate; see `decode_rgb`).
     """
     rows: list[dict[int, Prediction]] = [{} for _ in classifiers]
-    images = FileImages([Path(p) for p in paths], model.decode_size if jpeg_draft else None)
+    images = FileImages([Path(p) for p in paths], model.decode_size if jpeg_draft else None, max_pixels)
     for batch in iter_encoded(model, images, batch_size=batch_size, workers=workers):
-        for index, message in batch.failures:
+        for failure in batch.failures:
             for by_index in rows:
-                by_index[index] = Prediction(str(paths[index]), error=message)
+                by_index[failure.index] = Prediction(str(paths[failure.index]), error=failure.message)
         if len(batch.indices) == 0:
             continue
         for classifier, by_index in zip(classifiers, rows):

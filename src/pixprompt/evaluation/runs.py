@@ -19,6 +19,7 @@ from pixprompt.models.base import ModelInfo, VisionLanguageModel
 from pixprompt.prompts.classifier import ZeroShotClassifier
 from pixprompt.prompts.store import classifier_for
 from pixprompt.prompts.templates import PromptSet
+from pixprompt.storage import remove_stale_partials
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,8 @@ def text_classifier(model: VisionLanguageModel, classnames: Sequence[str], promp
     if cache_root is not None:
         key = json.dumps([prompt_set.name, prompt_set.templates, sorted(prompt_set.descriptions.items())])
         path = classifier_path(cache_root, model, classnames, key)
-    return classifier_for(model, classnames, prompt_set, path)
+        remove_stale_partials(path.parent)
+    return classifier_for(model, classnames, prompt_set, path, owned=True)
 
 
 def run_facts(info: ModelInfo, dataset: ImageDataset, features: FeatureSet) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from pixprompt.features.encoding import iter_encoded
-from pixprompt.storage import atomic_path, cache_write
+from pixprompt.storage import atomic_path, cache_write, payload_checksum, remove_stale_partials
 
 if TYPE_CHECKING:
     from pixprompt.data.datasets import ImageDataset
@@ -37,18 +37,13 @@ def _digest(*parts: str) -> str:
     return hashlib.sha1("\x1f".join(parts).encode()).hexdigest()[:20]
 
 
-def _local_weights_stamp(name: str) -> str:
-    """Sizes and times of a local model folder's files, so replaced weights invalidate the cache."""
-    folder = Path(name.removeprefix("local-dir:"))
-    if not folder.is_dir():
-        return ""
-    return ";".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in sorted(folder.iterdir())
-                    if p.is_file())
-
-
 def model_key(model: VisionLanguageModel) -> str:
-    """What the features depend on: model and weights, precision, and pixprompt's decoding."""
-    return _digest(model.info.identity, str(model.dtype), DECODING_VERSION, _local_weights_stamp(model.info.name))
+    """What the features depend on: model and weights (local files by size and time), precision, decoding."""
+    return _digest(model.info.identity, str(model.dtype), DECODING_VERSION, model.weights_stamp)
+
+
+def _chunk_checksum(rows: torch.Tensor, keys_json: str, failed_json: str) -> str:
+    return payload_checksum([rows.contiguous().numpy().tobytes(), keys_json.encode(), failed_json.encode()])
 
 
 @dataclass
@@ -64,12 +59,16 @@ class FeatureSet:
 
 
 class FeatureStore:
-    """The chunk files of one (model, dataset) pair."""
+    """The chunk files of one (model, dataset) pair.
 
-    def __init__(self, root: Path, model: VisionLanguageModel, dataset_name: str, split: str):
-        slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{dataset_name}-{split}")
-        self.folder = root / "features" / model_key(model) / slug
+    Each chunk stores a SHA-256 of its payload (features, keys, failures): a chunk whose bytes changed
+    on disk is removed with a warning and its images are encoded again.
+    """
+
+    def __init__(self, root: Path, model: VisionLanguageModel, group: str):
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", group)
         self.model_key = model_key(model)
+        self.folder = root / "features" / self.model_key / slug
         self.writable = True  # until a write fails (disk full): then the run goes on uncached
 
     def item_keys(self, item_ids: Sequence[str]) -> list[str]:
@@ -79,17 +78,22 @@ class FeatureStore:
         """Stored features and failures by item key; unreadable chunks are removed."""
         features: dict[str, torch.Tensor] = {}
         failures: dict[str, str] = {}
+        remove_stale_partials(self.folder)
         for chunk in sorted(self.folder.glob("chunk-*.safetensors")):
             try:
                 with safe_open(str(chunk), framework="pt") as handle:
                     meta = handle.metadata()
                     rows = handle.get_tensor("features")
+                if _chunk_checksum(rows, meta["keys"], meta["failed"]) != meta.get("sha256"):
+                    raise ValueError("its checksum does not match: the file changed on disk")
                 keys = json.loads(meta["keys"])
-                failures.update(json.loads(meta["failed"]))
+                chunk_failures = json.loads(meta["failed"])
             except Exception as error:  # a damaged chunk costs only its own re-encoding
-                log.warning("removing unreadable cache chunk %s (%s)", chunk, error)
+                log.warning("removing damaged cache chunk %s (%s); its images are encoded again", chunk,
+                            str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
                 chunk.unlink(missing_ok=True)
                 continue
+            failures.update(chunk_failures)
             features.update(zip(keys, rows))
         return features, failures
 
@@ -99,12 +103,14 @@ class FeatureStore:
             return
         path = self.folder / f"chunk-{_digest(*keys, *failed)}.safetensors"
         dim = rows[0].shape[0] if rows else 0
-        tensor = torch.stack(rows) if rows else torch.zeros(0, dim)
+        tensor = (torch.stack(rows) if rows else torch.zeros(0, dim)).contiguous()
+        keys_json, failed_json = json.dumps(keys), json.dumps(failed)
+        metadata = {"keys": keys_json, "failed": failed_json,
+                    "sha256": _chunk_checksum(tensor, keys_json, failed_json)}
 
         def save() -> None:
             with atomic_path(path) as tmp:
-                save_file({"features": tensor.contiguous()}, str(tmp),
-                          metadata={"keys": json.dumps(keys), "failed": json.dumps(failed)})
+                save_file({"features": tensor}, str(tmp), metadata=metadata)
 
         self.writable = cache_write(save, path)
 
@@ -113,7 +119,7 @@ def extract_features(model: VisionLanguageModel, dataset: ImageDataset, cache_ro
                      batch_size: int | None = None, workers: int | None = None, chunk_size: int = 512) -> FeatureSet:
     """Features of all images of `dataset`, reading what the cache has and encoding (and storing) the rest."""
     count = len(dataset.images)
-    store = FeatureStore(cache_root, model, dataset.name, dataset.split) if cache_root else None
+    store = FeatureStore(cache_root, model, dataset.cache_group) if cache_root else None
     keys = store.item_keys([dataset.images.item_id(i) for i in range(count)]) if store else [""] * count
     stored, stored_failures = store.read() if store else ({}, {})
     todo = [i for i, key in enumerate(keys) if key not in stored and key not in stored_failures]
@@ -122,6 +128,10 @@ def extract_features(model: VisionLanguageModel, dataset: ImageDataset, cache_ro
                     count, len(todo))
     elif store and not todo:
         log.info("all %d images found in the cache", count)
+    for index, key in enumerate(keys):
+        if key in stored_failures:
+            log.warning("skipped %s: %s (remembered from an earlier run until the file changes)",
+                        dataset.images.describe(index), stored_failures[key])
 
     pending_keys: list[str] = []
     pending_rows: list[torch.Tensor] = []
@@ -140,9 +150,10 @@ def extract_features(model: VisionLanguageModel, dataset: ImageDataset, cache_ro
                 new_rows[index] = row
                 pending_keys.append(keys[index])
                 pending_rows.append(row)
-            for index, message in batch.failures:
-                new_failures[index] = message
-                pending_failed[keys[index]] = message
+            for failure in batch.failures:
+                new_failures[failure.index] = failure.message
+                if failure.lasting:  # I/O errors and settings-dependent refusals are retried next run
+                    pending_failed[keys[failure.index]] = failure.message
             if len(pending_keys) + len(pending_failed) >= chunk_size:
                 flush()
     finally:  # also on Ctrl-C: keep every image encoded so far

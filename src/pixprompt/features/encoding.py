@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from pixprompt.data.images import ImageRejected, is_lasting_failure
 from pixprompt.models.batching import ShrinkingBatches, default_batch_size
 from pixprompt.progress import progress_bar
 
@@ -19,8 +20,18 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class ImageFailure:
+    """An image that could not be encoded; `lasting` when it is the file's own fault (see
+    `is_lasting_failure`), so that the cache may remember it until the file changes."""
+
+    index: int
+    message: str
+    lasting: bool
+
+
 class _Preprocessed(Dataset):
-    """Items are (index, pixels or None, error message); a bad image never stops the loader."""
+    """Items are (index, pixels or an ImageFailure); a bad image never stops the loader."""
 
     def __init__(self, images: ImageSource, indices: Sequence[int], model: VisionLanguageModel):
         self.images = images
@@ -33,14 +44,15 @@ class _Preprocessed(Dataset):
     def __getitem__(self, position: int):
         index = self.indices[position]
         try:
-            return index, self.preprocess(self.images.load(index)), ""
+            return index, self.preprocess(self.images.load(index))
         except Exception as error:  # any decoding problem is reported per image
-            return index, None, f"{type(error).__name__}: {error}".strip()
+            message = str(error) if isinstance(error, ImageRejected) else f"{type(error).__name__}: {error}"
+            return index, ImageFailure(index, message.strip(), is_lasting_failure(error))
 
 
 def _collate(items):
-    good = [(i, pixels) for i, pixels, _ in items if pixels is not None]
-    failed = [(i, message) for i, pixels, message in items if pixels is None]
+    good = [(i, pixels) for i, pixels in items if not isinstance(pixels, ImageFailure)]
+    failed = [failure for _, failure in items if isinstance(failure, ImageFailure)]
     indices = torch.tensor([i for i, _ in good], dtype=torch.long)
     pixels = torch.stack([p for _, p in good]) if good else None
     return indices, pixels, failed
@@ -52,7 +64,7 @@ class EncodedBatch:
 
     indices: torch.Tensor
     features: torch.Tensor
-    failures: list[tuple[int, str]] = field(default_factory=list)
+    failures: list[ImageFailure] = field(default_factory=list)
 
 
 def default_workers() -> int:
@@ -79,7 +91,7 @@ def iter_encoded(model: VisionLanguageModel, images: ImageSource, indices: Seque
     with progress_bar(total=len(indices), desc=desc, unit="img") as bar:
         for batch_indices, pixels, failed in loader:
             features = encode(pixels) if pixels is not None else torch.empty(0, 0)
-            for index, message in failed:
-                log.warning("skipped %s: %s", images.describe(index), message)
+            for failure in failed:
+                log.warning("skipped %s: %s", images.describe(failure.index), failure.message)
             yield EncodedBatch(batch_indices, features, failed)
             bar.update(len(batch_indices) + len(failed))

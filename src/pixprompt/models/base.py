@@ -74,6 +74,10 @@ class VisionLanguageModel(ABC):
     logit_scale: float
     logit_bias: float
 
+    #: Sizes and modification times of the local weights files it was loaded from ("" for Hub downloads),
+    #: so that features and classifiers cached for replaced weights are not reused (set by `load_model`).
+    weights_stamp: str = ""
+
     #: Whether a prompt's embedding is independent of the padding after it (causal text towers),
     #: so a batch may be encoded only up to its longest prompt.
     text_padding_free: bool = False

@@ -90,6 +90,23 @@ def _offline_hint(backend: str, name: str, pretrained: str | None, cache_dir: st
             f"folder as --model instead of {name!r}.")
 
 
+def local_weights_stamp(*sources: str | None) -> str:
+    """Size and modification time of every local file among `sources` (model folders and checkpoint paths).
+
+    What it cannot see: an edit that keeps a file's size and restores its modification time (`touch -r`).
+    """
+    entries = []
+    for source in sources:
+        path = Path(source.removeprefix("local-dir:")).expanduser() if source else None
+        if path is None or not path.exists():
+            continue
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for file in files:
+            stat = file.stat()
+            entries.append(f"{file.resolve()}:{stat.st_size}:{stat.st_mtime_ns}")
+    return ";".join(entries)
+
+
 def load_model(name: str, pretrained: str | None = None, *, backend: str | None = None,
                device: str | None = None, precision: str | None = None,
                cache_dir: str | None = None, accelerate: str | None = None) -> VisionLanguageModel:
@@ -127,6 +144,7 @@ def load_model(name: str, pretrained: str | None = None, *, backend: str | None 
         cause = cause.rstrip(".")
         hint = "" if is_local(name) else f" {_offline_hint(backend, name, pretrained, cache_dir)}"
         raise UnavailableError(f"could not load model {what} with {backend}: {cause}.{hint}") from None
+    model.weights_stamp = local_weights_stamp(resolved_name, pretrained)
     log.info("loaded %s on %s (%s)", model.info.identity, torch_device, resolved_precision)
     if accelerate:
         from pixprompt.models.acceleration import accelerate as switch_image_path

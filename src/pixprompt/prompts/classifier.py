@@ -16,7 +16,7 @@ from pixprompt.models.base import Scoring, VisionLanguageModel
 from pixprompt.prompts.ensembling import get_ensembler
 from pixprompt.prompts.labels import validate_classnames
 from pixprompt.prompts.templates import PromptSet
-from pixprompt.storage import atomic_path
+from pixprompt.storage import atomic_path, payload_checksum
 
 
 @dataclass(eq=False)
@@ -96,20 +96,27 @@ class ZeroShotClassifier:
         }
         tensors = {"prompt_embeddings": self.prompt_embeddings.contiguous(),
                    "prompt_class": self.prompt_class.contiguous()}
+        meta_json = json.dumps(meta)
         with atomic_path(path) as tmp:
-            save_file(tensors, str(tmp), metadata={"pixprompt": json.dumps(meta)})
+            save_file(tensors, str(tmp), metadata={"pixprompt": meta_json,
+                                                   "sha256": _checksum(tensors, meta_json)})
 
     @classmethod
     def load(cls, path: str | Path) -> ZeroShotClassifier:
-        """Read a classifier written by `save`."""
+        """Read a classifier written by `save`; a file whose bytes changed since is refused."""
         from safetensors import safe_open
 
         try:
             with safe_open(str(path), framework="pt") as handle:
-                meta = json.loads((handle.metadata() or {})["pixprompt"])
+                header = handle.metadata() or {}
+            meta_json = header["pixprompt"]
             tensors = load_file(str(path))
+            meta = json.loads(meta_json)
         except Exception as error:  # safetensors raises its own error types for corrupt headers
-            raise UsageError(f"{path} is not a pixprompt classifier file ({error})") from None
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise UsageError(f"{path} is not a pixprompt classifier file ({reason})") from None
+        if "sha256" in header and _checksum(tensors, meta_json) != header["sha256"]:
+            raise UsageError(f"{path} is damaged: its checksum does not match its contents")
         prompt_meta = meta.pop("prompt_set")
         prompt_set = PromptSet(prompt_meta["name"], tuple(prompt_meta["templates"]),
                                {k: tuple(v) for k, v in prompt_meta["descriptions"].items()})
@@ -117,6 +124,11 @@ class ZeroShotClassifier:
                    prompt_embeddings=tensors["prompt_embeddings"], prompt_class=tensors["prompt_class"],
                    model_identity=meta.pop("model"), logit_scale=meta.pop("logit_scale"),
                    logit_bias=meta.pop("logit_bias"), scoring=meta.pop("scoring"), metadata=meta)
+
+
+def _checksum(tensors: dict[str, torch.Tensor], meta_json: str) -> str:
+    return payload_checksum([*(tensors[name].contiguous().numpy().tobytes() for name in sorted(tensors)),
+                             meta_json.encode()])
 
 
 def build_classifier(model: VisionLanguageModel, classnames: Sequence[str], prompt_set: PromptSet,
@@ -130,5 +142,5 @@ def build_classifier(model: VisionLanguageModel, classnames: Sequence[str], prom
     return ZeroShotClassifier(
         classnames=classnames, prompt_set=prompt_set, prompt_embeddings=embeddings, prompt_class=prompt_class,
         model_identity=model.info.identity, logit_scale=model.logit_scale, logit_bias=model.logit_bias,
-        scoring=model.scoring,
+        scoring=model.scoring, metadata={"weights_stamp": model.weights_stamp} if model.weights_stamp else {},
     )

@@ -5,6 +5,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from pixprompt.errors import UsageError
 from pixprompt.models.base import VisionLanguageModel
 from pixprompt.prompts.classifier import ZeroShotClassifier, build_classifier
 from pixprompt.prompts.templates import PromptSet
@@ -15,20 +16,40 @@ log = logging.getLogger(__name__)
 
 def matches(classifier: ZeroShotClassifier, model: VisionLanguageModel, classnames: Sequence[str],
             prompt_set: PromptSet) -> bool:
-    """Whether a stored classifier was built from exactly these inputs."""
+    """Whether a stored classifier was built from exactly these inputs (local weights files unchanged)."""
     return (classifier.model_identity == model.info.identity and classifier.classnames == list(classnames)
-            and classifier.prompt_set == prompt_set)
+            and classifier.prompt_set == prompt_set
+            and classifier.metadata.get("weights_stamp", "") == model.weights_stamp)
+
+
+def _stored(path: Path, owned: bool) -> ZeroShotClassifier | None:
+    """The classifier saved at `path`, or None where it is damaged and may be rebuilt in its place.
+
+    A damaged file is replaced when pixprompt owns it (`owned`: its cache) or it is a `.safetensors` file;
+    any other file the user named is refused rather than overwritten.
+    """
+    try:
+        return ZeroShotClassifier.load(path)
+    except UsageError as error:
+        if not (owned or path.suffix == ".safetensors"):
+            raise
+        log.warning("%s; rebuilding it", error)
+        return None
 
 
 def classifier_for(model: VisionLanguageModel, classnames: Sequence[str], prompt_set: PromptSet,
-                   path: str | Path | None = None) -> ZeroShotClassifier:
-    """Load the classifier at `path` if it matches, else build it (and save it there if a path is given)."""
+                   path: str | Path | None = None, owned: bool = False) -> ZeroShotClassifier:
+    """Load the classifier at `path` if it matches, else build it (and save it there if a path is given).
+
+    `owned`: the file is pixprompt's own cache entry, removed and rebuilt whatever is wrong with it.
+    """
     if path is not None and Path(path).is_file():
-        stored = ZeroShotClassifier.load(path)
-        if matches(stored, model, [c.strip() for c in classnames], prompt_set):
+        stored = _stored(Path(path), owned)
+        if stored is not None and matches(stored, model, [c.strip() for c in classnames], prompt_set):
             log.info("reusing classifier %s", path)
             return stored
-        log.warning("classifier %s was built from other inputs; rebuilding it", path)
+        if stored is not None:
+            log.warning("classifier %s was built from other inputs or weights; rebuilding it", path)
     classifier = build_classifier(model, classnames, prompt_set)
     if path is not None:
         cache_write(lambda: classifier.save(path), path)

@@ -38,7 +38,7 @@ TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
 
 
 def validate_template(template: str, source: str = "templates") -> str:
-    """Return the template if it has exactly the bare `{}` placeholders a class name fills, else refuse."""
+    """Return the template if it has exactly one bare `{}` placeholder for the class name, else refuse."""
     try:
         fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(template)
                   if name is not None]
@@ -47,6 +47,9 @@ def validate_template(template: str, source: str = "templates") -> str:
                          "write literal braces as {{ and }}") from None
     if not fields:
         raise UsageError(f"template {template!r} in {source} has no {{}} placeholder for the class name")
+    if len(fields) > 1:
+        raise UsageError(f"template {template!r} in {source} has {len(fields)} placeholders: write one {{}} where "
+                         "the class name goes (literal braces as {{ and }})")
     for name, spec, conv in fields:
         if name or spec or conv:
             raise UsageError(f"template {template!r} in {source} uses {{{name}{'!' + conv if conv else ''}"
@@ -90,7 +93,8 @@ def _templates_from_file(path: Path) -> tuple[str, ...]:
             raise UsageError(f"template file {path} must hold a JSON list of strings or {{\"templates\": [...]}}")
         templates = [t.strip() for t in data if t.strip()]
     else:
-        templates = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+        lines = (line.strip() for line in text.splitlines())
+        templates = [line for line in lines if line and not line.startswith("#")]
     if not templates:
         raise UsageError(f"template file {path} holds no templates: write one template per line, each with {{}}")
     return tuple(validate_template(t, str(path)) for t in templates)

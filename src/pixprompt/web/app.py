@@ -2,29 +2,48 @@
 
 The model is loaded once; text classifiers are kept (least recently used first out) between requests.
 Forward passes are serialised by a lock, so concurrent requests are safe; bad uploads get a message.
+
+Every request is treated as hostile: only the served host names are answered (DNS rebinding), bodies
+are capped while they stream in, prompts per request and concurrent decodes are bounded, template
+sets are looked up by name among the built-in ones (nothing a client sends is opened as a path), and
+error messages never carry file contents or object reprs.
 """
 from __future__ import annotations
 
 import io
+import logging
+import socket
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
-from fastapi import FastAPI, Form, Request, UploadFile
+from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
+from PIL import Image, UnidentifiedImageError
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pixprompt.data.images import IMAGE_EXTENSIONS, decode_rgb
+from pixprompt.data.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageRejected, decode_rgb
 from pixprompt.errors import PixpromptError
 from pixprompt.models.base import VisionLanguageModel
-from pixprompt.prompts import PromptSet, build_classifier, parse_labels, resolve_templates
+from pixprompt.prompts import PromptSet, build_classifier, parse_labels
 from pixprompt.prompts.classifier import ZeroShotClassifier
 from pixprompt.prompts.templates import TEMPLATE_SETS, validate_template
 
+log = logging.getLogger(__name__)
+
 MAX_FILES = 16
+#: Class names × templates one request may ask for: about a second of text encoding on a laptop CPU.
+DEFAULT_MAX_PROMPTS = 2000
+#: Images decoded and preprocessed at once, whatever the number of concurrent requests.
+DECODE_SLOTS = 2
 SHOWN_TEMPLATE_SETS = ("raw", "standard", "clip7", "clip80", "imagenet", "cifar10")
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 
 
 class ClassifierCache:
@@ -49,18 +68,87 @@ class ClassifierCache:
             return classifier
 
 
+def allowed_hosts(host: str, extra: Sequence[str] = ()) -> list[str]:
+    """Host header values to answer: the loopback names, the served address, and `extra` (--allow-host).
+
+    Served on every interface (0.0.0.0 or ::), this machine's name and addresses are allowed too. Any
+    other name is refused, so a web page cannot reach the server through a rebound DNS name.
+    """
+    hosts = [*LOOPBACK_HOSTS]
+    if host in ("0.0.0.0", "::", ""):
+        name = socket.gethostname()
+        hosts += [name, socket.getfqdn()]
+        try:
+            hosts += socket.gethostbyname_ex(name)[2]
+        except OSError:  # a host name that does not resolve: its addresses stay unknown
+            pass
+    else:
+        hosts.append(f"[{host}]" if ":" in host and not host.startswith("[") else host)
+    hosts += list(extra)
+    return list(dict.fromkeys(h.lower() for h in hosts if h))
+
+
+class BodyTooLarge(HTTPException):
+    """Raised while a request body streams in, as soon as it passes the cap (Content-Length or not)."""
+
+
+class BodyLimit:
+    """ASGI middleware counting request-body bytes as they arrive, chunked uploads included."""
+
+    def __init__(self, app: ASGIApp, limit_bytes: int, message: str):
+        self.app = app
+        self.limit_bytes = limit_bytes
+        self.message = message
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.limit_bytes:
+            await JSONResponse({"error": self.message}, status_code=413)(scope, receive, send)
+            return
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit_bytes:
+                raise BodyTooLarge(413, self.message)
+            return message
+
+        await self.app(scope, counted, send)
+
+
 def prompt_set_from_form(name: str, custom: str) -> PromptSet:
-    """A named template set, or the user's own templates (one per line) when `name` is `custom`."""
+    """A built-in template set by name, or the user's own templates (one per line) when `name` is `custom`.
+
+    Never a file: a name that is not a built-in set is refused without being looked up anywhere.
+    """
     if name != "custom":
-        (prompt_set,) = resolve_templates(name)
-        return prompt_set
-    templates = tuple(validate_template(line.strip()) for line in custom.splitlines() if line.strip())
+        if name not in TEMPLATE_SETS:
+            raise PixpromptError(f"unknown template set: choose one of {', '.join(TEMPLATE_SETS)} or custom")
+        return PromptSet(name, TEMPLATE_SETS[name])
+    templates = tuple(validate_template(line.strip(), "your templates") for line in custom.splitlines()
+                      if line.strip())
     if not templates:
         raise PixpromptError("write at least one template, e.g. a photo of a {}.")
     return PromptSet("custom", templates)
 
 
-def read_upload(upload: UploadFile, limit_bytes: int):
+def _unreadable_reason(error: Exception) -> str:
+    """Why Pillow could not read an upload, in words that carry nothing from the file or the server."""
+    if isinstance(error, ImageRejected):
+        return str(error)
+    if isinstance(error, UnidentifiedImageError):
+        return "not a recognised image format"
+    if isinstance(error, Image.DecompressionBombError):
+        return "too many pixels"
+    return "damaged or truncated image data"
+
+
+def read_upload(upload: UploadFile, limit_bytes: int, max_pixels: int | None) -> Image.Image:
     """The uploaded image decoded to RGB; a one-line error for anything that is not a usable image."""
     name = upload.filename or "upload"
     suffix = Path(name).suffix.lower()
@@ -68,57 +156,86 @@ def read_upload(upload: UploadFile, limit_bytes: int):
         raise PixpromptError(f"{name} is not an image ({upload.content_type or 'unknown type'})")
     data = upload.file.read(limit_bytes + 1)
     if len(data) > limit_bytes:
-        raise PixpromptError(f"{name} is larger than the {limit_bytes // 2**20} MB upload limit")
+        raise PixpromptError(f"{name} is larger than the {limit_bytes / 2**20:g} MB upload limit")
     if not data:
         raise PixpromptError(f"{name} is empty")
     try:
-        return decode_rgb(io.BytesIO(data))
+        return decode_rgb(io.BytesIO(data), max_pixels=max_pixels)
     except Exception as error:  # Pillow's many decoding errors, including its decompression-bomb guard
-        raise PixpromptError(f"{name} could not be read as an image ({type(error).__name__}: {error})") from None
+        raise PixpromptError(f"{name} could not be read as an image ({_unreadable_reason(error)})") from None
 
 
-def create_app(model: VisionLanguageModel, max_upload_mb: int = 10) -> FastAPI:
-    """The web app around one loaded model."""
-    app = FastAPI(title="pixprompt", docs_url=None, redoc_url=None)
+def _error(message: str, status: int = 400) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def create_app(model: VisionLanguageModel, max_upload_mb: int = 10, *, host: str = "127.0.0.1",
+               allow_hosts: Sequence[str] = (), max_prompts: int = DEFAULT_MAX_PROMPTS,
+               max_pixels: int | None = DEFAULT_MAX_PIXELS) -> FastAPI:
+    """The web app around one loaded model, answering only requests addressed to `host` (or `allow_hosts`)."""
+    app = FastAPI(title="pixprompt", docs_url=None, redoc_url=None, openapi_url=None)
     lock = threading.Lock()
+    decode_slots = threading.BoundedSemaphore(DECODE_SLOTS)
     classifiers = ClassifierCache(model, lock)
     limit_bytes = max_upload_mb * 2**20
     page = resources.files("pixprompt.resources").joinpath("serve.html").read_text(encoding="utf-8")
-
-    @app.middleware("http")
-    async def refuse_huge_bodies(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > limit_bytes * MAX_FILES + 2**20:
-            return JSONResponse({"error": f"the upload is larger than {max_upload_mb} MB × {MAX_FILES} files"},
-                                status_code=413)
-        return await call_next(request)
+    # middleware added last runs first: the Host check, then the body cap
+    app.add_middleware(BodyLimit, limit_bytes=limit_bytes * MAX_FILES + 2**20,
+                       message=f"the upload is larger than {MAX_FILES} files of {max_upload_mb} MB")
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(host, allow_hosts), www_redirect=False)
 
     @app.exception_handler(PixpromptError)
     async def user_error(request: Request, error: PixpromptError):
-        return JSONResponse({"error": str(error)}, status_code=400)
+        return _error(str(error))
 
-    @app.get("/", response_class=HTMLResponse)
+    @app.exception_handler(BodyTooLarge)
+    async def too_large(request: Request, error: BodyTooLarge):
+        return _error(str(error.detail), 413)
+
+    @app.exception_handler(RequestValidationError)
+    async def malformed(request: Request, error: RequestValidationError):
+        return _error("the request is not a form with images, class names and templates: use the page")
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, error: Exception):
+        log.error("request failed: %s: %s", type(error).__name__, error)
+        return _error("the server could not answer this request (its log has the details)", 500)
+
+    @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse)
     def index() -> str:
         return page
 
     @app.get("/api/info")
     def info() -> dict[str, Any]:
         return {"model": model.info.identity, "scoring": model.scoring, "max_files": MAX_FILES,
-                "max_upload_mb": max_upload_mb,
+                "max_upload_mb": max_upload_mb, "max_prompts": max_prompts,
                 "template_sets": {name: list(TEMPLATE_SETS[name]) for name in SHOWN_TEMPLATE_SETS}}
 
+    def decoded(upload: UploadFile) -> torch.Tensor:
+        with decode_slots:  # a bounded number of full-size images in memory at once
+            return model.preprocess(read_upload(upload, limit_bytes, max_pixels))[None]
+
     @app.post("/api/classify")
-    def classify(files: list[UploadFile], labels: str = Form(...), templates: str = Form("standard"),
-                 custom_templates: str = Form("")) -> dict[str, Any]:
-        classnames = parse_labels(labels)
-        prompt_set = prompt_set_from_form(templates, custom_templates)
+    def classify(files: Annotated[list[UploadFile] | None, File()] = None, labels: Annotated[str, Form()] = "",
+                 templates: Annotated[str, Form()] = "standard",
+                 custom_templates: Annotated[str, Form()] = "") -> dict[str, Any]:
+        if not labels.strip():
+            raise PixpromptError("type the class names to choose from, separated by commas")
+        if not files:
+            raise PixpromptError("choose or drop at least one image")
         if len(files) > MAX_FILES:
             raise PixpromptError(f"{len(files)} files: send at most {MAX_FILES} at a time")
+        classnames = parse_labels(labels)
+        prompt_set = prompt_set_from_form(templates, custom_templates)
+        prompts = len(classnames) * len(prompt_set.templates)
+        if prompts > max_prompts:
+            raise PixpromptError(f"{len(classnames)} classes × {len(prompt_set.templates)} templates = {prompts:,} "
+                                 f"prompts: at most {max_prompts:,} per request; use fewer classes or templates")
         classifier = classifiers.get(classnames, prompt_set)
         results = []
         for upload in files:
             try:
-                pixels = model.preprocess(read_upload(upload, limit_bytes))[None]
+                pixels = decoded(upload)
             except PixpromptError as error:
                 results.append({"file": upload.filename, "error": str(error)})
                 continue
@@ -135,8 +252,12 @@ def create_app(model: VisionLanguageModel, max_upload_mb: int = 10) -> FastAPI:
     return app
 
 
-def serve(model: VisionLanguageModel, host: str = "127.0.0.1", port: int = 7860, max_upload_mb: int = 10) -> None:
+def serve(model: VisionLanguageModel, host: str = "127.0.0.1", port: int = 7860, max_upload_mb: int = 10,
+          allow_hosts: Sequence[str] = (), max_prompts: int = DEFAULT_MAX_PROMPTS,
+          max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
     """Run the app with uvicorn until Ctrl-C."""
     import uvicorn
 
-    uvicorn.run(create_app(model, max_upload_mb), host=host, port=port, log_level="warning")
+    app = create_app(model, max_upload_mb, host=host, allow_hosts=allow_hosts, max_prompts=max_prompts,
+                     max_pixels=max_pixels)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
