@@ -7,6 +7,7 @@ returns the path it wrote.
 from __future__ import annotations
 
 import io
+import os
 import struct
 import zlib
 from collections.abc import Callable
@@ -60,6 +61,35 @@ def decompression_bomb(path: Path) -> Path:
     return path
 
 
+def jpeg_claiming(width: int, height: int) -> bytes:
+    """A small JPEG whose frame header (SOF0) claims `width`×`height`: what a hostile upload sends."""
+    data = bytearray(_jpeg_bytes((16, 16)))
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5:sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+def over_pixel_budget(path: Path) -> Path:
+    """631 bytes claiming 11000×11000 (121 MP): inside Pillow's warn-only band, over pixprompt's budget."""
+    path = path.with_suffix(".jpg")
+    path.write_bytes(jpeg_claiming(11000, 11000))
+    return path
+
+
+def fifo_named_jpg(path: Path) -> Path:
+    """A named pipe called `x.jpg`: opening it for reading would block forever."""
+    path = path.with_suffix(".jpg")
+    os.mkfifo(path)
+    return path
+
+
+def elongated_png(path: Path, width: int = 1, height: int = 60000) -> Path:
+    """A few hundred bytes of PNG whose short-side resize would take gigabytes."""
+    path = path.with_suffix(".png")
+    Image.new("RGB", (width, height), (30, 160, 90)).save(path)
+    return path
+
+
 def png_with_alpha(path: Path) -> Path:
     path = path.with_suffix(".png")
     image = Image.new("RGBA", (40, 40), (0, 0, 255, 255))
@@ -89,6 +119,20 @@ def cmyk_jpeg(path: Path) -> Path:
 def png_16_bit(path: Path) -> Path:
     path = path.with_suffix(".png")
     Image.fromarray(np.full((30, 30), 65535, dtype=np.uint16)).save(path)
+    return path
+
+
+def tiff_16_bit_big_endian(path: Path) -> Path:
+    """A 16-bit greyscale TIFF stored big-endian (mode I;16B), mid-grey."""
+    path = path.with_suffix(".tif")
+    Image.frombytes("I;16B", (30, 30), np.full((30, 30), 32896, dtype=">u2").tobytes()).save(path)
+    return path
+
+
+def float_zero_to_one(path: Path) -> Path:
+    """A 32-bit float TIFF with values in 0–1 (mode F), as scientific tools write them: 0.5 is mid-grey."""
+    path = path.with_suffix(".tif")
+    Image.fromarray(np.full((30, 30), 0.5, dtype=np.float32), "F").save(path)
     return path
 
 
@@ -122,6 +166,8 @@ UNREADABLE: dict[str, Builder] = {
     "text-named-jpg": text_named_jpg,
     "dangling-link": dangling_link,
     "decompression-bomb": decompression_bomb,
+    "over-pixel-budget": over_pixel_budget,
+    "fifo": fifo_named_jpg,
 }
 
 ODD_BUT_VALID: dict[str, Builder] = {
@@ -130,6 +176,8 @@ ODD_BUT_VALID: dict[str, Builder] = {
     "greyscale": greyscale,
     "cmyk-jpeg": cmyk_jpeg,
     "png-16-bit": png_16_bit,
+    "tiff-16-bit-big-endian": tiff_16_bit_big_endian,
+    "tiff-float-0-1": float_zero_to_one,
     "exif-rotated": exif_rotated,
     "animated-gif": animated_gif,
     "one-pixel": one_pixel,

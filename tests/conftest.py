@@ -15,15 +15,17 @@ DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
 @pytest.fixture(autouse=True)
 def fresh_logging_state():
-    """`cli.main` sets log levels and progress bars for its whole process (--quiet, --verbose); tests run
-    many commands in one process, so each test gets back the state it started with."""
-    from pixprompt import progress
+    """`cli.main` sets log levels, warning capture and progress bars for its whole process (--quiet, --verbose);
+    tests run many commands in one process, so each test gets back the state it started with."""
+    from pixprompt import progress, storage
 
-    loggers = [logging.getLogger(), logging.getLogger("pixprompt")]
+    loggers = [logging.getLogger(), logging.getLogger("pixprompt"), logging.getLogger("py.warnings")]
     levels, progress_enabled = [logger.level for logger in loggers], progress.ENABLED
+    storage._warned_reasons.clear()  # each test sees its own first cache-write warning
     yield
     for logger, level in zip(loggers, levels):
         logger.setLevel(level)
+    logging.captureWarnings(False)
     progress.ENABLED = progress_enabled
 
 

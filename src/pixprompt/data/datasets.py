@@ -8,6 +8,7 @@ import csv
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -191,6 +192,12 @@ def wnid_names(wnids: Sequence[str]) -> list[str]:
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
+@lru_cache(maxsize=1)
+def cifar100_classes() -> tuple[str, ...]:
+    """CIFAR-100's 100 fine labels in label order (torchvision's `fine_label_names`), shipped as data."""
+    return tuple(resources.files("pixprompt.resources").joinpath("cifar100_classes.txt").read_text().split())
+
+
 # -- helpers ---------------------------------------------------------------------------------------
 def _require_dir(path: str | None, dataset: str) -> Path:
     if not path:
@@ -208,15 +215,25 @@ def _class_folders(root: Path) -> list[Path]:
 def _files_by_class(folders: Sequence[Path], label_of: Callable[[str], int]) -> tuple[list[Path], list[int]]:
     """Image paths and labels of class folders; classes whose folder has no images stay classes (warned)."""
     paths, labels, empty = [], [], []
+    class_of: dict[str, str] = {}  # each image file (links resolved) → the first class folder holding it
+    shared: list[tuple[Path, str, str]] = []
     for folder in folders:
         images = walk_images(folder)
         paths.extend(images)
         labels.extend([label_of(folder.name)] * len(images))
         if not images:
             empty.append(folder.name)
+        for image in images:
+            first = class_of.setdefault(os.path.realpath(image), folder.name)
+            if first != folder.name:
+                shared.append((image, first, folder.name))
     if empty and paths:
         log.warning("%d class folder(s) hold no images: %s (they stay candidate classes, with no test images)",
                     len(empty), ", ".join(empty[:10]) + (" …" if len(empty) > 10 else ""))
+    if shared:
+        image, first, second = shared[0]
+        log.warning("%d image(s) are counted in two classes through links, e.g. %s (in %s and %s): each is scored "
+                    "once per class folder", len(shared), image, first, second)
     return paths, labels
 
 
@@ -287,7 +304,8 @@ def _cifar(name: str, options: DatasetOptions) -> ImageDataset:
         root = Path(options.data_dir).expanduser()
         folders = _class_folders(root)
         if folders and not (root / "cifar-10-batches-py").exists() and not (root / "cifar-100-python").exists():
-            canonical = list(CIFAR10_CLASSES) if name == "cifar10" else sorted(f.name for f in folders)
+            # every class of the dataset stays a candidate, however many folders are present (no inflated score)
+            canonical = list(CIFAR10_CLASSES) if name == "cifar10" else list(cifar100_classes())
             index = {c: i for i, c in enumerate(canonical)}
             unknown = [f.name for f in folders if f.name not in index]
             if unknown:
@@ -343,7 +361,12 @@ def load_csv(path: str, options: DatasetOptions) -> ImageDataset:
     if missing:
         raise UsageError(f"CSV file {csv_path} lacks column(s) {', '.join(sorted(missing))} "
                          f"(has: {', '.join(sorted(c for c in columns if c)) or 'no rows'})")
-    paths = [(csv_path.parent / row["path"]).expanduser() for row in rows]
+    for number, row in enumerate(rows, start=2):  # line 1 is the header
+        blank = [column for column in ("path", "label") if not (row.get(column) or "").strip()]
+        if blank:
+            raise UsageError(f"CSV file {csv_path}, line {number}: no {' and no '.join(blank)} "
+                             "(every row needs an image path and a label)")
+    paths = [(csv_path.parent / row["path"].strip()).expanduser() for row in rows]
     absent = [str(p) for p in paths if not p.exists()]
     if absent:
         raise UsageError(f"CSV file {csv_path}: {len(absent)} image path(s) do not exist, e.g. {', '.join(absent[:3])}")
@@ -362,13 +385,22 @@ def load_hf(path: str, options: DatasetOptions) -> ImageDataset:
     except ImportError:
         raise UnavailableError("hf: datasets need the `datasets` package: pip install datasets") from None
     source = Path(path).expanduser()
-    if source.is_dir() and any((source / name).exists() for name in ("dataset_info.json", "dataset_dict.json")):
-        table = datasets.load_from_disk(str(source))
-    elif source.exists():
-        files = sorted(map(str, source.glob("*.parquet"))) if source.is_dir() else [str(source)]
-        table = datasets.load_dataset("parquet", data_files=files, split="train")
-    else:
+    if not source.exists():
         raise UnavailableError(f"hf dataset {source} does not exist")
+    saved = source.is_dir() and any((source / name).exists() for name in ("dataset_info.json", "dataset_dict.json"))
+    files = [] if saved else sorted(map(str, source.glob("*.parquet"))) if source.is_dir() else [str(source)]
+    if not saved and not files:
+        raise UnavailableError(f"hf dataset {source} holds neither a saved dataset (save_to_disk) nor .parquet files")
+    verbosity = datasets.logging.get_verbosity()
+    datasets.logging.set_verbosity(logging.CRITICAL)  # a failure is reported below, in one line
+    try:
+        table = datasets.load_from_disk(str(source)) if saved else \
+            datasets.load_dataset("parquet", data_files=files, split="train")
+    except Exception as error:  # datasets and pyarrow raise many kinds for empty or damaged files
+        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise UnavailableError(f"hf dataset {source} could not be read ({type(error).__name__}: {reason})") from None
+    finally:
+        datasets.logging.set_verbosity(verbosity)
     if isinstance(table, datasets.DatasetDict):
         split = "validation" if "validation" in table else "test" if "test" in table else next(iter(table))
         table = table[split]

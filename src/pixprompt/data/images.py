@@ -114,19 +114,19 @@ def decode_rgb(source: str | os.PathLike | IO[bytes], draft_size: int | None = N
     smallest of libjpeg's 1/2, 1/4 and 1/8 scales whose sides stay at least `draft_size`: several times
     faster for large photos, but approximate pixels (opt-in).
     """
-    with Image.open(source) as image:
-        width, height = image.size
-        if max_pixels and width * height > max_pixels:
-            raise ImageRejected(f"{width}×{height} is {width * height / 1e6:.0f} megapixels, over the "
-                                f"{max_pixels / 1e6:g}-megapixel decoding budget (raise it with --max-pixels)")
-        if draft_size and image.format == "JPEG":
-            image.draft("RGB", (draft_size, draft_size))
-        with warnings.catch_warnings():
-            if max_pixels:  # within pixprompt's own budget: Pillow's softer bomb warning adds nothing
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+    with warnings.catch_warnings():
+        if max_pixels:  # pixprompt's own budget decides: Pillow's softer bomb warning would only repeat it
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with Image.open(source) as image:
+            width, height = image.size
+            if max_pixels and width * height > max_pixels:
+                raise ImageRejected(f"{width}×{height} is {width * height / 1e6:.0f} megapixels, over the "
+                                    f"{max_pixels / 1e6:g}-megapixel decoding budget (raise it with --max-pixels)")
+            if draft_size and image.format == "JPEG":
+                image.draft("RGB", (draft_size, draft_size))
             image.load()
-        image = ImageOps.exif_transpose(image)
-        return _viewer_rgb(image)
+            image = ImageOps.exif_transpose(image)
+            return _viewer_rgb(image)
 
 
 def _viewer_rgb(image: Image.Image) -> Image.Image:

@@ -13,6 +13,7 @@ from pixprompt.evaluation.metrics import classification_metrics
 from pixprompt.evaluation.runs import run_facts
 from pixprompt.features.cache import extract_features
 from pixprompt.models.base import ModelInfo
+from pixprompt.models.preprocessing import bounded
 
 RESNET50_WEIGHTS = ("IMAGENET1K_V1", "IMAGENET1K_V2")
 
@@ -24,7 +25,7 @@ class SupervisedClassifier:
 
     def __init__(self, module: torch.nn.Module, preprocess: Callable, info: ModelInfo, device: torch.device):
         self.module = module.eval().to(device)
-        self.preprocess = preprocess
+        self.preprocess = bounded(preprocess)
         #: torchvision's resize before its 224 crop (256 or 232): JPEG draft decoding stays at or above it
         self.decode_size = max(preprocess.resize_size)
         self.info = info

@@ -16,6 +16,7 @@ from PIL import Image
 from pixprompt.errors import UnavailableError
 from pixprompt.models.base import ImageFeatures, ModelInfo, VisionLanguageModel
 from pixprompt.models.device import PRECISIONS
+from pixprompt.models.preprocessing import bounded
 
 SCHEMAS = ("hf-hub:", "local-dir:")
 
@@ -118,7 +119,7 @@ class OpenClipModel(VisionLanguageModel):
     def __init__(self, model: torch.nn.Module, preprocess: Callable, tokenizer: object, info: ModelInfo,
                  device: torch.device, precision: str):
         self.model = model.eval()
-        self._preprocess = preprocess
+        self._preprocess = bounded(preprocess)
         self.tokenizer = tokenizer
         self._count_tokens = _token_counter(tokenizer)
         self.info = info

@@ -106,7 +106,7 @@ class BodyLimit:
             return
         length = dict(scope["headers"]).get(b"content-length", b"")
         if length.isdigit() and int(length) > self.limit_bytes:
-            await JSONResponse({"error": self.message}, status_code=413)(scope, receive, send)
+            await _error(self.message, 413)(scope, receive, send)
             return
         received = 0
 
@@ -166,7 +166,9 @@ def read_upload(upload: UploadFile, limit_bytes: int, max_pixels: int | None) ->
 
 
 def _error(message: str, status: int = 400) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+    # after a 413 the rest of the body is not wanted: closing stops the client sending (and uvicorn draining) it
+    headers = {"connection": "close"} if status == 413 else None
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 def create_app(model: VisionLanguageModel, max_upload_mb: int = 10, *, host: str = "127.0.0.1",

@@ -1,0 +1,17 @@
+"""One way for tests to run the CLI in-process: the common model arguments and the captured outcome."""
+from __future__ import annotations
+
+from pixprompt.cli import main
+
+
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of `pixprompt ARGV`; a traceback on stderr fails the test."""
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    return code, captured.out, captured.err
+
+
+def model_args(folder) -> list[str]:
+    """A tiny model on the CPU, decoding in the test's own process."""
+    return ["--model", str(folder), "--device", "cpu", "--workers", "0"]
