@@ -265,6 +265,17 @@ def test_a_classifier_file_on_a_full_disk_is_only_not_saved(tiny_model_dirs, col
     assert not list(full_disk.glob("pets*")) and not list(full_disk.glob(".pets*"))
 
 
+def test_results_survive_an_output_file_on_a_full_disk(tiny_model_dirs, colours, full_disk, capsys, monkeypatch):
+    code, out, err = run_cli(capsys, *eval_args(tiny_model_dirs["open_clip_clip"], colours, "--no-cache",
+                                                "--output", full_disk / "results.json"))
+    assert code == 1 and json.loads(out)[0]["images"] == 24  # the results reached stdout first
+    assert err.strip().splitlines()[-1] == f"pixprompt: error: could not write {full_disk / 'results.json'}: " \
+                                           "No space left on device"
+    monkeypatch.setenv("PIXPROMPT_CACHE", str(full_disk / "cache"))
+    code, out, err = run_cli(capsys, "models", "--filter", "ViT-B-32-256", "--json")
+    assert code == 0 and json.loads(out) and "No space left on device" in err
+
+
 def test_file_size_limit_in_a_subprocess_costs_only_the_caching(tiny_model_dirs, colours, tmp_path):
     """The same with RLIMIT_FSIZE (no root needed): the kernel refuses writes past 2 KB with EFBIG."""
     script = ("import resource, signal, sys\n"

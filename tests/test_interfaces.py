@@ -248,3 +248,36 @@ def test_tables_fit_the_terminal_and_json_stays_clean(tiny_model_dirs, colour_fo
     assert main([*args, "--json"]) == 0
     captured = capsys.readouterr()
     assert len(json.loads(captured.out)) == 2 and "pixprompt: INFO" in captured.err
+
+
+def test_browser_shows_the_servers_refusals_as_messages(live_server, shared_data):
+    """A request over the prompt cap, and a custom template with two placeholders, read as messages."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    driver, reason = chromium_driver()
+    if driver is None:
+        pytest.skip(reason)
+    image = sorted((shared_data / "imagenette-val").rglob("*.JPEG"))[0]
+    try:
+        driver.get(live_server)
+        wait = WebDriverWait(driver, 30)
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#templates option")) > 1)
+        assert "2,000 prompts" in driver.find_element(By.ID, "model").text
+        driver.find_element(By.ID, "files").send_keys(str(image))
+        driver.find_element(By.ID, "labels").send_keys(", ".join(f"class {i}" for i in range(100)))
+        Select(driver.find_element(By.ID, "templates")).select_by_value("clip80")
+        driver.find_element(By.ID, "classify").click()
+        wait.until(lambda d: d.find_element(By.ID, "error").text)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(ARTIFACTS / "serve-prompt-cap.png"))
+        assert driver.find_element(By.ID, "error").text.startswith("100 classes × 80 templates = 8,000 prompts")
+        Select(driver.find_element(By.ID, "templates")).select_by_value("custom")
+        custom = driver.find_element(By.ID, "custom")
+        custom.clear()
+        custom.send_keys("a {} next to a {}")
+        driver.find_element(By.ID, "classify").click()
+        wait.until(lambda d: "placeholders" in d.find_element(By.ID, "error").text)
+        assert "did not answer" not in driver.find_element(By.ID, "error").text
+    finally:
+        driver.quit()

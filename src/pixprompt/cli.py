@@ -11,6 +11,7 @@ from pathlib import Path
 from pixprompt import progress
 from pixprompt.data.images import DEFAULT_MAX_PIXELS
 from pixprompt.errors import PixpromptError, UsageError
+from pixprompt.storage import write_output
 
 log = logging.getLogger("pixprompt")
 
@@ -320,9 +321,9 @@ def write_html_report(args: argparse.Namespace, records: list[dict], path: str, 
     """The self-contained HTML report with its PNG figures, announced on stderr unless --quiet."""
     from pixprompt.reports.html import write_report
 
-    written = write_report(records, path, figures)
+    write_output(lambda: write_report(records, path, figures), path)
     if not args.quiet:
-        print(f"pixprompt: report written to {written}", file=sys.stderr)
+        print(f"pixprompt: report written to {path}", file=sys.stderr)
 
 
 def report_records(args: argparse.Namespace, records: list[dict]) -> None:
@@ -334,7 +335,7 @@ def report_records(args: argparse.Namespace, records: list[dict]) -> None:
     else:
         emit([summary_row(r) for r in records], args.format, SUMMARY_COLUMNS)
     if args.output:
-        write_records(records, args.output)
+        write_output(lambda: write_records(records, args.output), args.output)
     if args.report:
         write_html_report(args, records, args.report)
 
@@ -420,7 +421,8 @@ def run_bench(args: argparse.Namespace) -> int:
         emit(table, args.format, columns)
     if args.output:
         json_output = args.output.lower().endswith(".json")
-        write_records(records if json_output else table, args.output, None if json_output else columns)
+        write_output(lambda: write_records(records if json_output else table, args.output,
+                                           None if json_output else columns), args.output)
     if args.report:
         write_html_report(args, records, args.report)
     return 0

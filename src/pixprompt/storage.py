@@ -72,6 +72,16 @@ def remove_stale_partials(folder: Path) -> int:
     return removed
 
 
+def write_output(write: Callable[[], None], path: str | os.PathLike) -> None:
+    """Run the write of a file the user asked for; a failure is one error line (exit 1), not a traceback."""
+    from pixprompt.errors import InputFailedError
+
+    try:
+        write()
+    except write_errors() as error:
+        raise InputFailedError(f"could not write {path}: {write_error_reason(error)}") from None
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write a UTF-8 text file atomically."""
     with atomic_path(path) as tmp:
@@ -87,7 +97,7 @@ def payload_checksum(parts: Iterable[bytes]) -> str:
     return digest.hexdigest()
 
 
-def _write_errors() -> tuple[type[BaseException], ...]:
+def write_errors() -> tuple[type[BaseException], ...]:
     """What a failed write raises: OSError, and safetensors' own error, which a full disk raises instead."""
     try:
         from safetensors import SafetensorError
@@ -100,6 +110,11 @@ def _write_errors() -> tuple[type[BaseException], ...]:
 _warned_reasons: set[str] = set()
 
 
+def write_error_reason(error: BaseException) -> str:
+    """The reason a write failed, in a few words ("No space left on device")."""
+    return getattr(error, "strerror", None) or str(error).strip() or type(error).__name__
+
+
 def cache_write(write: Callable[[], None], path: str | os.PathLike) -> bool:
     """Run one cache or side-file write; a full disk, a read-only folder or missing permissions cost only it.
 
@@ -108,8 +123,8 @@ def cache_write(write: Callable[[], None], path: str | os.PathLike) -> bool:
     """
     try:
         write()
-    except _write_errors() as error:
-        reason = getattr(error, "strerror", None) or str(error).strip() or type(error).__name__
+    except write_errors() as error:
+        reason = write_error_reason(error)
         level = logging.INFO if reason in _warned_reasons else logging.WARNING
         _warned_reasons.add(reason)
         log.log(level, "could not write cache file %s (%s): going on without caching it; free some space or "

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from pixprompt.models.base import ModelInfo
-from pixprompt.storage import write_text_atomic
+from pixprompt.storage import cache_write, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -108,5 +108,6 @@ def list_models(name_filter: str = "", cache_file: Path | None = None) -> list[M
     known = dict(params_cache)
     entries = _open_clip_entries(name_filter, params_cache) + _transformers_entries(name_filter)
     if cache_file is not None and params_cache != known:
-        write_text_atomic(cache_file, json.dumps(params_cache, indent=0, sort_keys=True))
+        text = json.dumps(params_cache, indent=0, sort_keys=True)
+        cache_write(lambda: write_text_atomic(cache_file, text), cache_file)
     return entries
