@@ -236,6 +236,9 @@ def render_markdown() -> str:
             grid = f"**{g['grid_over_one']:.2f}×**; {g['separate_over_grid']:.2f}× ({g['images']} images)"
             lines.append(f"| {name} ({MODELS[name]}) | {build} | {images} | {encoder} | {grid} |")
         lines.append("")
+    startup = ROOT / "benchmarks" / "startup.md"
+    if startup.is_file():  # made by benchmarks/startup.py
+        lines += [startup.read_text().strip(), ""]
     analysis = ROOT / "benchmarks" / "analysis.md"
     if analysis.is_file():  # what the figures mean, written by whoever ran them
         lines += [analysis.read_text().strip(), ""]

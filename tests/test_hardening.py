@@ -546,3 +546,23 @@ def test_a_class_folder_linking_to_a_sibling_is_warned_about(colours, caplog):
     (colours / "red" / "also-green").symlink_to(colours / "green")
     load_dataset(f"folder:{colours}")
     assert "8 image(s) are counted in two classes through links" in caplog.text
+
+
+# -- #12 item 4: files any tool would write; --pretrained where it cannot apply ------------------------------------
+def test_written_files_honour_the_umask(tiny_model_dirs, colours, tmp_path, capsys):
+    previous = os.umask(0o022)
+    try:
+        code, _, _ = run_cli(capsys, *eval_args(tiny_model_dirs["open_clip_clip"], colours, "--cache-dir",
+                                                tmp_path / "cache", "--output", tmp_path / "r.json", "--report",
+                                                tmp_path / "r.html"))
+    finally:
+        os.umask(previous)
+    assert code == 0
+    written = [tmp_path / "r.json", tmp_path / "r.html", *(tmp_path / "r_figures").glob("*.png"),
+               *(tmp_path / "cache").rglob("*.safetensors")]
+    assert len(written) > 4 and {oct(p.stat().st_mode & 0o777) for p in written} == {"0o644"}
+
+
+def test_pretrained_with_a_model_folder_is_refused(tiny_model_dirs, colours, capsys):
+    code, _, err = run_cli(capsys, *eval_args(tiny_model_dirs["open_clip_clip"], colours, "--pretrained", "openai"))
+    assert code == 2 and "does not apply to local-dir:" in err

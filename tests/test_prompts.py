@@ -147,3 +147,12 @@ def test_classifier_file_round_trip(tmp_path, loaded_models):
     (tmp_path / "junk.safetensors").write_bytes(b"not a classifier")
     with pytest.raises(UsageError, match="not a pixprompt classifier"):
         ZeroShotClassifier.load(tmp_path / "junk.safetensors")
+
+
+def test_shipped_openai_templates_equal_open_clips():
+    from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES, SIMPLE_IMAGENET_TEMPLATES
+
+    from pixprompt.prompts.templates import TEMPLATE_SETS
+
+    assert TEMPLATE_SETS["clip80"] == tuple(t("{}") for t in OPENAI_IMAGENET_TEMPLATES)
+    assert TEMPLATE_SETS["clip7"] == tuple(t("{}") for t in SIMPLE_IMAGENET_TEMPLATES)

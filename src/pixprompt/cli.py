@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -154,7 +155,7 @@ def run_models(args: argparse.Namespace) -> int:
     from pixprompt.paths import cache_root
     from pixprompt.reports import emit
 
-    rows = [info.to_dict() for info in list_models(args.filter, cache_root() / "model_params.json")]
+    rows = [info.to_dict() for info in list_models(args.filter, cache_root() / "model_catalog.json")]
     if not rows:
         raise UsageError(f"no model matches {args.filter!r}: try a shorter --filter")
     emit(rows, args.format, ["backend", "name", "pretrained", "quick_gelu", "image_size", "embed_dim", "params",
@@ -192,8 +193,6 @@ def _classnames_from_args(args: argparse.Namespace) -> tuple[list[str], str | No
 @command("classify", "classify images with class names and prompt templates", _classify_arguments)
 def run_classify(args: argparse.Namespace) -> int:
     from pixprompt.data import collect_images
-    from pixprompt.evaluation.predict import classify_many
-    from pixprompt.prompts.store import classifier_for
     from pixprompt.reports import emit
 
     classnames, dataset_templates = _classnames_from_args(args)
@@ -203,6 +202,9 @@ def run_classify(args: argparse.Namespace) -> int:
     if args.classifier:
         check_writable(args.classifier, "--classifier", (".safetensors",))
     paths = collect_images(args.inputs)
+    from pixprompt.evaluation.predict import classify_many  # torch: only once the arguments are sound
+    from pixprompt.prompts.store import classifier_for
+
     model = model_from_args(args)
     if len(classnames) == 1 and model.scoring == "softmax":
         log.warning("only one class (%s): a softmax over one class gives it 100%% for every image; add the "
@@ -279,8 +281,6 @@ RECORD_SUFFIXES = (".json", ".csv", ".md")
 
 def check_writable(path: str, option: str, suffixes: tuple[str, ...]) -> None:
     """Refuse an output file name before any work: a wrong suffix, a missing or unwritable folder."""
-    import os
-
     target = Path(path).expanduser()
     if target.suffix.lower() not in suffixes:
         raise UsageError(f"{option} {path}: use a {', '.join(suffixes[:-1])}{' or ' if suffixes[:-1] else ''}"
@@ -352,7 +352,6 @@ def _eval_arguments(parser: argparse.ArgumentParser) -> None:
 
 @command("eval", "zero-shot accuracy of a model on a dataset, for one or more template sets", _eval_arguments)
 def run_eval(args: argparse.Namespace) -> int:
-    from pixprompt.evaluation import evaluate
     from pixprompt.prompts.ensembling import get_ensembler
 
     check_run_outputs(args)
@@ -361,6 +360,8 @@ def run_eval(args: argparse.Namespace) -> int:
     ensembles = [mode.strip() for mode in args.ensemble.split(",")]
     for mode in ensembles:
         get_ensembler(mode)  # refuse a typo before the model loads
+    from pixprompt.evaluation import evaluate  # torch: only once the arguments are sound
+
     model = model_from_args(args)
     examples = args.examples if args.examples is not None else 4 if args.report else 0
     records = evaluate(model, decoded_as_asked(args, dataset, model), prompt_sets, ensembles, cache_from_args(args),
@@ -516,14 +517,10 @@ def configure_logging(args: argparse.Namespace) -> None:
         # pixprompt reports such failures itself, in one line
         logging.getLogger().setLevel(logging.CRITICAL)
         logging.getLogger("pixprompt").setLevel(level)
-        try:
-            import transformers
-
-            transformers.logging.set_verbosity_error()
-            if args.quiet:  # otherwise weight downloads and loading keep their progress bars
-                transformers.logging.disable_progress_bar()
-        except ImportError:
-            pass
+        # transformers reads its verbosity when first imported, which only loading a model does
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        if args.quiet:  # otherwise weight downloads and loading keep their progress bars
+            os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
     progress.ENABLED = not args.quiet
 
 
@@ -540,7 +537,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pixprompt: error: {error}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
-        print("pixprompt: interrupted; finished work is kept in the cache", file=sys.stderr)
+        print("pixprompt: interrupted", file=sys.stderr)  # what was kept, if anything, is said where it was
         return 130
     except Exception as error:  # never a traceback for users; --debug shows it
         if args.debug:

@@ -1,8 +1,12 @@
 """Evaluation layer: predictions, metrics and runs over datasets."""
-from pixprompt.evaluation.predict import Prediction, classify, classify_many
+from pixprompt._lazy import lazy_exports
 
-__all__ = ["Prediction", "classify", "classify_many"]
-from pixprompt.evaluation.metrics import classification_metrics
-from pixprompt.evaluation.runs import evaluate
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "Prediction": "pixprompt.evaluation.predict",
+    "classify": "pixprompt.evaluation.predict",
+    "classify_many": "pixprompt.evaluation.predict",
+    "classification_metrics": "pixprompt.evaluation.metrics",
+    "evaluate": "pixprompt.evaluation.runs",
+})
 
-__all__ += ["classification_metrics", "evaluate"]
+__all__ = ["Prediction", "classification_metrics", "classify", "classify_many", "evaluate"]

@@ -7,6 +7,7 @@ from typing import Any
 
 from pixprompt.data.images import DEFAULT_MAX_PIXELS
 from pixprompt.errors import UsageError
+from pixprompt.progress import announce
 from pixprompt.prompts.labels import read_text_file
 
 
@@ -57,10 +58,13 @@ def run_grid(grid: Grid, device: str = "auto", precision: str = "auto", cache_ro
     prompt_sets = resolve_templates(",".join(grid.templates))
     datasets = [load_dataset(d["dataset"], DatasetOptions(d.get("data_dir"), d.get("class_map")))
                 for d in grid.datasets]
-    records = []
-    for entry in grid.models:
+    records, jobs = [], len(grid.models) * len(datasets)
+    for model_number, entry in enumerate(grid.models):
         model = load_model(entry["model"], entry.get("pretrained"), device=device, precision=precision)
-        for dataset in datasets:
+        for dataset_number, dataset in enumerate(datasets):
+            pretrained = f" ({entry['pretrained']})" if entry.get("pretrained") else ""
+            announce(f"[{model_number * len(datasets) + dataset_number + 1}/{jobs}] {entry['model']}{pretrained} "
+                     f"on {dataset.name}")
             decoded = dataset.decoded_with(model.decode_size if jpeg_draft else None, max_pixels)
             records += evaluate(model, decoded, prompt_sets, [grid.ensemble], cache_root, batch_size, workers)
     return records

@@ -1,17 +1,22 @@
-"""Classification metrics as small pure functions over scores (N, C) and labels (N,), returning dicts."""
+"""Classification metrics as small pure functions over scores (N, C) and labels (N,), returning dicts.
+
+Fractions are computed from integer counts in Python floats (`hits / n`), so 23 of 100 is 0.23 exactly as
+scikit-learn and CLIP_benchmark print it, never float32's 0.23000000417232513.
+"""
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 
 def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, k: int) -> float:
     """Share of images whose label is among the k highest scores (k capped at the number of classes)."""
     k = min(k, scores.shape[1])
-    hits = (scores.topk(k, dim=1).indices == labels[:, None]).any(dim=1)
-    return float(hits.float().mean()) if len(labels) else float("nan")
+    hits = int((scores.topk(k, dim=1).indices == labels[:, None]).any(dim=1).sum())
+    return hits / len(labels) if len(labels) else float("nan")
 
 
 def confusion_matrix(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -22,15 +27,17 @@ def confusion_matrix(predictions: torch.Tensor, labels: torch.Tensor, num_classe
 
 def per_class_accuracy(matrix: torch.Tensor, classnames: Sequence[str]) -> dict[str, float | None]:
     """Recall of each class; None for a class with no images."""
-    totals = matrix.sum(dim=1)
-    return {name: (float(matrix[c, c] / totals[c]) if totals[c] else None) for c, name in enumerate(classnames)}
+    totals, hits = matrix.sum(dim=1).tolist(), matrix.diagonal().tolist()
+    return {name: (hits[c] / totals[c] if totals[c] else None) for c, name in enumerate(classnames)}
 
 
 def mean_per_class_recall(matrix: torch.Tensor) -> float:
-    """Mean recall over the classes that have images (classes absent from the data are left out)."""
-    totals = matrix.sum(dim=1)
+    """Mean recall over the classes that have images (classes absent from the data are left out), in float64
+    as scikit-learn's `balanced_accuracy_score` takes it."""
+    counts = matrix.numpy().astype(np.int64)
+    totals = counts.sum(axis=1)
     present = totals > 0
-    return float((matrix.diagonal()[present].float() / totals[present]).mean()) if present.any() else float("nan")
+    return float(np.mean(np.diag(counts)[present] / totals[present])) if present.any() else float("nan")
 
 
 def top_confusions(matrix: torch.Tensor, classnames: Sequence[str], count: int = 10) -> list[dict[str, Any]]:

@@ -21,6 +21,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from pixprompt.features.encoding import iter_encoded
+from pixprompt.progress import announce
 from pixprompt.storage import atomic_path, cache_write, payload_checksum, remove_stale_partials
 
 if TYPE_CHECKING:
@@ -126,8 +127,6 @@ def extract_features(model: VisionLanguageModel, dataset: ImageDataset, cache_ro
     if store and 0 < len(todo) < count:  # an earlier run stopped part-way (or the data changed)
         log.warning("resuming from the cache: %d of %d images already encoded, %d to go", count - len(todo),
                     count, len(todo))
-    elif store and not todo:
-        log.info("all %d images found in the cache", count)
     for index, key in enumerate(keys):
         if key in stored_failures:
             log.warning("skipped %s: %s (remembered from an earlier run until the file changes)",
@@ -144,6 +143,7 @@ def extract_features(model: VisionLanguageModel, dataset: ImageDataset, cache_ro
             store.write(list(pending_keys), list(pending_rows), dict(pending_failed))
         pending_keys.clear(), pending_rows.clear(), pending_failed.clear()
 
+    announce(f"encoding {len(todo)} of {count} images" if todo else f"all {count} images found in the cache")
     try:
         for batch in iter_encoded(model, dataset.images, todo, batch_size=batch_size, workers=workers):
             for index, row in zip(batch.indices.tolist(), batch.features):
@@ -156,8 +156,16 @@ def extract_features(model: VisionLanguageModel, dataset: ImageDataset, cache_ro
                     pending_failed[keys[failure.index]] = failure.message
             if len(pending_keys) + len(pending_failed) >= chunk_size:
                 flush()
-    finally:  # also on Ctrl-C: keep every image encoded so far
+    except BaseException as error:  # a crash or Ctrl-C keeps every image encoded so far
         flush()
+        if isinstance(error, KeyboardInterrupt):  # and says truthfully what was kept
+            done = len(new_rows) + len(new_failures)
+            kept = "kept in the cache; the next run goes on from there" if store and store.writable else \
+                "not kept (no cache)" if not store else "not kept (the cache could not be written)"
+            log.warning("interrupted after %d of %d images: the %d encoded in this run are %s", done, len(todo),
+                        done, kept)
+        raise
+    flush()
 
     rows = {i: stored[k] for i, k in enumerate(keys) if k in stored} | new_rows
     failures = {i: stored_failures[k] for i, k in enumerate(keys) if k in stored_failures} | new_failures

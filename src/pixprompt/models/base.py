@@ -5,18 +5,17 @@ import contextlib
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
 from functools import cached_property
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from PIL import Image
 
 from pixprompt.models.batching import ShrinkingBatches
+from pixprompt.models.info import ModelInfo, Scoring
 
 log = logging.getLogger(__name__)
 
-Scoring = Literal["softmax", "sigmoid"]
 
 
 class ImageFeatures(torch.nn.Module):
@@ -34,29 +33,6 @@ class ImageFeatures(torch.nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.features(self.model, pixels)
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """Facts about a loaded (or listable) model, shown by `pixprompt models` and stored with results."""
-
-    backend: str
-    name: str
-    pretrained: str | None
-    quick_gelu: bool | None = None
-    image_size: int | None = None
-    embed_dim: int | None = None
-    params: int | None = None
-    context_length: int | None = None
-    scoring: Scoring = "softmax"
-
-    @property
-    def identity(self) -> str:
-        """A string naming the model and its weights, used in cache keys and saved classifiers."""
-        return f"{self.backend}:{self.name}:{self.pretrained or ''}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class VisionLanguageModel(ABC):

@@ -3,12 +3,10 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import replace
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-import torch
-
-from pixprompt.models.base import ModelInfo
+from pixprompt.models.info import ModelInfo
 from pixprompt.storage import cache_write, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -33,6 +31,7 @@ TRANSFORMERS_MODELS = (
 def _open_clip_params(name: str) -> int | None:
     """Parameter count of an open_clip architecture, built on the meta device (no memory, no weights)."""
     import open_clip
+    import torch
 
     config = open_clip.get_model_config(name) or {}
     if "hf_model_name" in config.get("text_cfg", {}):
@@ -50,64 +49,78 @@ def _open_clip_params(name: str) -> int | None:
         logging.disable(logging.NOTSET)
 
 
-def _open_clip_entries(name_filter: str, params_cache: dict[str, int | None]) -> list[ModelInfo]:
+def _open_clip_entries() -> list[ModelInfo]:
+    """Every open_clip (name, pretrained tag) pair with its facts: open_clip's configs, nothing downloaded."""
     import open_clip
 
     from pixprompt.models.open_clip_backend import needs_quick_gelu
 
-    entries = []
+    entries, params = [], {}
     for name, tag in open_clip.list_pretrained():
-        if name_filter.lower() not in f"open_clip {name} {tag}".lower():
-            continue
         config = open_clip.get_model_config(name) or {}
         text_cfg, vision_cfg = config.get("text_cfg", {}), config.get("vision_cfg", {})
         size = vision_cfg.get("image_size")
-        if name not in params_cache:
-            params_cache[name] = _open_clip_params(name)
+        if name not in params:
+            params[name] = _open_clip_params(name)
         entries.append(ModelInfo(
             backend="open_clip", name=name, pretrained=tag, quick_gelu=needs_quick_gelu(name, tag),
             image_size=size[0] if isinstance(size, (list, tuple)) else size, embed_dim=config.get("embed_dim"),
-            params=params_cache[name], context_length=text_cfg.get("context_length"),
+            params=params[name], context_length=text_cfg.get("context_length"),
             scoring="sigmoid" if "init_logit_bias" in config else "softmax",
         ))
     return entries
 
 
-def _transformers_entries(name_filter: str) -> list[ModelInfo]:
-    from transformers import AutoConfig
+def _transformers_entries() -> list[ModelInfo]:
+    """The well-known transformers ids, with facts read from their config.json where the HF cache has it."""
+    from huggingface_hub import try_to_load_from_cache
 
     entries = []
     for model_id in TRANSFORMERS_MODELS:
-        if name_filter.lower() not in f"transformers {model_id}".lower():
-            continue
-        info = ModelInfo(backend="transformers", name=model_id, pretrained=None,
-                         scoring="sigmoid" if "siglip" in model_id else "softmax")
-        try:
-            config = AutoConfig.from_pretrained(model_id, local_files_only=True)
-            info = replace(info, quick_gelu=config.text_config.hidden_act == "quick_gelu",
-                           image_size=config.vision_config.image_size,
-                           embed_dim=getattr(config, "projection_dim", None) or config.vision_config.hidden_size,
-                           context_length=config.text_config.max_position_embeddings)
-        except Exception:  # not cached locally: listed without facts rather than downloaded
-            pass
-        entries.append(info)
+        info = {"backend": "transformers", "name": model_id, "pretrained": None,
+                "scoring": "sigmoid" if "siglip" in model_id else "softmax"}
+        path = try_to_load_from_cache(model_id, "config.json")
+        if isinstance(path, str):  # cached locally; otherwise listed without facts rather than downloaded
+            try:
+                config = json.loads(Path(path).read_text())
+                text, vision = config.get("text_config", {}), config.get("vision_config", {})
+                info.update(quick_gelu=text.get("hidden_act") == "quick_gelu", image_size=vision.get("image_size"),
+                            embed_dim=config.get("projection_dim") or vision.get("hidden_size"),
+                            context_length=text.get("max_position_embeddings"))
+            except (OSError, ValueError):
+                pass
+        entries.append(ModelInfo(**info))
     return entries
+
+
+def _library_version(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "absent"
 
 
 def list_models(name_filter: str = "", cache_file: Path | None = None) -> list[ModelInfo]:
     """Every open_clip (name, tag) pair and the well-known transformers ids matching `name_filter`.
 
-    Parameter counts take a few seconds for all architectures, so they are cached in `cache_file`.
+    open_clip's entries take seconds (importing it, counting parameters), so they are kept in `cache_file`
+    for the installed open_clip version: a cached listing imports neither torch nor open_clip.
     """
-    params_cache: dict[str, int | None] = {}
+    open_clip_version = _library_version("open_clip_torch")
+    cached = None
     if cache_file is not None and cache_file.is_file():
         try:
-            params_cache = json.loads(cache_file.read_text())
-        except (OSError, ValueError):
-            params_cache = {}
-    known = dict(params_cache)
-    entries = _open_clip_entries(name_filter, params_cache) + _transformers_entries(name_filter)
-    if cache_file is not None and params_cache != known:
-        text = json.dumps(params_cache, indent=0, sort_keys=True)
-        cache_write(lambda: write_text_atomic(cache_file, text), cache_file)
-    return entries
+            data = json.loads(cache_file.read_text())
+            if data.get("open_clip_version") == open_clip_version:
+                cached = [ModelInfo(**entry) for entry in data["entries"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            cached = None
+    if cached is None:
+        cached = _open_clip_entries()
+        if cache_file is not None:
+            text = json.dumps({"open_clip_version": open_clip_version,
+                               "entries": [entry.to_dict() for entry in cached]}, indent=0)
+            cache_write(lambda: write_text_atomic(cache_file, text), cache_file)
+    needle = name_filter.lower()
+    return [entry for entry in cached + _transformers_entries()
+            if needle in f"{entry.backend} {entry.name} {entry.pretrained or ''}".lower()]

@@ -53,6 +53,12 @@ class TransformersModel(VisionLanguageModel):
              cache_dir: str | None = None) -> TransformersModel:
         """Load weights, image processor and tokenizer from a Hub id or a local folder."""
         from transformers import AutoConfig, AutoModel, AutoProcessor
+        from transformers import logging as transformers_logging
+
+        from pixprompt import progress
+
+        if not progress.ENABLED:  # --quiet: no weight-loading bars either
+            transformers_logging.disable_progress_bar()
 
         config = AutoConfig.from_pretrained(model_id, cache_dir=cache_dir)
         if config.model_type not in TEXT_RULES:

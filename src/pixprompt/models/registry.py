@@ -12,6 +12,7 @@ from pixprompt.errors import PixpromptError, UnavailableError, UsageError
 from pixprompt.models.base import VisionLanguageModel
 from pixprompt.models.device import resolve_device, resolve_precision
 from pixprompt.models.load_errors import describe_load_error, is_local
+from pixprompt.progress import announce
 
 log = logging.getLogger(__name__)
 
@@ -20,8 +21,11 @@ Loader = Callable[[str, str | None, torch.device, str, str | None], VisionLangua
 
 def _load_open_clip(name: str, pretrained: str | None, device: torch.device, precision: str,
                     cache_dir: str | None) -> VisionLanguageModel:
-    from pixprompt.models.open_clip_backend import OpenClipModel
+    from pixprompt.models.open_clip_backend import SCHEMAS, OpenClipModel
 
+    if pretrained and name.startswith(SCHEMAS):
+        raise UsageError(f"--pretrained {pretrained!r} does not apply to {name}: its weights come with it "
+                         "(leave --pretrained out)")
     return OpenClipModel.load(name, pretrained, device, precision, cache_dir)
 
 
@@ -129,6 +133,7 @@ def load_model(name: str, pretrained: str | None = None, *, backend: str | None 
         raise UsageError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
     torch_device = resolve_device(device)
     resolved_precision = resolve_precision(precision, torch_device)
+    announce(f"loading {name}{f' ({pretrained})' if pretrained else ''} on {torch_device}…")
     try:
         model = BACKENDS[backend](resolved_name, pretrained, torch_device, resolved_precision, cache_dir)
     except PixpromptError:

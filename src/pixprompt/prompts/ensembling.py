@@ -8,14 +8,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import torch
-
 from pixprompt.errors import UsageError
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the registry is named (and a mode checked) without importing torch
+    import torch
+
     from pixprompt.prompts.classifier import ZeroShotClassifier
 
-Ensembler = Callable[[torch.Tensor, "ZeroShotClassifier"], torch.Tensor]
+Ensembler = Callable[["torch.Tensor", "ZeroShotClassifier"], "torch.Tensor"]
 
 
 def embedding_scores(image_features: torch.Tensor, classifier: ZeroShotClassifier) -> torch.Tensor:
@@ -38,6 +38,8 @@ def vote_scores(image_features: torch.Tensor, classifier: ZeroShotClassifier) ->
     Scores are `votes + tie-break`, the tie-break a per-row rescaling of the mean logit into [0, 0.5],
     so a class with more votes always ranks first.
     """
+    import torch
+
     votes = torch.zeros(image_features.shape[0], classifier.num_classes)
     for template_logits in classifier.per_template_logits(image_features):
         votes.scatter_add_(1, template_logits.argmax(dim=1, keepdim=True), torch.ones(votes.shape[0], 1))

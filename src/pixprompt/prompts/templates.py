@@ -5,16 +5,16 @@ import json
 import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
-
-from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES, SIMPLE_IMAGENET_TEMPLATES
 
 from pixprompt.errors import UsageError
 from pixprompt.prompts.labels import read_text_file
 
-# open_clip keeps OpenAI's templates as f-string lambdas; calling them with "{}" gives the format string.
-CLIP80 = tuple(template("{}") for template in OPENAI_IMAGENET_TEMPLATES)
-CLIP7 = tuple(template("{}") for template in SIMPLE_IMAGENET_TEMPLATES)
+# OpenAI's templates ship as data (equal to open_clip's copy, tested), so naming them imports no library.
+_OPENAI = json.loads(resources.files("pixprompt.resources").joinpath("openai_templates.json").read_text("utf-8"))
+CLIP80: tuple[str, ...] = tuple(_OPENAI["clip80"])
+CLIP7: tuple[str, ...] = tuple(_OPENAI["clip7"])
 
 # The 18 templates the CLIP paper used for CIFAR-10 and CIFAR-100 (openai/CLIP data/prompts.md).
 _CIFAR_ADJECTIVES = ("", "blurry ", "black and white ", "low contrast ", "high contrast ", "bad ", "good ")
