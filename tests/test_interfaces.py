@@ -281,3 +281,40 @@ def test_browser_shows_the_servers_refusals_as_messages(live_server, shared_data
         assert "did not answer" not in driver.find_element(By.ID, "error").text
     finally:
         driver.quit()
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_tables_never_split_a_value_at_80_and_120_columns(tiny_model_dirs, colour_folder, capsys, monkeypatch,
+                                                          tmp_path, columns):
+    import sys
+
+    monkeypatch.setenv("COLUMNS", str(columns))
+    monkeypatch.setenv("PIXPROMPT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True, raising=False)
+    model = ["--model", str(tiny_model_dirs["open_clip_clip"]), "--device", "cpu", "--workers", "0", "--quiet"]
+    (colour_folder / "red" / "broken.jpg").write_bytes(b"not an image")
+    runs = {
+        "models": (["models", "--filter", "ViT-B-16"], None),
+        "eval": (["eval", *model, "--dataset", f"folder:{colour_folder}", "--templates", "raw,standard",
+                  "--no-cache"], "eval"),
+        "classify": (["classify", str(colour_folder / "red"), *model, "--labels", "red,green,blue", "--top-k", "2"],
+                     "classify"),
+    }
+    monkeypatch.chdir(colour_folder.parent)  # images inside the working folder are shown relative to it
+    for name, (argv, kind) in runs.items():
+        main(argv)
+        table = re.sub(r"\x1b\[[0-9;]*m", "", capsys.readouterr().out)
+        lines = table.splitlines()
+        assert max(len(line) for line in lines) <= columns, name
+        main([*argv, "--json"])
+        records = json.loads(capsys.readouterr().out)
+        if kind is None:  # every model name a user must copy stands whole on its line
+            assert all(any(line.split()[0] == r["name"] for line in lines) for r in records)
+        elif kind == "eval":
+            assert lines[0].startswith("model ") and "top1 %" in lines[0] and "templates" in lines[0]
+            assert lines[2].split()[0] == tiny_model_dirs["open_clip_clip"].name  # the folder's name, not its path
+            assert f"{100 * records[0]['top1']:.2f}" in lines[2]
+        else:  # each image once; the error column only because an image failed
+            images = [line.split()[0] for line in lines[2:] if line.startswith("colours/red/")]
+            assert len(images) == len(set(images)) == 9 and "probability %" in lines[0]
+            assert lines[0].split()[-1] == "error" and "UnidentifiedImageError" in table

@@ -224,7 +224,8 @@ def test_damaged_or_mismatched_weights_are_one_clear_line(tiny_model_dirs, tmp_p
     damaged = damaged_copy(tiny_model_dirs[name], tmp_path / "damaged", weights)
     code, _, err = run_cli(capsys, "classify", damaged / weights, "--model", damaged, "--labels", "a,b")
     assert code == 3 and "is damaged or not a checkpoint" in err
-    assert err.strip().splitlines() == [f"pixprompt: loading {damaged} on cpu…", err.strip().splitlines()[1]]
+    assert err.strip().splitlines() == ["pixprompt: loading damaged (local folder) on cpu…",
+                                        err.strip().splitlines()[1]]
     mismatched = mismatched_copy(tiny_model_dirs[name], tmp_path / "mismatched", config, widen)
     code, _, err = run_cli(capsys, "classify", damaged / weights, "--model", mismatched, "--labels", "a,b", "--quiet")
     assert code == 3 and "do not fit" in err and "different models" in err

@@ -158,8 +158,9 @@ def run_models(args: argparse.Namespace) -> int:
     rows = [info.to_dict() for info in list_models(args.filter, cache_root() / "model_catalog.json")]
     if not rows:
         raise UsageError(f"no model matches {args.filter!r}: try a shorter --filter")
-    emit(rows, args.format, ["backend", "name", "pretrained", "quick_gelu", "image_size", "embed_dim", "params",
-                             "context_length", "scoring"])
+    # columns by importance: a narrow terminal drops the last ones first
+    emit(rows, args.format, ["name", "pretrained", "backend", "params", "image_size", "scoring", "quick_gelu",
+                             "embed_dim", "context_length"])
     return 0
 
 
@@ -223,17 +224,44 @@ def run_classify(args: argparse.Namespace) -> int:
                               for label, p in zip(prediction.labels, prediction.probabilities)]
             rows.append(row)
     failed = sum(prediction.error is not None for prediction in predictions[0])
-    if args.format in ("table", "csv", "markdown"):
-        rows = [{"image": r["image"], "templates": r["templates"], "rank": rank + 1, "label": top["label"],
-                 "probability": round(top["probability"], 4)}
-                for r in rows for rank, top in enumerate(r.get("top", []))] + \
-               [{"image": r["image"], "templates": r["templates"], "error": r["error"]} for r in rows if "error" in r]
-    emit(rows, args.format, None if args.format == "json" else
-         ["image", "templates", "rank", "label", "probability", "error"])
+    if args.format == "json":
+        emit(rows, "json")
+    else:
+        table, columns = _classify_table(rows, several_sets=len(prompt_sets) > 1, once=args.format == "table")
+        emit(table, args.format, columns)
     if failed:
         log.error("%d of %d image(s) could not be classified", failed, len(paths))
         return 1
     return 0
+
+
+def _classify_table(rows: list[dict], several_sets: bool, once: bool) -> tuple[list[dict], list[str]]:
+    """One row per (image, rank) with the probability in percent; `once`: the image named on its first row only.
+
+    The templates column shows only for several template sets, the error column only when an image failed.
+    """
+    table = []
+    for row in rows:
+        image = _shown_path(row["image"]) if once else row["image"]
+        for rank, top in enumerate(row.get("top", [])):
+            table.append({"image": image if rank == 0 or not once else "", "templates": row["templates"],
+                          "rank": rank + 1, "label": top["label"],
+                          "probability %": round(100 * top["probability"], 2)})
+        if "error" in row:  # a table names the kind of error; its full text is logged and in --json/--csv
+            error = row["error"].split(":", 1)[0] if once and len(row["error"]) > 30 else row["error"]
+            table.append({"image": image, "templates": row["templates"], "error": error})
+    columns = ["image", "templates", "rank", "label", "probability %", "error"]
+    if not several_sets:
+        columns.remove("templates")
+    if not any("error" in row for row in rows):
+        columns.remove("error")
+    return table, columns
+
+
+def _shown_path(path: str) -> str:
+    """A path as a table shows it: relative to the working folder when it lies inside it."""
+    relative = os.path.relpath(path) if os.path.isabs(path) else path
+    return path if relative.startswith("..") else relative
 
 
 # -- eval, baseline, bench ------------------------------------------------------------------------

@@ -50,22 +50,20 @@ def _open_clip_params(name: str) -> int | None:
 
 
 def _open_clip_entries() -> list[ModelInfo]:
-    """Every open_clip (name, pretrained tag) pair with its facts: open_clip's configs, nothing downloaded."""
+    """Every open_clip (name, pretrained tag) pair with the facts its config gives (parameters not counted)."""
     import open_clip
 
     from pixprompt.models.open_clip_backend import needs_quick_gelu
 
-    entries, params = [], {}
+    entries = []
     for name, tag in open_clip.list_pretrained():
         config = open_clip.get_model_config(name) or {}
         text_cfg, vision_cfg = config.get("text_cfg", {}), config.get("vision_cfg", {})
         size = vision_cfg.get("image_size")
-        if name not in params:
-            params[name] = _open_clip_params(name)
         entries.append(ModelInfo(
             backend="open_clip", name=name, pretrained=tag, quick_gelu=needs_quick_gelu(name, tag),
             image_size=size[0] if isinstance(size, (list, tuple)) else size, embed_dim=config.get("embed_dim"),
-            params=params[name], context_length=text_cfg.get("context_length"),
+            context_length=text_cfg.get("context_length"),
             scoring="sigmoid" if "init_logit_bias" in config else "softmax",
         ))
     return entries
@@ -103,24 +101,34 @@ def _library_version(name: str) -> str:
 def list_models(name_filter: str = "", cache_file: Path | None = None) -> list[ModelInfo]:
     """Every open_clip (name, tag) pair and the well-known transformers ids matching `name_filter`.
 
-    open_clip's entries take seconds (importing it, counting parameters), so they are kept in `cache_file`
-    for the installed open_clip version: a cached listing imports neither torch nor open_clip.
+    open_clip's entries and parameter counts take seconds (importing it, building each architecture on the
+    meta device), so they are kept in `cache_file` for the installed open_clip version, counts as they are
+    first listed: a listing whose entries are all cached imports neither torch nor open_clip.
     """
     open_clip_version = _library_version("open_clip_torch")
-    cached = None
+    catalog = None
     if cache_file is not None and cache_file.is_file():
         try:
-            data = json.loads(cache_file.read_text())
-            if data.get("open_clip_version") == open_clip_version:
-                cached = [ModelInfo(**entry) for entry in data["entries"]]
-        except (OSError, ValueError, KeyError, TypeError):
-            cached = None
-    if cached is None:
-        cached = _open_clip_entries()
-        if cache_file is not None:
-            text = json.dumps({"open_clip_version": open_clip_version,
-                               "entries": [entry.to_dict() for entry in cached]}, indent=0)
-            cache_write(lambda: write_text_atomic(cache_file, text), cache_file)
+            catalog = json.loads(cache_file.read_text())
+            if catalog.get("open_clip_version") != open_clip_version or not {"entries", "params"} <= catalog.keys():
+                catalog = None  # another open_clip, or an older pixprompt's file
+        except (OSError, ValueError):
+            catalog = None
+    changed = catalog is None
+    if catalog is None:
+        catalog = {"open_clip_version": open_clip_version, "params": {},
+                   "entries": [entry.to_dict() for entry in _open_clip_entries()]}
     needle = name_filter.lower()
-    return [entry for entry in cached + _transformers_entries()
-            if needle in f"{entry.backend} {entry.name} {entry.pretrained or ''}".lower()]
+
+    def wanted(entry: dict) -> bool:
+        return needle in f"{entry['backend']} {entry['name']} {entry['pretrained'] or ''}".lower()
+
+    matches = [entry for entry in catalog["entries"] if wanted(entry)]
+    for name in sorted({entry["name"] for entry in matches} - catalog["params"].keys()):
+        catalog["params"][name] = _open_clip_params(name)
+        changed = True
+    if changed and cache_file is not None:
+        text = json.dumps(catalog, indent=0)
+        cache_write(lambda: write_text_atomic(cache_file, text), cache_file)
+    listed = [ModelInfo(**{**entry, "params": catalog["params"][entry["name"]]}) for entry in matches]
+    return listed + [info for info in _transformers_entries() if wanted(info.to_dict())]

@@ -13,6 +13,7 @@ from pixprompt.models.base import VisionLanguageModel
 from pixprompt.models.device import resolve_device, resolve_precision
 from pixprompt.models.load_errors import describe_load_error, is_local
 from pixprompt.progress import announce
+from pixprompt.reports.tables import display_model
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +134,8 @@ def load_model(name: str, pretrained: str | None = None, *, backend: str | None 
         raise UsageError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
     torch_device = resolve_device(device)
     resolved_precision = resolve_precision(precision, torch_device)
-    announce(f"loading {name}{f' ({pretrained})' if pretrained else ''} on {torch_device}…")
+    shown = f"{display_model(name)} (local folder)" if display_model(name) != name else name
+    announce(f"loading {shown}{f' ({pretrained})' if pretrained else ''} on {torch_device}…")
     try:
         model = BACKENDS[backend](resolved_name, pretrained, torch_device, resolved_precision, cache_dir)
     except PixpromptError:

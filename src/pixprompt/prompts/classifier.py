@@ -138,7 +138,8 @@ def build_classifier(model: VisionLanguageModel, classnames: Sequence[str], prom
     classnames = validate_classnames(classnames, unique=False)  # user input is checked where it enters
     prompts = prompt_set.prompts_for(classnames)
     flat = [prompt for class_prompts in prompts for prompt in class_prompts]
-    kind = f"{len(prompt_set.templates)} templates" if prompt_set.is_templated else "their descriptions"
+    count = len(prompt_set.templates)
+    kind = f"{count} template{'s' * (count != 1)}" if prompt_set.is_templated else "their descriptions"
     announce(f"building classifier: {len(classnames)} classes × {kind} ({len(flat)} prompts)")
     prompt_class = torch.tensor([c for c, class_prompts in enumerate(prompts) for _ in class_prompts])
     embeddings = model.encode_text(flat, batch_size=batch_size)

@@ -4,21 +4,36 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 Row = dict[str, Any]
 
-SUMMARY_COLUMNS = ["model", "pretrained", "dataset", "templates", "ensemble", "top1", "top5",
-                   "mean_per_class_recall", "images", "skipped"]
+#: The headline columns of a result record, as tables and CSV/Markdown summaries show them.
+SUMMARY_COLUMNS = ["model", "pretrained", "dataset", "templates", "ensemble", "top1 %", "top5 %", "mean recall %",
+                   "images", "skipped"]
+_PERCENT_OF = {"top1 %": "top1", "top5 %": "top5", "mean recall %": "mean_per_class_recall"}
+
+
+def display_model(name: str | None) -> str | None:
+    """A model as a table shows it: a local folder by its folder name (the full path stays in JSON)."""
+    if not name:
+        return name
+    path = name.removeprefix("local-dir:")
+    if path != name or path.startswith(("/", ".", "~")) or "\\" in path:
+        return Path(path).name or path
+    return name
 
 
 def summary_row(record: dict) -> dict:
-    """A record's headline numbers, accuracies in percent."""
-    row = {k: record.get(k) for k in SUMMARY_COLUMNS}
-    for key in ("top1", "top5", "mean_per_class_recall"):
-        row[key] = round(100 * record[key], 2)
+    """A record's headline numbers: accuracies in percent (the columns say so), local models by folder name."""
+    row = {k: record.get(_PERCENT_OF.get(k, k)) for k in SUMMARY_COLUMNS}
+    row["model"] = display_model(row["model"])
+    for column in _PERCENT_OF:
+        row[column] = round(100 * row[column], 2) if row[column] is not None else None
     return row
 
 
@@ -28,24 +43,51 @@ def format_cell(value: Any, float_format: str = ".4g", missing: str = "-") -> st
         return missing
     if isinstance(value, float):
         return format(value, float_format)
-    if isinstance(value, int) and abs(value) >= 10_000:
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10_000:
         return f"{value:,}"
     return str(value)
 
 
-def print_table(rows: Sequence[Row], columns: Sequence[str] | None = None, title: str | None = None) -> None:
-    """A table sized to the terminal on stdout (rich handles wrapping and narrow terminals)."""
-    from rich.console import Console
-    from rich.table import Table
+def fit_table(rows: Sequence[Row], columns: Sequence[str], width: int | None) -> list[str]:
+    """Lines of an aligned table no wider than `width` (None: any width).
 
+    No cell is ever split: columns that do not fit are left out, the last ones first (callers list
+    columns by importance), and a closing line names them. Numbers are right-aligned.
+    """
+    cells = [[format_cell(row.get(column), ".2f" if column.endswith("%") else ".4g") for column in columns]
+             for row in rows]
+    widths = [max([len(column), *(len(line[i]) for line in cells)]) for i, column in enumerate(columns)]
+    shown = list(range(len(columns)))
+    while width and len(shown) > 1 and sum(widths[i] for i in shown) + 2 * (len(shown) - 1) > width:
+        shown.pop()
+    def is_number(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    numeric = [any(is_number(row.get(column)) for row in rows)
+               and all(row.get(column) is None or is_number(row.get(column)) for row in rows) for column in columns]
+
+    def line(texts: Sequence[str]) -> str:
+        return "  ".join(texts[i].rjust(widths[i]) if numeric[i] else texts[i].ljust(widths[i])
+                         for i in shown).rstrip()
+
+    lines = [line(list(columns)), "  ".join("─" * widths[i] for i in shown)]
+    lines += [line(texts) for texts in cells]
+    hidden = [columns[i] for i in range(len(columns)) if i not in shown]
+    if hidden:
+        note = f"(not shown: {', '.join(hidden)}; a wider terminal or --json shows them)"
+        lines.append(note if not width or len(note) <= width else f"({len(hidden)} more columns: widen or use --json)")
+    return lines
+
+
+def print_table(rows: Sequence[Row], columns: Sequence[str] | None = None, title: str | None = None) -> None:
+    """A table sized to the terminal on stdout; a pipe or file gets every column."""
     columns = list(columns or (rows[0].keys() if rows else []))
-    table = Table(title=title, show_lines=False, header_style="bold")
-    for column in columns:
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        table.add_row(*(format_cell(row.get(column)) for column in columns))
-    # a pipe or file gets wide rows instead of the 80 columns rich assumes without a terminal
-    Console(file=sys.stdout, width=None if sys.stdout.isatty() else 200).print(table)
+    terminal = sys.stdout.isatty()
+    width = shutil.get_terminal_size().columns if terminal else None
+    lines = fit_table(rows, columns, width)
+    if terminal:  # a bold header where a terminal shows it
+        lines[0] = f"\x1b[1m{lines[0]}\x1b[0m"
+    sys.stdout.write("\n".join(([title] if title else []) + lines) + "\n")
 
 
 def to_json(rows: Sequence[Row]) -> str:
