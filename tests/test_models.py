@@ -1,6 +1,10 @@
 """Model loading: backend detection, QuickGELU resolution, clear errors, the offline catalog."""
 from __future__ import annotations
 
+import socket
+import time
+from pathlib import Path
+
 import open_clip
 import pytest
 
@@ -23,8 +27,12 @@ def test_quick_gelu_follows_how_the_weights_were_trained(name, tag, expected):
 
 
 @pytest.mark.parametrize(("tag", "expected"), [("openai", True), ("laion2b_s34b_b79k", False)])
-def test_loading_a_tag_builds_the_matching_activation(monkeypatch, tag, expected):
+def test_loading_a_tag_builds_the_matching_activation(empty_hub_cache, monkeypatch, tag, expected):
     """The real ViT-B-32 creation path, with the download and weight copy stubbed out (no network)."""
+    from pixprompt.models.offline import weights_source
+
+    repo = weights_source("open_clip", "ViT-B-32", tag)  # as if downloaded before: the Hub cache has it
+    (Path(empty_hub_cache.HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}" / "snapshots" / "0").mkdir(parents=True)
     monkeypatch.setattr(open_clip.factory, "download_pretrained", lambda cfg, cache_dir=None: "weights.pt")
     monkeypatch.setattr(open_clip.factory, "load_checkpoint", lambda *args, **kwargs: None)
     model = load_model("ViT-B-32", tag, device="cpu")
@@ -53,29 +61,66 @@ def test_unknown_names_and_tags_suggest_close_matches():
         load_model("ViT-B-32", device="cpu")
 
 
-def test_offline_without_weights_says_what_to_download_and_where(monkeypatch):
-    def offline(cfg, cache_dir=None):
-        raise OSError("We couldn't connect to 'https://huggingface.co' to load the files")
-
-    monkeypatch.setattr(open_clip.factory, "download_pretrained", offline)
-    with pytest.raises(UnavailableError) as raised:
-        load_model("ViT-B-32", "openai", device="cpu")
-    message = str(raised.value)
-    assert "ViT-B-32 (openai)" in message and "--model" in message and "\n" not in message
-    assert "hf download timm/vit_base_patch32_clip_224.openai" in message  # exactly what to fetch
-
-
-def test_offline_hint_names_the_hub_repo_of_each_kind_of_name(monkeypatch):
+@pytest.fixture()
+def empty_hub_cache(tmp_path, monkeypatch):
     from huggingface_hub import constants
 
-    from pixprompt.models.registry import _offline_hint
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    for variable in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(variable, raising=False)
+    return constants
 
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    hint = _offline_hint("transformers", "google/siglip-base-patch16-224", None, None)
-    assert "`hf download google/siglip-base-patch16-224`" in hint
-    assert "`hf download timm/ViT-B-16-SigLIP --cache-dir /w` on a connected machine and copy /w here" in \
-        _offline_hint("open_clip", "hf-hub:timm/ViT-B-16-SigLIP", None, "/w")
-    assert "HF_HUB_OFFLINE is set" in _offline_hint("open_clip", "ViT-B-32", "openai", None)
+
+def test_no_network_fails_in_seconds_with_three_short_lines(empty_hub_cache, monkeypatch, capsys):
+    """The Hub's endpoint refuses the connection for real (a closed local port): no retries, no minute lost."""
+    from pixprompt.cli import main
+
+    monkeypatch.setattr(empty_hub_cache, "ENDPOINT", "http://127.0.0.1:9")
+    started = time.perf_counter()
+    code = main(["classify", __file__, "--model", "ViT-B-32", "--pretrained", "openai", "--labels", "a,b",
+                 "--quiet"])
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == 3 and time.perf_counter() - started < 10 and len(lines) == 3
+    assert lines[0] == "pixprompt: error: the weights of ViT-B-32 (openai) are not on this machine and 127.0.0.1 " \
+                       "cannot be reached (no network?)."
+    assert "`hf download timm/vit_base_patch32_clip_224.openai`" in lines[1]
+    assert "--pretrained /path/open_clip_pytorch_model.bin" in lines[2]
+    assert max(len(line) for line in lines) < 200
+
+
+def test_hf_hub_offline_is_said_at_once(empty_hub_cache, monkeypatch):
+    monkeypatch.setattr(empty_hub_cache, "HF_HUB_OFFLINE", True)
+    with pytest.raises(UnavailableError, match="HF_HUB_OFFLINE is set") as raised:
+        load_model("google/siglip-base-patch16-224", device="cpu")
+    assert "`hf download google/siglip-base-patch16-224`" in str(raised.value)
+    assert "save_pretrained" in str(raised.value)
+
+
+def test_a_failed_download_keeps_the_hint_short(empty_hub_cache, monkeypatch):
+    """The Hub answers (a real local listener), then the download itself fails."""
+    def failed(cfg, cache_dir=None):
+        raise OSError("Failed to download file (open_clip_pytorch_model.bin). Last error: An …")
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        monkeypatch.setattr(empty_hub_cache, "ENDPOINT", f"http://127.0.0.1:{listener.getsockname()[1]}")
+        monkeypatch.setattr(open_clip.factory, "download_pretrained", failed)
+        with pytest.raises(UnavailableError) as raised:
+            load_model("ViT-B-32", "openai", device="cpu")
+    message = str(raised.value)
+    assert "Last error" not in message and len(message.splitlines()) == 3
+    assert "hf download timm/vit_base_patch32_clip_224.openai" in message
+
+
+def test_offline_hint_names_the_hub_repo_of_each_kind_of_name():
+    from pixprompt.models.offline import offline_hint
+
+    assert "`hf download google/siglip-base-patch16-224`" in offline_hint(
+        "transformers", "google/siglip-base-patch16-224", None, None)
+    assert "`hf download timm/ViT-B-16-SigLIP --cache-dir /w`, then copy /w here" in \
+        offline_hint("open_clip", "hf-hub:timm/ViT-B-16-SigLIP", None, "/w")
 
 
 def test_catalog_lists_open_clip_pairs_with_facts_offline(tmp_path):
@@ -103,3 +148,19 @@ def test_coca_images_go_through_its_own_image_method_and_its_text_keeps_padding(
     assert torch.max(torch.abs(model.encode_images(pixels) - expected)).item() <= 1e-6
     assert not model.text_padding_free  # its class token goes after the padding
     assert torch.max(torch.abs(model.encode_text(["a cat", "dog"]) - expected_text)).item() <= 1e-6
+
+
+def test_a_checkpoint_file_loads_offline_under_its_quickgelu_name(tmp_path):
+    """README, offline copy 1: `--model ViT-B-32-quickgelu --pretrained FILE` (real architecture, random weights)."""
+    import torch
+    from safetensors.torch import save_file
+
+    reference = open_clip.create_model("ViT-B-32-quickgelu").eval()
+    checkpoint = tmp_path / "open_clip_model.safetensors"
+    save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, str(checkpoint))
+    model = load_model("ViT-B-32-quickgelu", str(checkpoint), device="cpu")
+    assert model.info.quick_gelu is True and model.weights_stamp  # the file stamps the cache
+    pixels = torch.rand(1, 3, 224, 224)
+    with torch.inference_mode():
+        expected = torch.nn.functional.normalize(reference.encode_image(pixels), dim=-1)
+    assert torch.allclose(model.encode_images(pixels), expected, atol=1e-5)

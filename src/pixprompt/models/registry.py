@@ -12,6 +12,7 @@ from pixprompt.errors import PixpromptError, UnavailableError, UsageError
 from pixprompt.models.base import VisionLanguageModel
 from pixprompt.models.device import resolve_device, resolve_precision
 from pixprompt.models.load_errors import describe_load_error, is_local
+from pixprompt.models.offline import offline_hint, require_weights_or_network
 from pixprompt.progress import announce
 from pixprompt.reports.tables import display_model
 
@@ -68,33 +69,6 @@ def detect_backend(name: str) -> tuple[str, str]:
     return "open_clip", name
 
 
-def _weights_source(backend: str, name: str, pretrained: str | None) -> str | None:
-    """The Hub repo the weights of `name` + `pretrained` come from, when it can be told."""
-    if backend == "transformers":
-        return name
-    if name.startswith("hf-hub:"):
-        return name.removeprefix("hf-hub:")
-    import open_clip
-
-    config = open_clip.get_pretrained_cfg(name, pretrained) if pretrained else {}
-    return config.get("hf_hub", "").strip("/") or None
-
-
-def _offline_hint(backend: str, name: str, pretrained: str | None, cache_dir: str | None) -> str:
-    """What to download and where to put it, for a load that failed on a name (not a local folder)."""
-    from huggingface_hub import constants
-
-    cache = cache_dir or constants.HF_HUB_CACHE
-    offline = " HF_HUB_OFFLINE is set, so nothing is downloaded." if constants.HF_HUB_OFFLINE else ""
-    source = _weights_source(backend, name, pretrained)
-    into = f" --cache-dir {cache_dir}" if cache_dir else ""
-    fetch = (f"run `hf download {source}{into}` on a connected machine and copy {cache} here "
-             "(or point HF_HOME at a copy)") if source else f"fill {cache} on a connected machine"
-    return (f"Weights come from {source or 'the Hugging Face Hub'} and are cached in {cache} on "
-            f"first use.{offline} Without network access, {fetch}, or save the model to a folder and pass that "
-            f"folder as --model instead of {name!r}.")
-
-
 def local_weights_stamp(*sources: str | None) -> str:
     """Size and modification time of every local file among `sources` (model folders and checkpoint paths).
 
@@ -137,6 +111,8 @@ def load_model(name: str, pretrained: str | None = None, *, backend: str | None 
     shown = f"{display_model(name)} (local folder)" if display_model(name) != name else name
     announce(f"loading {shown}{f' ({pretrained})' if pretrained else ''} on {torch_device}…")
     try:
+        if not is_local(name):
+            require_weights_or_network(backend, resolved_name, pretrained, cache_dir)
         model = BACKENDS[backend](resolved_name, pretrained, torch_device, resolved_precision, cache_dir)
     except PixpromptError:
         raise
@@ -148,8 +124,8 @@ def load_model(name: str, pretrained: str | None = None, *, backend: str | None 
             raise UnavailableError(f"could not load model {what}: {described}") from None
         cause = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         cause = cause if len(cause) <= 160 else cause[:160].rsplit(" ", 1)[0] + " …"
-        cause = cause.rstrip(".")
-        hint = "" if is_local(name) else f" {_offline_hint(backend, name, pretrained, cache_dir)}"
+        cause = cause.split(" Last error:")[0].rstrip(".")  # huggingface_hub appends a cut-off fragment
+        hint = "" if is_local(name) else f"\n{offline_hint(backend, name, pretrained, cache_dir)}"
         raise UnavailableError(f"could not load model {what} with {backend}: {cause}.{hint}") from None
     model.weights_stamp = local_weights_stamp(resolved_name, pretrained)
     log.info("loaded %s on %s (%s)", model.info.identity, torch_device, resolved_precision)
