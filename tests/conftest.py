@@ -13,6 +13,18 @@ DATA_ENV = "PIXPROMPT_TEST_DATA"
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def private_cache(tmp_path_factory):
+    """The Python API caches by default: tests never touch a developer's ~/.cache/pixprompt."""
+    previous = os.environ.get("PIXPROMPT_CACHE")
+    os.environ["PIXPROMPT_CACHE"] = str(tmp_path_factory.mktemp("pixprompt-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("PIXPROMPT_CACHE", None)
+    else:
+        os.environ["PIXPROMPT_CACHE"] = previous
+
+
 @pytest.fixture(autouse=True)
 def fresh_logging_state():
     """`cli.main` sets log levels, warning capture and progress bars for its whole process (--quiet, --verbose);

@@ -253,3 +253,25 @@ def _wnid_like(tmp_path):
     root = tmp_path / "inet"
     (root / "val" / "n00000001").mkdir(parents=True)
     return root
+
+
+def test_the_readme_python_api_example_on_a_tiny_model(tiny_model_dirs, small_folder, tmp_path, monkeypatch):
+    """README's Python API: a missing file's Prediction carries the error; evaluate caches by default."""
+    from pixprompt import build_classifier, load_model
+    from pixprompt.evaluation import classify, evaluate
+
+    monkeypatch.setenv("PIXPROMPT_CACHE", str(tmp_path / "default-cache"))
+    model = load_model(str(tiny_model_dirs["open_clip_clip"]), device="cpu")
+    (templates,) = resolve_templates("clip80")
+    classifier = build_classifier(model, ["cat", "dog", "car"], templates)
+    image = next(small_folder.rglob("*.png"))
+    good, missing = classify(model, classifier, [image, tmp_path / "missing.jpg"], top_k=3, workers=0)
+    assert good.error is None and len(good.labels) == 3
+    assert missing.labels == () and "No such file" in missing.error
+    dataset = load_dataset(f"folder:{small_folder}")
+    first = evaluate(model, dataset, resolve_templates("raw"), workers=0)
+    again = evaluate(model, dataset, resolve_templates("raw"), workers=0)
+    assert first[0]["encoded_images"] == len(dataset) and again[0]["cached_images"] == len(dataset)
+    assert list((tmp_path / "default-cache" / "features").iterdir())
+    uncached = evaluate(model, dataset, resolve_templates("raw"), cache_root=None, workers=0)
+    assert uncached[0]["encoded_images"] == len(dataset) and uncached[0]["top1"] == first[0]["top1"]

@@ -16,3 +16,13 @@ def cache_root() -> Path:
     if os.name == "nt":
         return Path(os.environ.get("LOCALAPPDATA", Path.home())) / "pixprompt" / "Cache"
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pixprompt"
+
+
+def resolve_cache(cache: Path | str | bool | None) -> Path | None:
+    """The cache folder a `cache_root=` argument names: True (the default) is the CLI's own folder,
+    a path is that folder, None or False means no cache at all."""
+    if cache is None or cache is False:
+        return None
+    if cache is True:
+        return cache_root()
+    return Path(cache).expanduser()

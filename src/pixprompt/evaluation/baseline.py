@@ -14,6 +14,7 @@ from pixprompt.evaluation.runs import run_facts
 from pixprompt.features.cache import extract_features
 from pixprompt.models.base import ModelInfo
 from pixprompt.models.preprocessing import bounded
+from pixprompt.paths import resolve_cache
 
 RESNET50_WEIGHTS = ("IMAGENET1K_V1", "IMAGENET1K_V2")
 
@@ -55,13 +56,14 @@ def load_resnet50(weights_name: str, device: torch.device) -> SupervisedClassifi
     return SupervisedClassifier(module, weights.transforms(), info, device)
 
 
-def evaluate_supervised(model: SupervisedClassifier, dataset: ImageDataset, cache_root: Path | None,
-                        batch_size: int | None = None, workers: int | None = None) -> dict[str, Any]:
+def evaluate_supervised(model: SupervisedClassifier, dataset: ImageDataset,
+                        cache_root: Path | str | bool | None = True, batch_size: int | None = None,
+                        workers: int | None = None) -> dict[str, Any]:
     """Metrics of an ImageNet classifier on an ImageNet(-subset) dataset, logits restricted to its classes."""
     if not dataset.wnids:
         raise UsageError(f"the supervised baseline needs ImageNet classes; {dataset.name} has none "
                          "(use --dataset imagenet or imagenette)")
-    features = extract_features(model, dataset, cache_root, batch_size=batch_size, workers=workers)
+    features = extract_features(model, dataset, resolve_cache(cache_root), batch_size=batch_size, workers=workers)
     index = {wnid: i for i, wnid in enumerate(imagenet_wnids())}
     columns = torch.tensor([index[w] for w in dataset.wnids])
     logits = features.features[features.valid][:, columns]

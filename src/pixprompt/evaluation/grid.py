@@ -42,7 +42,8 @@ def load_grid(path: str | Path) -> Grid:
                 data.get("ensemble", "embedding"))
 
 
-def run_grid(grid: Grid, device: str = "auto", precision: str = "auto", cache_root: Path | None = None,
+def run_grid(grid: Grid, device: str = "auto", precision: str = "auto",
+             cache_root: Path | str | bool | None = True,
              batch_size: int | None = None, workers: int | None = None,
              jpeg_draft: bool = False, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> list[dict[str, Any]]:
     """Evaluate each model on each dataset with all template sets; each model is loaded once.

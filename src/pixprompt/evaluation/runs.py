@@ -16,6 +16,7 @@ from pixprompt.evaluation.examples import Thumbnails, example_predictions
 from pixprompt.evaluation.metrics import classification_metrics, topk_accuracy
 from pixprompt.features.cache import FeatureSet, classifier_path, extract_features
 from pixprompt.models.base import ModelInfo, VisionLanguageModel
+from pixprompt.paths import resolve_cache
 from pixprompt.prompts.classifier import ZeroShotClassifier
 from pixprompt.prompts.store import classifier_for
 from pixprompt.prompts.templates import PromptSet
@@ -59,14 +60,18 @@ def run_facts(info: ModelInfo, dataset: ImageDataset, features: FeatureSet) -> d
 
 
 def evaluate(model: VisionLanguageModel, dataset: ImageDataset, prompt_sets: Sequence[PromptSet],
-             ensembles: Sequence[str] = ("embedding",), cache_root: Path | None = None,
+             ensembles: Sequence[str] = ("embedding",), cache_root: Path | str | bool | None = True,
              batch_size: int | None = None, workers: int | None = None, strict: bool = False,
              examples_per_class: int = 0) -> list[dict[str, Any]]:
     """Evaluate every template set × ensembling mode on one pass over the images; one record each.
 
+    Image features and text classifiers are cached as the CLI caches them: by default (`cache_root=True`)
+    in `pixprompt.paths.cache_root()` ($PIXPROMPT_CACHE, else the user cache folder), or in the folder
+    given; `cache_root=None` or `False` encodes everything afresh and writes nothing.
     With `examples_per_class`, each record also keeps that many images of up to 12 classes with the
     model's top-3 and a thumbnail (`examples`), for the visual report.
     """
+    cache_root = resolve_cache(cache_root)
     started = time.perf_counter()
     features = extract_features(model, dataset, cache_root, batch_size=batch_size, workers=workers)
     if features.failures and strict:
