@@ -318,3 +318,35 @@ def test_tables_never_split_a_value_at_80_and_120_columns(tiny_model_dirs, colou
             images = [line.split()[0] for line in lines[2:] if line.startswith("colours/red/")]
             assert len(images) == len(set(images)) == 9 and "probability %" in lines[0]
             assert lines[0].split()[-1] == "error" and "UnidentifiedImageError" in table
+
+
+def test_report_reads_without_stumbling(tiny_model_dirs, colour_folder, tmp_path, capsys):
+    """Local models by folder name, the ensembling mode named, the papers' table explained and cited."""
+    results, report = tmp_path / "results.json", tmp_path / "report.html"
+    assert main(["eval", "--model", str(tiny_model_dirs["open_clip_clip"]), "--device", "cpu", "--workers", "0",
+                 "--dataset", f"folder:{colour_folder}", "--templates", "raw,clip7", "--ensemble", "vote,embedding",
+                 "--no-cache", "--quiet", "--output", str(results), "--report", str(report)]) == 0
+    html = report.read_text()
+    assert "local-dir:" not in html and str(tiny_model_dirs["open_clip_clip"]) not in html
+    assert "Radford et al." in html and "delta: ours with the first set" in html
+    records = json.loads(results.read_text())
+    from pixprompt.evaluation.grid import paper_table
+
+    (row,), _ = paper_table(records, ["raw", "clip7"])
+    vote = next(r for r in records if r["templates"] == "clip7" and r["ensemble"] == "vote")
+    assert row["ours clip7"] == round(100 * vote["top1"], 2)  # the first mode given, not whichever came last
+
+
+def test_imagenettes_reported_figure_is_not_filed_under_standard():
+    from pixprompt.reports.reference import reported_for
+
+    figures = reported_for("openai/clip-vit-base-patch32", None, "imagenette")
+    assert "standard" not in figures and figures["a photo of a {}"] == 98.7
+
+
+def test_web_page_banner_and_template_menu(client):
+    info = client.get("/api/info").json()
+    assert info["model"] == "open_clip_siglip" and ":" not in info["model"]
+    assert "cifar100" in info["template_sets"]
+    page = client.get("/").text
+    assert "each with one {} where the class" in page and "raw ( 1 templates)" not in page

@@ -75,18 +75,21 @@ def paper_table(records: list[dict[str, Any]], templates: list[str]) -> tuple[li
     """Rows = (model, dataset); reported CLIP Table 11 and SigLIP Table 3, then ours per template set, and
     `delta` = ours with the first template set − the paper's figure (CLIP's, else SigLIP's)."""
     from pixprompt.reports.reference import reported_for
+    from pixprompt.reports.tables import display_model
 
     rows: dict[tuple, dict[str, Any]] = {}
     for record in records:
         key = (record["model"], record["pretrained"], record["dataset"])
         if key not in rows:
             reported = reported_for(record["model"], record["pretrained"], record["dataset"])
-            rows[key] = {"model": record["model"] + (f" ({record['pretrained']})" if record["pretrained"] else ""),
+            rows[key] = {"model": display_model(record["model"]) + (f" ({record['pretrained']})"
+                                                                     if record["pretrained"] else ""),
                          "reference": reported.get("label"), "dataset": record["dataset"],
                          "reported CLIP T11": reported.get("clip_table11"),
                          "reported SigLIP T3": reported.get("siglip_table3"),
                          **{f"reproduced {t}": reported.get(t) for t in templates}}
-        rows[key][templates_column(record["templates"])] = round(100 * record["top1"], 2)
+        # the first ensembling mode run stands for the template set (the papers' recipe, embedding, by default)
+        rows[key].setdefault(templates_column(record["templates"]), round(100 * record["top1"], 2))
     for row in rows.values():
         paper = row["reported CLIP T11"] if row["reported CLIP T11"] is not None else row["reported SigLIP T3"]
         ours = row.get(templates_column(templates[0]))

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import base64
 import io
+import textwrap
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any
 
 # Figures are built with the object API, not pyplot: no GUI backend, no global state, safe in threads.
 from matplotlib.figure import Figure
+
+from pixprompt.reports.tables import display_model
 
 Record = dict[str, Any]
 
@@ -22,7 +25,16 @@ def _subplots(rows: int = 1, columns: int = 1, figsize: tuple[float, float] = (8
 
 
 def model_label(record: Record) -> str:
-    return record["model"] + (f" ({record['pretrained']})" if record.get("pretrained") else "")
+    """The model as figures name it: a local folder by its folder name, then the pretrained tag."""
+    return display_model(record["model"]) + (f" ({record['pretrained']})" if record.get("pretrained") else "")
+
+
+def first_per_template_set(records: Sequence[Record]) -> list[Record]:
+    """One record per (model, dataset, template set): the first ensembling mode run (the default, embedding)."""
+    first: dict[tuple, Record] = {}
+    for record in records:
+        first.setdefault((model_label(record), record["dataset"], record.get("templates")), record)
+    return list(first.values())
 
 
 def zero_shot(records: Sequence[Record]) -> list[Record]:
@@ -43,6 +55,8 @@ def best_per_model_and_dataset(records: Sequence[Record],
 
 def accuracy_by_template_set(records: Sequence[Record]) -> Figure:
     """Grouped bars: top-1 of each model (group) under each template set (bar), one panel per dataset."""
+    records = first_per_template_set(records)
+    modes = sorted({r["ensemble"] for r in records if r.get("ensemble")})
     datasets = sorted({r["dataset"] for r in records})
     figure, axes = _subplots(len(datasets), 1, figsize=(8, 3.2 * len(datasets)), squeeze=False)
     for axis, dataset in zip(axes[:, 0], datasets):
@@ -57,7 +71,7 @@ def accuracy_by_template_set(records: Sequence[Record]) -> Figure:
             axis.bar_label(bars, fmt="%.1f", fontsize=7)
         axis.set_xticks([m + 0.4 - width / 2 for m in range(len(models))], models, fontsize=8)
         axis.set_ylabel("top-1 (%)")
-        axis.set_title(dataset)
+        axis.set_title(f"{dataset} (ensembling: {', '.join(modes) or 'none'})")
         axis.legend(fontsize=7, title="templates", title_fontsize=7)
     figure.tight_layout()
     return figure
@@ -93,8 +107,8 @@ def per_template_accuracy(record: Record) -> Figure:
     axis.set_yticks(range(len(items)), [t for t, _ in items], fontsize=6)
     axis.axvline(100 * record["top1"], color="tab:red", label=f"ensemble ({record['ensemble']})")
     axis.set_xlabel("top-1 (%)")
-    axis.set_title(f"{model_label(record)} on {record['dataset']}: each {record['templates']} template alone",
-                   fontsize=9)
+    title = f"{model_label(record)} on {record['dataset']}: each {record['templates']} template alone"
+    axis.set_title("\n".join(textwrap.wrap(title, 80)), fontsize=9)
     axis.legend(fontsize=7, loc="lower right")
     figure.tight_layout()
     return figure
@@ -105,7 +119,7 @@ def confusions(record: Record, classnames: Sequence[str] | None = None, max_matr
     matrix = record.get("confusion_matrix")
     names = classnames or list(record.get("per_class_accuracy", {}))
     if matrix is not None and len(matrix) <= max_matrix and len(names) == len(matrix):
-        figure, axis = _subplots(figsize=(1.6 + 0.35 * len(matrix), 1.2 + 0.35 * len(matrix)))
+        figure, axis = _subplots(figsize=(max(5.0, 1.6 + 0.35 * len(matrix)), 1.6 + 0.35 * len(matrix)))
         rates = [[cell / max(1, sum(row)) for cell in row] for row in matrix]
         image = axis.imshow(rates, cmap="Blues", vmin=0, vmax=1)
         axis.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
@@ -119,18 +133,19 @@ def confusions(record: Record, classnames: Sequence[str] | None = None, max_matr
         axis.barh(range(len(pairs)), [p["count"] for p in pairs], color="tab:orange")
         axis.set_yticks(range(len(pairs)), [f"{p['true']} → {p['predicted']}" for p in pairs], fontsize=7)
         axis.set_xlabel("images")
-    axis.set_title(f"Confusions: {model_label(record)}, {record['templates']} on {record['dataset']}", fontsize=9)
+    title = f"Confusions: {model_label(record)}, {record['templates']} on {record['dataset']}"
+    axis.set_title("\n".join(textwrap.wrap(title, 48)), fontsize=9, loc="left")
     figure.tight_layout()
     return figure
 
 
-def example_grid(record: Record, columns: int = 6) -> Figure:
-    """Thumbnails with the true class and the model's top-3; wrong predictions framed in red."""
+def example_grid(record: Record, columns: int = 5) -> Figure:
+    """Thumbnails with the true class and the model's top-3, names whole; wrong predictions framed in red."""
     from PIL import Image
 
     examples = [e for e in record.get("examples", []) if e.get("thumbnail")]
     rows = max(1, -(-len(examples) // columns))
-    figure, axes = _subplots(rows, columns, figsize=(2.1 * columns, 2.6 * rows), squeeze=False)
+    figure, axes = _subplots(rows, columns, figsize=(2.6 * columns, 3.4 * rows), squeeze=False)
     for axis in axes.flat:
         axis.axis("off")
     for axis, example in zip(axes.flat, examples):
@@ -144,11 +159,13 @@ def example_grid(record: Record, columns: int = 6) -> Figure:
         axis.set_xticks([])
         axis.set_yticks([])
         axis.axis("on")
-        guesses = "\n".join(f"{t['label'][:18]} {100 * t['probability']:.0f}%" for t in example["top"])
-        axis.set_title(f"{example['true'][:20]}\n{guesses}", fontsize=6, color=colour, loc="left")
+        axis.set_title(f"true: {example['true']}", fontsize=8.5, fontweight="bold", loc="left")
+        guesses = "\n".join(f"{rank}. {t['label']} {100 * t['probability']:.0f}%"
+                            for rank, t in enumerate(example["top"], start=1))
+        axis.set_xlabel(guesses, fontsize=8, color=colour, loc="left")
     figure.suptitle(f"Examples: {model_label(record)}, {record['templates']} on {record['dataset']} "
-                    "(red: top-1 wrong)", fontsize=9)
-    figure.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (2.6 * rows)))  # room for the title above the first row
+                    "(green: top-1 right, red: wrong)", fontsize=10)
+    figure.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (3.4 * rows)))  # room for the title above the first row
     return figure
 
 

@@ -73,13 +73,21 @@ def report_figures(records: Sequence[Record], max_each: int = 4) -> list[ReportF
 def results_tables(records: Sequence[Record]) -> list[dict[str, Any]]:
     """The summary table, and the zero-shot results beside the papers' reported accuracies."""
     from pixprompt.evaluation.grid import paper_table
+    from pixprompt.reports.reference import reported
 
     tables = [{"title": "Results", "columns": SUMMARY_COLUMNS, "rows": [summary_row(r) for r in records]}]
     zero_shot = figures.zero_shot(records)
     if zero_shot:
         templates = list(dict.fromkeys(r["templates"] for r in zero_shot))
         rows, columns = paper_table(zero_shot, templates)
-        tables.append({"title": "Beside the reported accuracies (top-1 %)", "columns": columns, "rows": rows})
+        sources = reported()["sources"]
+        note = ("reported CLIP T11: the zero-shot top-1 the CLIP paper reports (" + sources["clip_table11"] + "). "
+                "reported SigLIP T3: " + sources["siglip_table3"] + ". ours SET: this run's top-1 with that template "
+                "set (its first ensembling mode). delta: ours with the first set − the paper's figure (CLIP's, "
+                "else SigLIP's). reproduced SET: " + sources["reproduced"] + ", with the same template set. "
+                "– : no published figure for this model and dataset.")
+        tables.append({"title": "Beside the reported accuracies (top-1 %)", "columns": columns, "rows": rows,
+                       "note": note})
     return tables
 
 

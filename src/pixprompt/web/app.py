@@ -34,6 +34,7 @@ from pixprompt.models.base import VisionLanguageModel
 from pixprompt.prompts import PromptSet, build_classifier, parse_labels
 from pixprompt.prompts.classifier import ZeroShotClassifier
 from pixprompt.prompts.templates import TEMPLATE_SETS, validate_template
+from pixprompt.reports.tables import display_model
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ MAX_FILES = 16
 DEFAULT_MAX_PROMPTS = 2000
 #: Images decoded and preprocessed at once, whatever the number of concurrent requests.
 DECODE_SLOTS = 2
-SHOWN_TEMPLATE_SETS = ("raw", "standard", "clip7", "clip80", "imagenet", "cifar10")
+SHOWN_TEMPLATE_SETS = ("raw", "standard", "clip7", "clip80", "imagenet", "cifar10", "cifar100")
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 
 
@@ -209,7 +210,8 @@ def create_app(model: VisionLanguageModel, max_upload_mb: int = 10, *, host: str
 
     @app.get("/api/info")
     def info() -> dict[str, Any]:
-        return {"model": model.info.identity, "scoring": model.scoring, "max_files": MAX_FILES,
+        shown = display_model(model.info.name) + (f" ({model.info.pretrained})" if model.info.pretrained else "")
+        return {"model": shown, "scoring": model.scoring, "max_files": MAX_FILES,
                 "max_upload_mb": max_upload_mb, "max_prompts": max_prompts,
                 "template_sets": {name: list(TEMPLATE_SETS[name]) for name in SHOWN_TEMPLATE_SETS}}
 
