@@ -232,6 +232,10 @@ def test_tutorial_notebook_runs_end_to_end_on_the_tiny_model(tiny_model_dirs, sh
     assert not [o for o in outputs if o.output_type == "error"]
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 4
     assert (tmp_path / "pixels_to_prompts_report.html").is_file()
+    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert "raw (1 template):" in text and "( 1 templates)" not in text
+    assert "raw 59.0% → 'a photo of a {}.' 61.9% → 80 templates 63.3%" in text  # from the shipped figures
+    assert "do worse alone than together" in text and "here, ensembling" in text  # measured, not asserted
 
 
 # -- console --------------------------------------------------------------------------------------------------
