@@ -26,6 +26,44 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "startup"  # compare.py's results are the *.json one level up
 CLASSES = "tench,springer,cassette player,chain saw,church,French horn,garbage truck,parachute"
 
+PIXPROMPT_PHASES = """
+import json, sys, time
+started = time.perf_counter()
+from pixprompt import build_classifier, load_model, resolve_templates
+from pixprompt.evaluation import classify
+imported = time.perf_counter()
+model = load_model(sys.argv[1], device="cpu")
+loaded = time.perf_counter()
+classifier = build_classifier(model, sys.argv[3].split(","), resolve_templates("clip80")[0])
+built = time.perf_counter()
+classify(model, classifier, [sys.argv[2]], workers=0)
+done = time.perf_counter()
+print(json.dumps({"import": imported - started, "load": loaded - imported, "build": built - loaded,
+                  "classify": done - built}))
+"""
+
+OPEN_CLIP_PHASES = """
+import json, sys, time
+started = time.perf_counter()
+import torch, open_clip
+from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
+from PIL import Image
+imported = time.perf_counter()
+model, _, preprocess = open_clip.create_model_and_transforms("local-dir:" + sys.argv[1])
+tokenizer = open_clip.get_tokenizer("local-dir:" + sys.argv[1])
+model.eval()
+loaded = time.perf_counter()
+classes = sys.argv[3].split(",")
+with torch.inference_mode():
+    weights = open_clip.build_zero_shot_classifier(model, tokenizer, classes, OPENAI_IMAGENET_TEMPLATES,
+                                                   num_classes_per_batch=len(classes))
+    built = time.perf_counter()
+    model.encode_image(preprocess(Image.open(sys.argv[2]).convert("RGB"))[None])
+done = time.perf_counter()
+print(json.dumps({"import": imported - started, "load": loaded - imported, "build": built - loaded,
+                  "classify": done - built}))
+"""
+
 PLAIN_OPEN_CLIP = """
 import sys, torch, open_clip
 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
@@ -74,11 +112,15 @@ def main() -> None:
         plain = wall_time([sys.executable, "-c", PLAIN_OPEN_CLIP, str(folder), str(image), CLASSES], args.runs, env)
         ours = wall_time([*pixprompt, "classify", str(image), "--model", str(folder), "--labels", CLASSES,
                           "--templates", "clip80", "--quiet"], args.runs, env)
+        phases = {name: json.loads(subprocess.run([sys.executable, "-c", script, str(folder), str(image), CLASSES],
+                                                  check=True, capture_output=True, text=True, env=env).stdout)
+                  for name, script in (("pixprompt", PIXPROMPT_PHASES), ("open_clip", OPEN_CLIP_PHASES))}
     figures = {
         "machine": machine(), "runs": args.runs, "import_torch_s": round(torch_import, 3),
         "help_s": round(help_time, 3), "help_ratio": round(help_time / torch_import, 3),
         "models_cached_s": round(models_time, 3), "models_ratio": round(models_time / torch_import, 3),
         "classify_s": round(ours, 3), "plain_open_clip_s": round(plain, 3), "classify_ratio": round(ours / plain, 3),
+        "phases_s": {side: {k: round(v, 2) for k, v in times.items()} for side, times in phases.items()},
         "date": time.strftime("%Y-%m-%d"),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -100,7 +142,10 @@ def render(f: dict) -> str:
         "import torch |\n"
         f"| 2. `pixprompt classify` 1 image, 8 classes × clip80 | {f['classify_s']:.2f} | "
         f"**{f['classify_ratio']:.2f}×** the plain open_clip script |\n"
-        f"| 2. plain open_clip script, same job | {f['plain_open_clip_s']:.2f} | 1 |\n"
+        f"| 2. plain open_clip script, same job | {f['plain_open_clip_s']:.2f} | 1 |\n\n"
+        "In-process phases of job 2 (seconds; one run each): "
+        + "; ".join(f"{side}: " + ", ".join(f"{k} {v:.2f}" for k, v in times.items())
+                    for side, times in f["phases_s"].items()) + ".\n"
     )
 
 

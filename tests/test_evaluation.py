@@ -204,8 +204,11 @@ def test_bench_grid_makes_the_paper_table(tiny_model_dirs, small_folder, tmp_pat
     config.write_text(f"models:\n  - model: {tiny_model_dirs['open_clip_clip']}\n"
                       f"datasets:\n  - dataset: folder:{small_folder}\ntemplates: [clip80, standard, raw]\n")
     assert main(["bench", "--config", str(config), "--device", "cpu", "--workers", "0", "--no-cache",
-                 "--json"]) == 0
-    records = json.loads(capsys.readouterr().out)
+                 "--json", "--report", str(tmp_path / "bench.html")]) == 0
+    captured = capsys.readouterr()
+    records = json.loads(captured.out)
+    assert (tmp_path / "bench.html").is_file() and "report written to" in captured.err  # --report is honoured
+    assert f"pixprompt: [1/1] {tiny_model_dirs['open_clip_clip']} on folder:data" in captured.err
     assert [r["templates"] for r in records] == ["clip80", "standard", "raw"]
     assert [r["encoded_images"] for r in records] == [12, 12, 12]  # one pass shared by the three sets
     fake = [dict(records[0], model="ViT-B-32", pretrained="openai", dataset="imagenet", top1=0.631)]

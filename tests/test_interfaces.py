@@ -354,3 +354,27 @@ def test_web_page_banner_and_template_menu(client):
     assert "cifar100" in info["template_sets"]
     page = client.get("/").text
     assert "each with one {} where the class" in page and "raw ( 1 templates)" not in page
+
+
+def test_slow_steps_are_announced_and_progress_off_a_terminal_is_plain_lines(tiny_model_dirs, colour_folder, capsys):
+    assert main(["eval", "--model", str(tiny_model_dirs["open_clip_clip"]), "--device", "cpu", "--workers", "0",
+                 "--dataset", f"folder:{colour_folder}", "--templates", "clip7", "--no-cache", "--json"]) == 0
+    err = capsys.readouterr().err
+    assert err.splitlines()[:3] == ["pixprompt: loading open_clip_clip (local folder) on cpu…",
+                                    "pixprompt: encoding 24 of 24 images",
+                                    "pixprompt: building classifier: 3 classes × 7 templates (21 prompts)"]
+    assert "\r" not in err  # captured stderr is no terminal: no carriage-return redraws
+
+
+def test_plain_progress_prints_occasional_lines():
+    import io
+
+    from pixprompt.progress import PlainProgress
+
+    stream = io.StringIO()
+    with PlainProgress(total=10, desc="encode images", unit="img", file=stream, interval=0.0) as bar:
+        for _ in range(10):
+            bar.update(1)
+    lines = stream.getvalue().splitlines()
+    assert lines[0].startswith("pixprompt: encode images: 1/10 img (10%)") and "\r" not in stream.getvalue()
+    assert lines[-1].startswith("pixprompt: encode images: 10/10 img (100%)")
