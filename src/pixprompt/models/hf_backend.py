@@ -11,7 +11,10 @@ from pixprompt.data.images import ImageRejected
 from pixprompt.errors import UsageError
 from pixprompt.models.base import ImageFeatures, ModelInfo, VisionLanguageModel
 from pixprompt.models.device import PRECISIONS
-from pixprompt.models.preprocessing import FUSE_ABOVE_CROP_AREAS, resized_size
+from pixprompt.models.preprocessing import resized_size
+
+#: A short-side resize larger than this many crops (an aspect ratio past 16:1) is refused, not materialised.
+REFUSE_ABOVE_CROP_AREAS = 16
 
 #: model_type → how its text is tokenised and its logits scored, as the authors trained it.
 #: SigLIP's text tower pools the last position, so prompts are padded to the fixed training length.
@@ -87,7 +90,7 @@ class TransformersModel(VisionLanguageModel):
         short_side = (getattr(self.image_processor, "size", None) or {}).get("shortest_edge")
         if short_side:  # CLIP's processor resizes the short side first: refuse what that would blow up
             width, height = resized_size(*image.size, short_side)
-            if width * height > FUSE_ABOVE_CROP_AREAS * short_side**2 * 4:
+            if width * height > REFUSE_ABOVE_CROP_AREAS * short_side**2:
                 raise ImageRejected(f"{image.width}×{image.height} is too elongated for this model's "
                                     f"preprocessing (its resize would make {width}×{height} pixels): crop it first")
         return self.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
