@@ -82,3 +82,19 @@ def test_models_json_filter(capsys, tmp_path, monkeypatch):
     webli = next(r for r in rows if r["name"] == "ViT-B-16-SigLIP" and r["pretrained"] == "webli")
     assert webli["scoring"] == "sigmoid" and webli["quick_gelu"] is False and webli["context_length"] == 64
     assert webli["params"] == pytest.approx(203e6, rel=0.01)
+
+
+def test_classify_reuses_cached_features_when_labels_change(tiny_model_dirs, photos, tmp_path, capsys):
+    """Practitioners iterate on class names: the second run with other labels encodes no image."""
+    common = ["classify", str(photos), "--model", str(tiny_model_dirs["open_clip_clip"]), "--device", "cpu",
+              "--workers", "0", "--cache-dir", str(tmp_path / "cache"), "--json"]
+    assert main([*common, "--labels", "cat,dog"]) == 0
+    first = capsys.readouterr()
+    assert "encoding 3 of 3 images" in first.err
+    assert main([*common, "--labels", "car,bus,tram", "--templates", "clip7"]) == 0
+    second = capsys.readouterr()
+    assert "all 3 images found in the cache" in second.err and "encoding" not in second.err
+    assert {row["top"][0]["label"] for row in json.loads(second.out)} <= {"car", "bus", "tram"}
+    assert main([*common, "--labels", "cat,dog", "--no-cache"]) == 0  # --no-cache encodes afresh, same answer
+    third = capsys.readouterr()
+    assert "encoding 3 of 3 images" in third.err and json.loads(third.out) == json.loads(first.out)

@@ -175,6 +175,7 @@ def _classify_arguments(parser: argparse.ArgumentParser) -> None:
     add_prompt_options(parser, None)
     parser.add_argument("--top-k", "-k", type=positive_int, default=5, help="classes shown per image (default 5)")
     parser.add_argument("--classifier", help="classifier file: loaded if it matches, else built and saved")
+    add_cache_options(parser.add_argument_group("cache"))
     add_format_options(parser)
 
 
@@ -212,7 +213,8 @@ def run_classify(args: argparse.Namespace) -> int:
                     "classes it should be told apart from", classnames[0])
     classifiers = [classifier_for(model, classnames, prompt_set, args.classifier) for prompt_set in prompt_sets]
     predictions = classify_many(model, classifiers, paths, args.top_k, args.ensemble, args.batch_size, args.workers,
-                                jpeg_draft=args.draft_jpeg, max_pixels=args.max_pixels)
+                                jpeg_draft=args.draft_jpeg, max_pixels=args.max_pixels,
+                                cache_root=cache_from_args(args))
     rows = []
     for prompt_set, set_predictions in zip(prompt_sets, predictions):
         for prediction in set_predictions:
@@ -278,12 +280,16 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("cache and output")
-    group.add_argument("--cache-dir", help="feature and classifier cache (default: the user cache folder)")
-    group.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+    add_cache_options(group)
     group.add_argument("--output", "-o", help="also write the records to FILE (.json, .csv or .md)")
     group.add_argument("--report", metavar="FILE.html",
                        help="also write a self-contained HTML report, with its figures as PNG beside it")
     add_format_options(parser)
+
+
+def add_cache_options(group: argparse._ActionsContainer) -> None:
+    group.add_argument("--cache-dir", help="feature and classifier cache (default: the user cache folder)")
+    group.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
 
 
 def cache_from_args(args: argparse.Namespace) -> Path | None:

@@ -6,10 +6,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from pixprompt.data.datasets import FileImages
+from pixprompt.data.datasets import FileImages, ImageDataset
 from pixprompt.data.images import DEFAULT_MAX_PIXELS
-from pixprompt.features.encoding import iter_encoded
+from pixprompt.features.cache import extract_features
 from pixprompt.models.base import VisionLanguageModel
+from pixprompt.paths import resolve_cache
 from pixprompt.prompts.classifier import ZeroShotClassifier
 
 
@@ -29,37 +30,37 @@ class Prediction:
 def classify_many(model: VisionLanguageModel, classifiers: Sequence[ZeroShotClassifier], paths: Sequence[Path],
                   top_k: int = 5, ensemble: str = "embedding", batch_size: int | None = None,
                   workers: int | None = None, jpeg_draft: bool = False,
-                  max_pixels: int | None = DEFAULT_MAX_PIXELS) -> list[list[Prediction]]:
+                  max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                  cache_root: Path | str | bool | None = True) -> list[list[Prediction]]:
     """Predictions of each classifier for each path (input order), from one pass over the images.
 
-    Files that cannot be read, or that are over `max_pixels`, get an error row under every classifier.
-    `jpeg_draft` decodes JPEGs at reduced scale (faster, approximate; see `decode_rgb`).
+    Image features go through the same cache as `evaluate` (`cache_root`: True for the default folder,
+    a folder, or None for none), so trying other class names or templates on the same photos encodes
+    no image again. Files that cannot be read, or that are over `max_pixels`, get an error row under
+    every classifier. `jpeg_draft` decodes JPEGs at reduced scale (faster, approximate; see `decode_rgb`).
     """
-    rows: list[dict[int, Prediction]] = [{} for _ in classifiers]
     images = FileImages([Path(p) for p in paths], model.decode_size if jpeg_draft else None, max_pixels)
-    for batch in iter_encoded(model, images, batch_size=batch_size, workers=workers):
-        for failure in batch.failures:
-            for by_index in rows:
-                by_index[failure.index] = Prediction(str(paths[failure.index]), error=failure.message)
-        if len(batch.indices) == 0:
-            continue
-        for classifier, by_index in zip(classifiers, rows):
+    files = ImageDataset("files", "classify", [], images, [0] * len(images))
+    features = extract_features(model, files, resolve_cache(cache_root), batch_size=batch_size, workers=workers)
+    valid = features.valid.nonzero().flatten().tolist()
+    predictions = []
+    for classifier in classifiers:
+        by_index = {i: Prediction(str(paths[i]), error=message) for i, message in features.failures.items()}
+        if valid:
             k = max(1, min(top_k, classifier.num_classes))
-            scores = classifier.scores(batch.features, ensemble)
+            scores = classifier.scores(features.features[valid], ensemble)
             probabilities = classifier.probabilities(scores, ensemble)
-            top = scores.topk(k, dim=1).indices
-            for row, index in enumerate(batch.indices.tolist()):
-                classes = top[row].tolist()
+            top = scores.topk(k, dim=1).indices.tolist()
+            for row, index in enumerate(valid):
                 by_index[index] = Prediction(
-                    str(paths[index]),
-                    labels=tuple(classifier.classnames[c] for c in classes),
-                    probabilities=tuple(float(probabilities[row, c]) for c in classes),
-                )
-    return [[by_index[i] for i in range(len(paths))] for by_index in rows]
+                    str(paths[index]), labels=tuple(classifier.classnames[c] for c in top[row]),
+                    probabilities=tuple(float(probabilities[row, c]) for c in top[row]))
+        predictions.append([by_index[i] for i in range(len(paths))])
+    return predictions
 
 
 def classify(model: VisionLanguageModel, classifier: ZeroShotClassifier, paths: Sequence[Path],
              top_k: int = 5, ensemble: str = "embedding", batch_size: int | None = None,
-             workers: int | None = None) -> list[Prediction]:
+             workers: int | None = None, cache_root: Path | str | bool | None = True) -> list[Prediction]:
     """Predictions for each path in input order; files that cannot be read get an error row."""
-    return classify_many(model, [classifier], paths, top_k, ensemble, batch_size, workers)[0]
+    return classify_many(model, [classifier], paths, top_k, ensemble, batch_size, workers, cache_root=cache_root)[0]
