@@ -27,3 +27,9 @@ class InputFailedError(PixpromptError):
     """Some inputs could not be processed (exit code 1)."""
 
     exit_code = 1
+
+
+def first_line(error: BaseException, limit: int | None = None) -> str:
+    """An exception's first message line (at most `limit` characters), or its type name when it says nothing."""
+    text = str(error).strip()
+    return text.splitlines()[0][:limit] if text else type(error).__name__

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from PIL import Image
 
 from pixprompt.data.images import DEFAULT_MAX_PIXELS, open_rgb, walk_images
-from pixprompt.errors import UnavailableError, UsageError
+from pixprompt.errors import UnavailableError, UsageError, first_line
 from pixprompt.paths import cache_root
 from pixprompt.prompts.labels import read_text_file, validate_classnames
 
@@ -397,7 +397,7 @@ def load_hf(path: str, options: DatasetOptions) -> ImageDataset:
         table = datasets.load_from_disk(str(source)) if saved else \
             datasets.load_dataset("parquet", data_files=files, split="train")
     except Exception as error:  # datasets and pyarrow raise many kinds for empty or damaged files
-        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        reason = first_line(error, 200)
         raise UnavailableError(f"hf dataset {source} could not be read ({type(error).__name__}: {reason})") from None
     finally:
         datasets.logging.set_verbosity(verbosity)

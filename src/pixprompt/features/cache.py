@@ -20,6 +20,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from pixprompt.errors import first_line
 from pixprompt.features.encoding import iter_encoded
 from pixprompt.progress import announce
 from pixprompt.storage import atomic_path, cache_write, payload_checksum, remove_stale_partials
@@ -91,7 +92,7 @@ class FeatureStore:
                 chunk_failures = json.loads(meta["failed"])
             except Exception as error:  # a damaged chunk costs only its own re-encoding
                 log.warning("removing damaged cache chunk %s (%s); its images are encoded again", chunk,
-                            str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
+                            first_line(error))
                 chunk.unlink(missing_ok=True)
                 continue
             failures.update(chunk_failures)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from pixprompt.errors import PixpromptError, UnavailableError, UsageError
+from pixprompt.errors import PixpromptError, UnavailableError, UsageError, first_line
 from pixprompt.models.base import VisionLanguageModel
 from pixprompt.models.device import resolve_device, resolve_precision
 from pixprompt.models.load_errors import describe_load_error, is_local
@@ -122,7 +122,7 @@ def load_model(name: str, pretrained: str | None = None, *, backend: str | None 
         described = describe_load_error(error, name)
         if described:
             raise UnavailableError(f"could not load model {what}: {described}") from None
-        cause = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        cause = first_line(error)
         cause = cause if len(cause) <= 160 else cause[:160].rsplit(" ", 1)[0] + " …"
         cause = cause.split(" Last error:")[0].rstrip(".")  # huggingface_hub appends a cut-off fragment
         hint = "" if is_local(name) else f"\n{offline_hint(backend, name, pretrained, cache_dir)}"

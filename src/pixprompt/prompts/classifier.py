@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from pixprompt.errors import UsageError
+from pixprompt.errors import UsageError, first_line
 from pixprompt.models.base import Scoring, VisionLanguageModel
 from pixprompt.progress import announce
 from pixprompt.prompts.ensembling import get_ensembler
@@ -114,8 +114,7 @@ class ZeroShotClassifier:
             tensors = load_file(str(path))
             meta = json.loads(meta_json)
         except Exception as error:  # safetensors raises its own error types for corrupt headers
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise UsageError(f"{path} is not a pixprompt classifier file ({reason})") from None
+            raise UsageError(f"{path} is not a pixprompt classifier file ({first_line(error)})") from None
         if "sha256" in header and _checksum(tensors, meta_json) != header["sha256"]:
             raise UsageError(f"{path} is damaged: its checksum does not match its contents")
         prompt_meta = meta.pop("prompt_set")
