@@ -293,9 +293,9 @@ def add_cache_options(group: argparse._ActionsContainer) -> None:
 
 
 def cache_from_args(args: argparse.Namespace) -> Path | None:
-    from pixprompt.paths import cache_root
+    from pixprompt.paths import resolve_cache
 
-    return None if args.no_cache else Path(args.cache_dir).expanduser() if args.cache_dir else cache_root()
+    return None if args.no_cache else resolve_cache(args.cache_dir or True)
 
 
 def dataset_from_args(args: argparse.Namespace):
@@ -509,7 +509,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
     check_port_free(args.host, args.port)
     model = model_from_args(args)
-    print(f"pixprompt: serving {model.info.identity} on http://{args.host}:{args.port} (Ctrl-C stops)",
+    print(f"pixprompt: serving {model.info.label} on http://{args.host}:{args.port} (Ctrl-C stops)",
           file=sys.stderr)
     serve(model, args.host, args.port, args.max_upload_mb, args.allow_host, args.max_prompts, args.max_pixels)
     return 0

@@ -74,16 +74,15 @@ def run_grid(grid: Grid, device: str = "auto", precision: str = "auto",
 def paper_table(records: list[dict[str, Any]], templates: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
     """Rows = (model, dataset); reported CLIP Table 11 and SigLIP Table 3, then ours per template set, and
     `delta` = ours with the first template set − the paper's figure (CLIP's, else SigLIP's)."""
+    from pixprompt.models.info import model_label
     from pixprompt.reports.reference import reported_for
-    from pixprompt.reports.tables import display_model
 
     rows: dict[tuple, dict[str, Any]] = {}
     for record in records:
         key = (record["model"], record["pretrained"], record["dataset"])
         if key not in rows:
             reported = reported_for(record["model"], record["pretrained"], record["dataset"])
-            rows[key] = {"model": display_model(record["model"]) + (f" ({record['pretrained']})"
-                                                                     if record["pretrained"] else ""),
+            rows[key] = {"model": model_label(record["model"], record["pretrained"]),
                          "reference": reported.get("label"), "dataset": record["dataset"],
                          "reported CLIP T11": reported.get("clip_table11"),
                          "reported SigLIP T3": reported.get("siglip_table3"),

@@ -11,10 +11,10 @@ import torch
 from pixprompt.errors import PixpromptError, UnavailableError, UsageError, first_line
 from pixprompt.models.base import VisionLanguageModel
 from pixprompt.models.device import resolve_device, resolve_precision
+from pixprompt.models.info import display_model
 from pixprompt.models.load_errors import describe_load_error, is_local
 from pixprompt.models.offline import offline_hint, require_weights_or_network
 from pixprompt.progress import announce
-from pixprompt.reports.tables import display_model
 
 log = logging.getLogger(__name__)
 

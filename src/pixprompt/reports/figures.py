@@ -14,7 +14,7 @@ from typing import Any
 # Figures are built with the object API, not pyplot: no GUI backend, no global state, safe in threads.
 from matplotlib.figure import Figure
 
-from pixprompt.reports.tables import display_model
+from pixprompt.models import info
 
 Record = dict[str, Any]
 
@@ -26,7 +26,7 @@ def _subplots(rows: int = 1, columns: int = 1, figsize: tuple[float, float] = (8
 
 def model_label(record: Record) -> str:
     """The model as figures name it: a local folder by its folder name, then the pretrained tag."""
-    return display_model(record["model"]) + (f" ({record['pretrained']})" if record.get("pretrained") else "")
+    return info.model_label(record["model"], record.get("pretrained"))
 
 
 def first_per_template_set(records: Sequence[Record]) -> list[Record]:

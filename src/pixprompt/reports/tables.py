@@ -7,8 +7,9 @@ import json
 import shutil
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
+
+from pixprompt.models.info import display_model
 
 Row = dict[str, Any]
 
@@ -16,16 +17,6 @@ Row = dict[str, Any]
 SUMMARY_COLUMNS = ["model", "pretrained", "dataset", "templates", "ensemble", "top1 %", "top5 %", "mean recall %",
                    "images", "skipped"]
 _PERCENT_OF = {"top1 %": "top1", "top5 %": "top5", "mean recall %": "mean_per_class_recall"}
-
-
-def display_model(name: str | None) -> str | None:
-    """A model as a table shows it: a local folder by its folder name (the full path stays in JSON)."""
-    if not name:
-        return name
-    path = name.removeprefix("local-dir:")
-    if path != name or path.startswith(("/", ".", "~")) or "\\" in path:
-        return Path(path).name or path
-    return name
 
 
 def summary_row(record: dict) -> dict:

@@ -34,7 +34,6 @@ from pixprompt.models.base import VisionLanguageModel
 from pixprompt.prompts import PromptSet, build_classifier, parse_labels
 from pixprompt.prompts.classifier import ZeroShotClassifier
 from pixprompt.prompts.templates import TEMPLATE_SETS, validate_template
-from pixprompt.reports.tables import display_model
 
 log = logging.getLogger(__name__)
 
@@ -210,8 +209,7 @@ def create_app(model: VisionLanguageModel, max_upload_mb: int = 10, *, host: str
 
     @app.get("/api/info")
     def info() -> dict[str, Any]:
-        shown = display_model(model.info.name) + (f" ({model.info.pretrained})" if model.info.pretrained else "")
-        return {"model": shown, "scoring": model.scoring, "max_files": MAX_FILES,
+        return {"model": model.info.label, "scoring": model.scoring, "max_files": MAX_FILES,
                 "max_upload_mb": max_upload_mb, "max_prompts": max_prompts,
                 "template_sets": {name: list(TEMPLATE_SETS[name]) for name in SHOWN_TEMPLATE_SETS}}
 
