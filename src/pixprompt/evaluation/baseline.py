@@ -58,12 +58,15 @@ def load_resnet50(weights_name: str, device: torch.device) -> SupervisedClassifi
 
 def evaluate_supervised(model: SupervisedClassifier, dataset: ImageDataset,
                         cache_root: Path | str | bool | None = True, batch_size: int | None = None,
-                        workers: int | None = None) -> dict[str, Any]:
-    """Metrics of an ImageNet classifier on an ImageNet(-subset) dataset, logits restricted to its classes."""
+                        workers: int | None = None) -> dict[str, Any] | None:
+    """Metrics of an ImageNet classifier on an ImageNet(-subset) dataset, logits restricted to its classes
+    (None on ranks other than 0 of a multi-process job)."""
     if not dataset.wnids:
         raise UsageError(f"the supervised baseline needs ImageNet classes; {dataset.name} has none "
                          "(use --dataset imagenet or imagenette)")
     features = extract_features(model, dataset, resolve_cache(cache_root), batch_size=batch_size, workers=workers)
+    if features is None:
+        return None
     index = {wnid: i for i, wnid in enumerate(imagenet_wnids())}
     columns = torch.tensor([index[w] for w in dataset.wnids])
     logits = features.features[features.valid][:, columns]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -39,23 +40,27 @@ class Thumbnails:
 
 
 def example_predictions(thumbnails: Thumbnails, item_indices: torch.Tensor, labels: torch.Tensor,
-                        probabilities: torch.Tensor, classnames: list[str], per_class: int,
-                        top_k: int = 3) -> list[dict[str, Any]]:
+                        probabilities_of: Callable[[torch.Tensor], torch.Tensor], classnames: list[str],
+                        per_class: int, top_k: int = 3) -> list[dict[str, Any]]:
     """Up to `per_class` images of several classes, each with its true class and the model's top-k.
 
-    `item_indices[i]` is the dataset index of row i of `labels` and `probabilities`.
+    `item_indices[i]` is the dataset index of row i of `labels`; `probabilities_of(rows)` gives the model's
+    probabilities (len(rows), C) of those rows (only the picked rows are scored).
     """
-    top = probabilities.topk(min(top_k, len(classnames)), dim=1)
+    picked = pick_examples(labels, len(classnames), per_class)
+    if not picked:
+        return []
+    top = probabilities_of(torch.tensor(picked)).topk(min(top_k, len(classnames)), dim=1)
     examples = []
-    for row in pick_examples(labels, len(classnames), per_class):
+    for position, row in enumerate(picked):
         index = int(item_indices[row])
-        predicted = top.indices[row].tolist()
+        predicted = top.indices[position].tolist()
         examples.append({
             "image": thumbnails.dataset.images.describe(index),
             "thumbnail": thumbnails(index),
             "true": classnames[int(labels[row])],
             "top": [{"label": classnames[c], "probability": round(float(p), 4)}
-                    for c, p in zip(predicted, top.values[row].tolist())],
+                    for c, p in zip(predicted, top.values[position].tolist())],
             "correct": predicted[0] == int(labels[row]),
         })
     return examples

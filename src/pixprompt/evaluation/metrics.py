@@ -14,8 +14,12 @@ import torch
 
 def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, k: int) -> float:
     """Share of images whose label is among the k highest scores (k capped at the number of classes)."""
-    k = min(k, scores.shape[1])
-    hits = int((scores.topk(k, dim=1).indices == labels[:, None]).any(dim=1).sum())
+    return ranked_accuracy(scores.topk(min(k, scores.shape[1]), dim=1).indices, labels, k)
+
+
+def ranked_accuracy(ranking: torch.Tensor, labels: torch.Tensor, k: int) -> float:
+    """Share of images whose label is among the first k classes of their ranking (N, ≥k or all classes)."""
+    hits = int((ranking[:, :k] == labels[:, None]).any(dim=1).sum())
     return hits / len(labels) if len(labels) else float("nan")
 
 
@@ -53,11 +57,18 @@ def top_confusions(matrix: torch.Tensor, classnames: Sequence[str], count: int =
 def classification_metrics(scores: torch.Tensor, labels: torch.Tensor, classnames: Sequence[str],
                            full_confusion_up_to: int = 100) -> dict[str, Any]:
     """Top-1, top-5 (top-min(5, C)), mean per-class recall, per-class accuracy and confusions."""
-    predictions = scores.argmax(dim=1)
-    matrix = confusion_matrix(predictions, labels, len(classnames))
+    return ranking_metrics(scores.topk(min(5, scores.shape[1]), dim=1).indices, labels, classnames,
+                           full_confusion_up_to)
+
+
+def ranking_metrics(ranking: torch.Tensor, labels: torch.Tensor, classnames: Sequence[str],
+                    full_confusion_up_to: int = 100) -> dict[str, Any]:
+    """`classification_metrics` from each image's top classes (N, min(5, C)), best first: all it needs, so
+    scores can be computed block by block and never held whole."""
+    matrix = confusion_matrix(ranking[:, 0], labels, len(classnames))
     metrics: dict[str, Any] = {
-        "top1": topk_accuracy(scores, labels, 1),
-        "top5": topk_accuracy(scores, labels, 5),
+        "top1": ranked_accuracy(ranking, labels, 1),
+        "top5": ranked_accuracy(ranking, labels, 5),
         "mean_per_class_recall": mean_per_class_recall(matrix),
         "per_class_accuracy": per_class_accuracy(matrix, classnames),
         "top_confusions": top_confusions(matrix, classnames),

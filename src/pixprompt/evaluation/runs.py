@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ import torch
 from pixprompt.data.datasets import ImageDataset
 from pixprompt.errors import InputFailedError
 from pixprompt.evaluation.examples import Thumbnails, example_predictions
-from pixprompt.evaluation.metrics import classification_metrics, topk_accuracy
+from pixprompt.evaluation.metrics import ranking_metrics
 from pixprompt.features.cache import FeatureSet, classifier_path, extract_features
 from pixprompt.models.base import ModelInfo, VisionLanguageModel
 from pixprompt.paths import resolve_cache
@@ -25,13 +25,32 @@ from pixprompt.storage import remove_stale_partials
 log = logging.getLogger(__name__)
 
 
+#: Images scored at once: scores of a block are (BLOCK_ROWS, classes), so memory does not grow with the data.
+BLOCK_ROWS = 16384
+
+
+def row_blocks(count: int) -> Iterator[slice]:
+    return (slice(start, min(start + BLOCK_ROWS, count)) for start in range(0, count, BLOCK_ROWS))
+
+
 def per_template_accuracy(classifier: ZeroShotClassifier, features: torch.Tensor,
                           labels: torch.Tensor) -> dict[str, float]:
-    """Top-1 of each template used alone (templated sets only)."""
+    """Top-1 of each template used alone (templated sets only), scored block by block."""
     if not classifier.prompt_set.is_templated:
         return {}
-    return {template: topk_accuracy(logits, labels, 1)
-            for template, logits in zip(classifier.templates, classifier.per_template_logits(features))}
+    hits = [0] * len(classifier.templates)
+    for rows in row_blocks(len(labels)):
+        for number, logits in enumerate(classifier.per_template_logits(features[rows])):
+            hits[number] += int((logits.topk(1, dim=1).indices[:, 0] == labels[rows]).sum())
+    return {template: hit / len(labels) if len(labels) else float("nan")
+            for template, hit in zip(classifier.templates, hits)}
+
+
+def ranking(classifier: ZeroShotClassifier, features: torch.Tensor, ensemble: str, k: int = 5) -> torch.Tensor:
+    """Each image's top min(k, C) classes, best first, scored block by block."""
+    k = min(k, classifier.num_classes)
+    parts = [classifier.scores(features[rows], ensemble).topk(k, dim=1).indices for rows in row_blocks(len(features))]
+    return torch.cat(parts) if parts else torch.zeros(0, k, dtype=torch.long)
 
 
 def text_classifier(model: VisionLanguageModel, classnames: Sequence[str], prompt_set: PromptSet,
@@ -68,18 +87,25 @@ def evaluate(model: VisionLanguageModel, dataset: ImageDataset, prompt_sets: Seq
     Image features and text classifiers are cached as the CLI caches them: by default (`cache_root=True`)
     in `pixprompt.paths.cache_root()` ($PIXPROMPT_CACHE, else the user cache folder), or in the folder
     given; `cache_root=None` or `False` encodes everything afresh and writes nothing.
+    Under torchrun or srun with several processes, every rank encodes its share of the images and rank 0
+    returns the records; the other ranks return an empty list.
     With `examples_per_class`, each record also keeps that many images of up to 12 classes with the
     model's top-3 and a thumbnail (`examples`), for the visual report.
     """
     cache_root = resolve_cache(cache_root)
     started = time.perf_counter()
     features = extract_features(model, dataset, cache_root, batch_size=batch_size, workers=workers)
+    if features is None:  # another rank's: rank 0 scores and reports
+        return []
     if features.failures and strict:
         first = min(features.failures)
         raise InputFailedError(f"{len(features.failures)} image(s) could not be read (--strict), first: "
                                f"{dataset.images.describe(first)}: {features.failures[first]}")
     image_seconds = time.perf_counter() - started
-    x, y = features.features[features.valid], features.labels[features.valid]
+    # the matrix itself when every image was read (no copy of the largest thing in memory)
+    every = bool(features.valid.all())
+    x = features.features if every else features.features[features.valid]
+    y = features.labels if every else features.labels[features.valid]
     item_indices = features.valid.nonzero().flatten()
     thumbnails = Thumbnails(dataset)
     facts = run_facts(model.info, dataset, features)
@@ -89,12 +115,12 @@ def evaluate(model: VisionLanguageModel, dataset: ImageDataset, prompt_sets: Seq
         classifier = text_classifier(model, dataset.classnames, prompt_set, cache_root)
         template_accuracy = per_template_accuracy(classifier, x, y)
         for ensemble in ensembles:
-            scores = classifier.scores(x, ensemble)
-            metrics = classification_metrics(scores, y, dataset.classnames)
+            metrics = ranking_metrics(ranking(classifier, x, ensemble), y, dataset.classnames)
             if examples_per_class:
                 metrics["examples"] = example_predictions(
-                    thumbnails, item_indices, y, classifier.probabilities(scores, ensemble), dataset.classnames,
-                    examples_per_class)
+                    thumbnails, item_indices, y,
+                    lambda rows, c=classifier, e=ensemble: c.probabilities(c.scores(x[rows], e), e),
+                    dataset.classnames, examples_per_class)
             records.append({
                 **facts, "templates": prompt_set.name, "num_prompts": len(classifier.prompt_class),
                 "ensemble": ensemble, **metrics, "per_template_accuracy": template_accuracy,

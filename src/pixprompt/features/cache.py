@@ -1,9 +1,12 @@
 """Image features computed once per (model, weights, preprocessing, dataset item), kept on disk.
 
-Each chunk file holds the features of up to `chunk_size` items, keyed by a hash of the model and
-the item's id (path, size, modification time). Chunks are written atomically as they complete, so an
-interrupted run keeps every finished chunk, the next run encodes only what is missing, and a changed
-or added file invalidates exactly its own entry.
+A dataset is worked on in fixed shards (`pixprompt.distributed`); each shard's new features are written
+as one chunk file, atomically, holding the rows, a 16-byte key per row (a hash of the model and the
+item's id: path, size, modification time) and the failures worth remembering. Items are found by key,
+through a sorted index of every chunk's keys, so an interrupted run keeps every finished shard, the
+next run (with any number of processes) encodes only what is missing, and a changed or added file
+invalidates exactly its own entry. Rows are copied chunk by chunk into one preallocated matrix: reading
+the cache builds no Python object per item.
 """
 from __future__ import annotations
 
@@ -11,28 +14,33 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from pixprompt import distributed
 from pixprompt.errors import first_line
 from pixprompt.features.encoding import iter_encoded
-from pixprompt.progress import announce
+from pixprompt.progress import announce, progress_bar
 from pixprompt.storage import atomic_path, cache_write, payload_checksum, remove_stale_partials
 
 if TYPE_CHECKING:
-    from pixprompt.data.datasets import ImageDataset
+    from pixprompt.data.datasets import ImageDataset, ImageSource
     from pixprompt.models.base import VisionLanguageModel
 
 log = logging.getLogger(__name__)
 
 #: Bump when pixprompt's own image decoding changes, so older cached features are not reused.
 DECODING_VERSION = "1"
+#: Bump when the chunk file layout changes: chunks of another layout sit in another folder, unread.
+CHUNK_FORMAT = "2"
+KEY_BYTES = 16
 
 
 def _digest(*parts: str) -> str:
@@ -44,8 +52,221 @@ def model_key(model: VisionLanguageModel) -> str:
     return _digest(model.info.identity, str(model.dtype), DECODING_VERSION, model.weights_stamp)
 
 
-def _chunk_checksum(rows: torch.Tensor, keys_json: str, failed_json: str) -> str:
-    return payload_checksum([rows.contiguous().numpy().tobytes(), keys_json.encode(), failed_json.encode()])
+def _key_rows(keys: np.ndarray) -> np.ndarray:
+    """(n, 16) uint8 view of keys (numpy's bytes scalars would drop trailing zero bytes)."""
+    return keys.view(np.uint8).reshape(-1, KEY_BYTES)
+
+
+def _hex(keys: np.ndarray) -> list[str]:
+    return [row.tobytes().hex() for row in _key_rows(keys)]
+
+
+def _chunk_checksum(rows: torch.Tensor, keys: torch.Tensor, failed_json: str) -> str:
+    return payload_checksum([rows.contiguous().numpy().tobytes(), keys.contiguous().numpy().tobytes(),
+                             failed_json.encode()])
+
+
+@dataclass
+class ChunkIndex:
+    """Where each stored item's row is: sorted keys with their chunk and row, and remembered failures."""
+
+    chunks: list[Path] = field(default_factory=list)
+    keys: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=f"S{KEY_BYTES}"))
+    chunk: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int32))
+    row: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int32))
+    failures: dict[str, str] = field(default_factory=dict)
+
+    def find(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For each key: whether it is stored, and its chunk number and row (vectorised)."""
+        if not len(self.keys) or not len(keys):
+            return np.zeros(len(keys), dtype=bool), np.zeros(len(keys), np.int32), np.zeros(len(keys), np.int32)
+        at = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
+        return self.keys[at] == keys, self.chunk[at], self.row[at]
+
+    def remembered(self, keys: np.ndarray, among: np.ndarray) -> dict[int, str]:
+        """Failures remembered for the keys at positions `among`."""
+        if not self.failures or not len(among):
+            return {}
+        hexes = _hex(keys[among])
+        return {int(j): self.failures[h] for j, h in zip(among, hexes) if h in self.failures}
+
+
+class FeatureStore:
+    """The chunk files of one (model, dataset) pair.
+
+    Each chunk stores a SHA-256 of its payload (features, keys, failures): a chunk whose bytes changed
+    on disk is removed with a warning and its images are encoded again.
+    """
+
+    def __init__(self, root: Path, model: VisionLanguageModel, group: str):
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", group)
+        self.model_key = model_key(model)
+        self.folder = root / "features" / self.model_key / f"{slug}@v{CHUNK_FORMAT}"
+        self.writable = True  # until a write fails (disk full): then the run goes on uncached
+
+    def item_keys(self, item_ids: Iterable[str]) -> np.ndarray:
+        """16-byte keys of the items, as a numpy bytes array."""
+        prefix = hashlib.sha1(f"{self.model_key}\x1f".encode())
+        keys = []
+        for item_id in item_ids:
+            digest = prefix.copy()
+            digest.update(item_id.encode("utf-8", "surrogateescape"))
+            keys.append(digest.digest()[:KEY_BYTES])
+        return np.frombuffer(b"".join(keys), dtype=f"S{KEY_BYTES}") if keys else np.empty(0, f"S{KEY_BYTES}")
+
+    def index(self) -> ChunkIndex:
+        """Every stored key (reading only the key arrays); unreadable chunks are removed."""
+        remove_stale_partials(self.folder)
+        index = ChunkIndex()
+        key_parts, chunk_parts, row_parts = [], [], []
+        for chunk in sorted(self.folder.glob("chunk-*.safetensors")):
+            try:
+                with safe_open(str(chunk), framework="pt") as handle:
+                    meta = handle.metadata()
+                    keys = handle.get_tensor("keys")
+                    failures = json.loads(meta["failed"])
+                    if failures:  # failure-only chunks are never loaded: check them here
+                        self._verified(handle, meta)
+            except Exception as error:  # a damaged chunk costs only its own re-encoding
+                self._discard(chunk, error)
+                continue
+            index.failures.update(failures)
+            key_parts.append(np.frombuffer(keys.numpy().tobytes(), dtype=f"S{KEY_BYTES}"))
+            chunk_parts.append(np.full(len(keys), len(index.chunks), dtype=np.int32))
+            row_parts.append(np.arange(len(keys), dtype=np.int32))
+            index.chunks.append(chunk)
+        if key_parts:
+            keys = np.concatenate(key_parts)
+            order = np.argsort(keys, kind="stable")
+            index.keys, index.chunk, index.row = keys[order], np.concatenate(chunk_parts)[order], \
+                np.concatenate(row_parts)[order]
+        return index
+
+    @staticmethod
+    def _verified(handle: Any, meta: dict[str, str]) -> torch.Tensor:
+        rows = handle.get_tensor("features")
+        if _chunk_checksum(rows, handle.get_tensor("keys"), meta["failed"]) != meta.get("sha256"):
+            raise ValueError("its checksum does not match: the file changed on disk")
+        return rows
+
+    @staticmethod
+    def _discard(chunk: Path, error: BaseException) -> None:
+        log.warning("removing damaged cache chunk %s (%s); its images are encoded again", chunk, first_line(error))
+        chunk.unlink(missing_ok=True)
+
+    def load(self, index: ChunkIndex, keys: np.ndarray) -> tuple[np.ndarray, torch.Tensor | None]:
+        """The stored rows of `keys` in one (n, D) matrix (zeros where absent) and which were found."""
+        found, chunks, rows = index.find(keys)
+        got = np.zeros(len(keys), dtype=bool)
+        matrix = None
+        wanted = np.flatnonzero(found)
+        for number in np.unique(chunks[wanted]):
+            chunk = index.chunks[number]
+            try:
+                with safe_open(str(chunk), framework="pt") as handle:
+                    stored = self._verified(handle, handle.metadata())
+            except Exception as error:
+                self._discard(chunk, error)
+                continue
+            here = wanted[chunks[wanted] == number]
+            if matrix is None:
+                matrix = torch.zeros(len(keys), stored.shape[1])
+            matrix[torch.from_numpy(here)] = stored[torch.from_numpy(rows[here].astype(np.int64))]
+            got[here] = True
+        return got, matrix
+
+    def write(self, keys: np.ndarray, rows: torch.Tensor, failed: dict[str, str]) -> None:
+        """Write one chunk atomically (a crash mid-write leaves no chunk, never a partial one)."""
+        if not self.writable or (not len(keys) and not failed):
+            return
+        key_tensor = torch.from_numpy(_key_rows(keys).copy())
+        failed_json = json.dumps(failed)
+        name = hashlib.sha1(key_tensor.numpy().tobytes() + failed_json.encode()).hexdigest()[:20]
+        path = self.folder / f"chunk-{name}.safetensors"
+        tensor = rows.float().contiguous()
+        metadata = {"failed": failed_json, "sha256": _chunk_checksum(tensor, key_tensor, failed_json)}
+
+        def save() -> None:
+            with atomic_path(path) as tmp:
+                save_file({"features": tensor, "keys": key_tensor}, str(tmp), metadata=metadata)
+
+        self.writable = cache_write(save, path)
+
+
+@dataclass
+class ShardPlan:
+    """One shard's keys and what the cache holds of it, known before anything is encoded."""
+
+    keys: np.ndarray | None
+    cached: int
+    remembered: dict[int, str]
+
+    @property
+    def size(self) -> int:
+        return len(self.keys) if self.keys is not None else 0
+
+
+@dataclass
+class ShardFeatures:
+    """Features of one shard's items (rows of failed items are zero, `valid` False)."""
+
+    features: torch.Tensor | None
+    valid: torch.Tensor
+    failures: dict[int, str]
+    encoded: int
+    cached: int
+
+
+class ShardEncoder:
+    """Features of one shard at a time for one model: the cache first, the model for the rest, and the
+    new rows stored as one chunk (also when interrupted, so that only unfinished work is lost)."""
+
+    def __init__(self, model: VisionLanguageModel, store: FeatureStore | None, batch_size: int | None = None,
+                 workers: int | None = None, bar: Any = None):
+        self.model, self.store, self.batch_size, self.workers, self.bar = model, store, batch_size, workers, bar
+        self.index = store.index() if store else ChunkIndex()
+        self.done = 0  # images encoded (or failed) by this process, for the interruption message
+
+    def plan(self, images: ImageSource, positions: Sequence[int]) -> ShardPlan:
+        """Keys of the shard's items and what the cache already has."""
+        if not self.store:
+            return ShardPlan(None, 0, {})
+        keys = self.store.item_keys(images.item_id(i) for i in positions)
+        found = self.index.find(keys)[0]
+        remembered = self.index.remembered(keys, np.flatnonzero(~found))
+        return ShardPlan(keys, int(found.sum()), remembered)
+
+    def features(self, images: ImageSource, positions: Sequence[int], plan: ShardPlan | None = None) -> ShardFeatures:
+        """The shard's features, read from the cache or encoded."""
+        plan = plan or self.plan(images, positions)
+        count = len(positions)
+        got, matrix = self.store.load(self.index, plan.keys) if self.store else (np.zeros(count, bool), None)
+        failures = dict(plan.remembered)
+        todo = [j for j in range(count) if not got[j] and j not in failures]
+        local = {positions[j]: j for j in todo}
+        valid = torch.from_numpy(got.copy())
+        new_rows: list[int] = []
+        new_failed: dict[str, str] = {}
+        try:
+            for batch in iter_encoded(self.model, images, [positions[j] for j in todo], self.batch_size,
+                                      self.workers, bar=self.bar):
+                rows = [local[i] for i in batch.indices.tolist()]
+                if rows:
+                    if matrix is None:
+                        matrix = torch.zeros(count, batch.features.shape[1])
+                    matrix[rows] = batch.features.float()
+                    valid[rows] = True
+                    new_rows += rows
+                for failure in batch.failures:
+                    failures[local[failure.index]] = failure.message
+                    if failure.lasting and plan.keys is not None:  # I/O errors and settings-dependent refusals
+                        new_failed[_hex(plan.keys[[local[failure.index]]])[0]] = failure.message  # are retried
+                self.done += len(rows) + len(batch.failures)
+        finally:  # a crash or Ctrl-C keeps every image of the shard encoded so far
+            if self.store and (new_rows or new_failed):
+                self.store.write(plan.keys[new_rows], matrix[new_rows] if new_rows else torch.zeros(0, 1),
+                                 new_failed)
+        return ShardFeatures(matrix, valid, failures, encoded=len(todo), cached=count - len(todo))
 
 
 @dataclass
@@ -60,124 +281,83 @@ class FeatureSet:
     from_cache: int
 
 
-class FeatureStore:
-    """The chunk files of one (model, dataset) pair.
-
-    Each chunk stores a SHA-256 of its payload (features, keys, failures): a chunk whose bytes changed
-    on disk is removed with a warning and its images are encoded again.
-    """
-
-    def __init__(self, root: Path, model: VisionLanguageModel, group: str):
-        slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", group)
-        self.model_key = model_key(model)
-        self.folder = root / "features" / self.model_key / slug
-        self.writable = True  # until a write fails (disk full): then the run goes on uncached
-
-    def item_keys(self, item_ids: Sequence[str]) -> list[str]:
-        return [_digest(self.model_key, item_id) for item_id in item_ids]
-
-    def read(self) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-        """Stored features and failures by item key; unreadable chunks are removed."""
-        features: dict[str, torch.Tensor] = {}
-        failures: dict[str, str] = {}
-        remove_stale_partials(self.folder)
-        for chunk in sorted(self.folder.glob("chunk-*.safetensors")):
-            try:
-                with safe_open(str(chunk), framework="pt") as handle:
-                    meta = handle.metadata()
-                    rows = handle.get_tensor("features")
-                if _chunk_checksum(rows, meta["keys"], meta["failed"]) != meta.get("sha256"):
-                    raise ValueError("its checksum does not match: the file changed on disk")
-                keys = json.loads(meta["keys"])
-                chunk_failures = json.loads(meta["failed"])
-            except Exception as error:  # a damaged chunk costs only its own re-encoding
-                log.warning("removing damaged cache chunk %s (%s); its images are encoded again", chunk,
-                            first_line(error))
-                chunk.unlink(missing_ok=True)
-                continue
-            failures.update(chunk_failures)
-            features.update(zip(keys, rows))
-        return features, failures
-
-    def write(self, keys: list[str], rows: list[torch.Tensor], failed: dict[str, str]) -> None:
-        """Write one chunk atomically (a crash mid-write leaves no chunk, never a partial one)."""
-        if not self.writable or (not keys and not failed):
-            return
-        path = self.folder / f"chunk-{_digest(*keys, *failed)}.safetensors"
-        dim = rows[0].shape[0] if rows else 0
-        tensor = (torch.stack(rows) if rows else torch.zeros(0, dim)).contiguous()
-        keys_json, failed_json = json.dumps(keys), json.dumps(failed)
-        metadata = {"keys": keys_json, "failed": failed_json,
-                    "sha256": _chunk_checksum(tensor, keys_json, failed_json)}
-
-        def save() -> None:
-            with atomic_path(path) as tmp:
-                save_file({"features": tensor}, str(tmp), metadata=metadata)
-
-        self.writable = cache_write(save, path)
-
-
 def extract_features(model: VisionLanguageModel, dataset: ImageDataset, cache_root: Path | None,
-                     batch_size: int | None = None, workers: int | None = None, chunk_size: int = 512) -> FeatureSet:
-    """Features of all images of `dataset`, reading what the cache has and encoding (and storing) the rest."""
-    count = len(dataset.images)
-    store = FeatureStore(cache_root, model, dataset.cache_group) if cache_root else None
-    keys = store.item_keys([dataset.images.item_id(i) for i in range(count)]) if store else [""] * count
-    stored, stored_failures = store.read() if store else ({}, {})
-    todo = [i for i, key in enumerate(keys) if key not in stored and key not in stored_failures]
-    if store and 0 < len(todo) < count:  # an earlier run stopped part-way (or the data changed)
-        log.warning("resuming from the cache: %d of %d images already encoded, %d to go", count - len(todo),
-                    count, len(todo))
-    for index, key in enumerate(keys):
-        if key in stored_failures:
+                     batch_size: int | None = None, workers: int | None = None) -> FeatureSet | None:
+    """Features of all images of `dataset`, reading what the cache has and encoding (and storing) the rest.
+
+    Under a launcher with several processes each encodes its shards and rank 0 gets the whole set; the
+    other ranks get None.
+    """
+    ranks = distributed.current()
+    images, count = dataset.images, len(dataset.images)
+    encoder = ShardEncoder(model, FeatureStore(cache_root, model, dataset.cache_group) if cache_root else None,
+                           batch_size, workers)
+    shards = distributed.shard_ranges(count)
+    plans: dict[int, ShardPlan] = {}
+
+    def plan(number: int, shard: range) -> tuple[int, dict[int, str]]:
+        plans[number] = encoder.plan(images, shard)
+        return plans[number].cached, {shard[j]: message for j, message in plans[number].remembered.items()}
+
+    cached = 0
+    for _, (shard_cached, remembered) in distributed.sharded(shards, plan, ranks):
+        cached += shard_cached
+        for index, message in remembered.items():
             log.warning("skipped %s: %s (remembered from an earlier run until the file changes)",
-                        dataset.images.describe(index), stored_failures[key])
+                        images.describe(index), message)
+            cached += 1
+    to_encode = count - cached
+    if ranks.is_main:
+        if encoder.store and 0 < to_encode < count:  # an earlier run stopped part-way (or the data changed)
+            log.warning("resuming from the cache: %d of %d images already encoded, %d to go", cached, count,
+                        to_encode)
+        workers_note = f" on {ranks.world} processes" if ranks.world > 1 and to_encode else ""
+        announce(f"encoding {to_encode} of {count} images{workers_note}" if to_encode
+                 else f"all {count} images found in the cache")
 
-    pending_keys: list[str] = []
-    pending_rows: list[torch.Tensor] = []
-    pending_failed: dict[str, str] = {}
-    new_rows: dict[int, torch.Tensor] = {}
-    new_failures: dict[int, str] = {}
-
-    def flush() -> None:
-        if store:
-            store.write(list(pending_keys), list(pending_rows), dict(pending_failed))
-        pending_keys.clear(), pending_rows.clear(), pending_failed.clear()
-
-    announce(f"encoding {len(todo)} of {count} images" if todo else f"all {count} images found in the cache")
-    try:
-        for batch in iter_encoded(model, dataset.images, todo, batch_size=batch_size, workers=workers):
-            for index, row in zip(batch.indices.tolist(), batch.features):
-                new_rows[index] = row
-                pending_keys.append(keys[index])
-                pending_rows.append(row)
-            for failure in batch.failures:
-                new_failures[failure.index] = failure.message
-                if failure.lasting:  # I/O errors and settings-dependent refusals are retried next run
-                    pending_failed[keys[failure.index]] = failure.message
-            if len(pending_keys) + len(pending_failed) >= chunk_size:
-                flush()
-    except BaseException as error:  # a crash or Ctrl-C keeps every image encoded so far
-        flush()
-        if isinstance(error, KeyboardInterrupt):  # and says truthfully what was kept
-            done = len(new_rows) + len(new_failures)
-            kept = "kept in the cache; the next run goes on from there" if store and store.writable else \
-                "not kept (no cache)" if not store else "not kept (the cache could not be written)"
-            log.warning("interrupted after %d of %d images: the %d encoded in this run are %s", done, len(todo),
-                        done, kept)
-        raise
-    flush()
-
-    rows = {i: stored[k] for i, k in enumerate(keys) if k in stored} | new_rows
-    failures = {i: stored_failures[k] for i, k in enumerate(keys) if k in stored_failures} | new_failures
-    dim = next(iter(rows.values())).shape[0] if rows else 1
-    features = torch.zeros(count, dim)
+    matrix: torch.Tensor | None = None
     valid = torch.zeros(count, dtype=torch.bool)
-    for index, row in rows.items():
-        features[index] = row
-        valid[index] = True
-    return FeatureSet(features, torch.tensor(dataset.labels, dtype=torch.long), valid, failures,
-                      encoded=len(todo), from_cache=count - len(todo))
+    failures: dict[int, str] = {}
+    encoded = 0
+    with progress_bar(to_encode, "encode images", "img") if ranks.is_main else _Quiet() as bar:
+        encoder.bar = bar
+        try:
+            for number, part in distributed.sharded(
+                    shards, lambda number, shard: encoder.features(images, shard, plans.pop(number)), ranks):
+                shard = shards[number]
+                if part.features is not None:
+                    if matrix is None:  # one contiguous matrix, filled shard by shard
+                        matrix = torch.zeros(count, part.features.shape[1])
+                    matrix[shard.start:shard.stop] = part.features
+                valid[shard.start:shard.stop] = part.valid
+                failures.update({shard[j]: message for j, message in part.failures.items()})
+                encoded += part.encoded
+                if number % ranks.world:  # another rank's shard: its images count here once received
+                    bar.update(part.encoded)
+        except KeyboardInterrupt:  # says truthfully what was kept
+            kept = "kept in the cache; the next run goes on from there" if encoder.store and encoder.store.writable \
+                else "not kept (no cache)" if not encoder.store else "not kept (the cache could not be written)"
+            log.warning("interrupted after %d of %d images: the %d encoded in this run are %s", encoder.done,
+                        to_encode, encoder.done, kept)
+            raise
+    if not ranks.is_main:
+        return None
+    return FeatureSet(matrix if matrix is not None else torch.zeros(count, 1),
+                      torch.tensor(dataset.labels, dtype=torch.long), valid, failures,
+                      encoded=encoded, from_cache=count - encoded)
+
+
+class _Quiet:
+    """No progress display (ranks other than 0)."""
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def __enter__(self) -> _Quiet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
 
 
 def classifier_path(cache_root: Path, model: VisionLanguageModel, classnames: Sequence[str],

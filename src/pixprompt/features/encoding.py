@@ -1,10 +1,11 @@
 """Batched image encoding: parallel decode + preprocess in workers, overlapped with the encoder."""
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -76,10 +77,11 @@ def default_workers() -> int:
 
 def iter_encoded(model: VisionLanguageModel, images: ImageSource, indices: Sequence[int] | None = None,
                  batch_size: int | None = None, workers: int | None = None,
-                 desc: str = "encode images") -> Iterator[EncodedBatch]:
+                 desc: str = "encode images", bar: Any = None) -> Iterator[EncodedBatch]:
     """Encode the images at `indices` (all by default) in batches; failures are logged and yielded.
 
-    `batch_size` defaults to the device's (see `default_batch_size`); out-of-memory halves it.
+    `batch_size` defaults to the device's (see `default_batch_size`); out-of-memory halves it. Progress
+    goes to `bar` (anything with tqdm's `update`) when given, else to a bar of its own.
     """
     indices = list(range(len(images))) if indices is None else list(indices)
     workers = default_workers() if workers is None else workers
@@ -88,7 +90,7 @@ def iter_encoded(model: VisionLanguageModel, images: ImageSource, indices: Seque
                         num_workers=workers, collate_fn=_collate, pin_memory=model.device.type == "cuda",
                         prefetch_factor=4 if workers else None)
     encode = ShrinkingBatches(model.encode_images, "images")
-    with progress_bar(total=len(indices), desc=desc, unit="img") as bar:
+    with contextlib.nullcontext(bar) if bar is not None else progress_bar(len(indices), desc, "img") as bar:
         for batch_indices, pixels, failed in loader:
             features = encode(pixels) if pixels is not None else torch.empty(0, 0)
             for failure in failed:
