@@ -63,3 +63,15 @@ def shared_data() -> Path:
     if not (root / "imagenette-val").is_dir():
         pytest.skip(f"real images not found at {root}: set {DATA_ENV} to the shared data folder")
     return root
+
+
+@pytest.fixture()
+def colours(tmp_path) -> Path:
+    """Three classes of 8 plain-colour photos each, in the folder layout."""
+    from bad_inputs import write_photos
+
+    root = tmp_path / "colours"
+    for seed, (name, colour) in enumerate({"red": (220, 40, 40), "green": (40, 200, 40),
+                                           "blue": (40, 40, 220)}.items()):
+        write_photos(root / name, 8, colour, seed)
+    return root

@@ -90,11 +90,11 @@ def test_classify_reuses_cached_features_when_labels_change(tiny_model_dirs, pho
               "--workers", "0", "--cache-dir", str(tmp_path / "cache"), "--json"]
     assert main([*common, "--labels", "cat,dog"]) == 0
     first = capsys.readouterr()
-    assert "encoding 3 of 3 images" in first.err
+    assert "3 images: 3 encoded, 0 from the cache" in first.err
     assert main([*common, "--labels", "car,bus,tram", "--templates", "clip7"]) == 0
     second = capsys.readouterr()
-    assert "all 3 images found in the cache" in second.err and "encoding" not in second.err
+    assert "3 images: 0 encoded, 3 from the cache" in second.err
     assert {row["top"][0]["label"] for row in json.loads(second.out)} <= {"car", "bus", "tram"}
     assert main([*common, "--labels", "cat,dog", "--no-cache"]) == 0  # --no-cache encodes afresh, same answer
     third = capsys.readouterr()
-    assert "encoding 3 of 3 images" in third.err and json.loads(third.out) == json.loads(first.out)
+    assert "3 images: 3 encoded" in third.err and json.loads(third.out) == json.loads(first.out)

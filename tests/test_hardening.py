@@ -31,15 +31,6 @@ from pixprompt.prompts import resolve_templates
 METRICS = ("top1", "top5", "mean_per_class_recall", "per_class_accuracy", "confusion_matrix")
 
 
-@pytest.fixture()
-def colours(tmp_path) -> Path:
-    root = tmp_path / "colours"
-    for seed, (name, colour) in enumerate({"red": (220, 40, 40), "green": (40, 200, 40),
-                                           "blue": (40, 40, 220)}.items()):
-        write_photos(root / name, 8, colour, seed)
-    return root
-
-
 def eval_args(model_dir, dataset: Path, *extra) -> list:
     return ["eval", *model_args(model_dir), "--dataset", f"folder:{dataset}", "--templates", "raw", "--json",
             *extra]

@@ -175,6 +175,10 @@ def _classify_arguments(parser: argparse.ArgumentParser) -> None:
     add_prompt_options(parser, None)
     parser.add_argument("--top-k", "-k", type=positive_int, default=5, help="classes shown per image (default 5)")
     parser.add_argument("--classifier", help="classifier file: loaded if it matches, else built and saved")
+    parser.add_argument("--output", "-o", metavar="FILE",
+                        help="write the predictions to FILE (.jsonl, .csv or .parquet) shard by shard instead of "
+                             "stdout: memory stays flat for millions of images, and the same command again after "
+                             "a crash finishes the file, every image exactly once")
     add_cache_options(parser.add_argument_group("cache"))
     add_format_options(parser)
 
@@ -194,7 +198,7 @@ def _classnames_from_args(args: argparse.Namespace) -> tuple[list[str], str | No
 
 @command("classify", "classify images with class names and prompt templates", _classify_arguments)
 def run_classify(args: argparse.Namespace) -> int:
-    from pixprompt.data import collect_images
+    from pixprompt.data.images import check_inputs, iter_images
     from pixprompt.reports import emit
 
     classnames, dataset_templates = _classnames_from_args(args)
@@ -203,36 +207,63 @@ def run_classify(args: argparse.Namespace) -> int:
         raise UsageError("--classifier stores one template set: give a single --templates set with it")
     if args.classifier:
         check_writable(args.classifier, "--classifier", (".safetensors",))
-    paths = collect_images(args.inputs)
-    from pixprompt.evaluation.predict import classify_many  # torch: only once the arguments are sound
+    if args.output:
+        from pixprompt.reports.predictions import SUFFIXES, require_writer
+
+        check_writable(args.output, "--output", SUFFIXES)
+        require_writer(args.output)
+    check_inputs(args.inputs)
+    from pixprompt import distributed  # torch: only once the arguments are sound
+    from pixprompt.evaluation.predict import iter_predictions
     from pixprompt.prompts.store import classifier_for
 
     model = model_from_args(args)
+    ranks = distributed.current()
     if len(classnames) == 1 and model.scoring == "softmax":
         log.warning("only one class (%s): a softmax over one class gives it 100%% for every image; add the "
                     "classes it should be told apart from", classnames[0])
-    classifiers = [classifier_for(model, classnames, prompt_set, args.classifier) for prompt_set in prompt_sets]
-    predictions = classify_many(model, classifiers, paths, args.top_k, args.ensemble, args.batch_size, args.workers,
-                                jpeg_draft=args.draft_jpeg, max_pixels=args.max_pixels,
-                                cache_root=cache_from_args(args))
-    rows = []
-    for prompt_set, set_predictions in zip(prompt_sets, predictions):
-        for prediction in set_predictions:
-            row = {"image": prediction.path, "templates": prompt_set.name}
-            if prediction.error:
-                row["error"] = prediction.error
-            else:
-                row["top"] = [{"label": label, "probability": p}
-                              for label, p in zip(prediction.labels, prediction.probabilities)]
-            rows.append(row)
-    failed = sum(prediction.error is not None for prediction in predictions[0])
-    if args.format == "json":
+    # the text side is built once, by rank 0, which scores every image
+    classifiers = [classifier_for(model, classnames, prompt_set, args.classifier) for prompt_set in prompt_sets] \
+        if ranks.is_main else []
+    stream = iter_predictions(model, classifiers, iter_images(args.inputs), args.top_k, args.ensemble,
+                              args.batch_size, args.workers, jpeg_draft=args.draft_jpeg, max_pixels=args.max_pixels,
+                              cache_root=cache_from_args(args))
+    output = None
+    if args.output and ranks.is_main:
+        from pixprompt.reports.predictions import PredictionFile
+
+        settings = {"model": model.info.identity, "weights": model.weights_stamp, "classnames": classnames,
+                    "prompts": [[p.name, list(p.templates), sorted(p.descriptions.items())] for p in prompt_sets],
+                    "top_k": args.top_k, "ensemble": args.ensemble, "draft_jpeg": args.draft_jpeg,
+                    "max_pixels": args.max_pixels}
+        output = PredictionFile(args.output, settings, min(args.top_k, len(classnames)))
+    rows: list[dict] = []  # kept only for stdout, when there is no --output file
+    images = failed = 0
+    for number, shard, per_set in stream:
+        shard_rows = [prediction.row(prompt_set.name) for prompt_set, predictions in zip(prompt_sets, per_set)
+                      for prediction in predictions]
+        images += len(shard)
+        failed += sum(prediction.error is not None for prediction in per_set[0])
+        if output is None:
+            rows += shard_rows
+        elif not output.has(number, shard):
+            write_output(lambda: output.write(number, shard, shard_rows), args.output)  # noqa: B023 (called now)
+    if not ranks.is_main:
+        return 0
+    if not images:
+        raise UsageError(f"no images found in {', '.join(args.inputs)}")
+    if output is not None:
+        write_output(output.finish, args.output)
+        if not args.quiet:
+            print(f"pixprompt: {images} images × {len(prompt_sets)} template set(s) written to {args.output}",
+                  file=sys.stderr)
+    elif args.format == "json":
         emit(rows, "json")
     else:
         table, columns = _classify_table(rows, several_sets=len(prompt_sets) > 1, once=args.format == "table")
         emit(table, args.format, columns)
     if failed:
-        log.error("%d of %d image(s) could not be classified", failed, len(paths))
+        log.error("%d of %d image(s) could not be classified", failed, images)
         return 1
     return 0
 
@@ -535,11 +566,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def configure_logging(args: argparse.Namespace) -> None:
-    """Logs go to stderr so that stdout carries only results; libraries are kept quiet unless --debug."""
-    level = logging.ERROR if args.quiet else logging.DEBUG if args.debug else \
+def configure_logging(args: argparse.Namespace, ranks=None) -> None:
+    """Logs go to stderr so that stdout carries only results; libraries are kept quiet unless --debug.
+
+    Ranks other than 0 of a multi-process job show errors only (rank 0 speaks for the job) and no progress.
+    """
+    quiet = args.quiet or (ranks is not None and not ranks.is_main)
+    level = logging.ERROR if quiet else logging.DEBUG if args.debug else \
         logging.INFO if args.verbose else logging.WARNING
-    logging.basicConfig(level=level, format="pixprompt: %(levelname)s: %(message)s", stream=sys.stderr,
+    tag = _rank_tag(ranks) if ranks is not None else ""
+    logging.basicConfig(level=level, format=f"pixprompt{tag}: %(levelname)s: %(message)s", stream=sys.stderr,
                         force=True)
     # libraries' warnings (Pillow's EXIF and bomb warnings, DataLoader's) obey --quiet like pixprompt's own
     logging.captureWarnings(True)
@@ -553,22 +589,34 @@ def configure_logging(args: argparse.Namespace) -> None:
         logging.getLogger("pixprompt").setLevel(level)
         # transformers reads its verbosity when first imported, which only loading a model does
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-        if args.quiet:  # otherwise weight downloads and loading keep their progress bars
+        if quiet:  # otherwise weight downloads and loading keep their progress bars
             os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
-    progress.ENABLED = not args.quiet
+    progress.ENABLED = not quiet
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; returns the exit code (0 ok, 1 some inputs failed, 2 usage, 3 model/data unavailable)."""
+    """Run the CLI; returns the exit code (0 ok, 1 some inputs failed, 2 usage, 3 model/data unavailable).
+
+    Under torchrun, srun or mpirun with several processes, every rank runs the same command: rank 0
+    prints the results, the others print nothing on stdout and only their own errors on stderr.
+    """
+    from pixprompt import distributed
+
     parser = build_parser()
     args = parser.parse_args(argv)
-    configure_logging(args)
+    ranks = distributed.discover()
+    configure_logging(args, ranks)
     try:
+        if ranks.world > 1:
+            distributed.start(ranks)
+            if not ranks.is_main:
+                sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
         return args.run(args)
     except PixpromptError as error:
         if args.debug:
             raise
-        print(f"pixprompt: error: {error}", file=sys.stderr)
+        if not isinstance(error, distributed.PeerFailed) or ranks.is_main:  # rank 0 names the failed rank
+            print(f"pixprompt{_rank_tag(ranks)}: error: {error}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
         print("pixprompt: interrupted", file=sys.stderr)  # what was kept, if anything, is said where it was
@@ -576,9 +624,16 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:  # never a traceback for users; --debug shows it
         if args.debug:
             raise
-        print(f"pixprompt: error: {type(error).__name__}: {error} (run again with --debug for details)",
-              file=sys.stderr)
+        print(f"pixprompt{_rank_tag(ranks)}: error: {type(error).__name__}: {error} (run again with --debug for "
+              "details)", file=sys.stderr)
         return 1
+    finally:
+        distributed.stop()
+
+
+def _rank_tag(ranks) -> str:
+    """` [rank 1/4]` in messages of a multi-process job, nothing otherwise."""
+    return f" [rank {ranks.rank}/{ranks.world}]" if ranks.world > 1 else ""
 
 
 if __name__ == "__main__":

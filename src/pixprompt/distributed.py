@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
@@ -105,14 +106,19 @@ def current() -> Ranks:
     return start(discover())
 
 
+class PeerFailed(InputFailedError):
+    """Another rank failed (rank 0 names it; the other ranks stop without a message of their own)."""
+
+
 @dataclass(frozen=True)
 class _Failed:
     rank: int
     message: str
 
 
-def sharded(shards: Iterable[T], work: Callable[[int, T], R], ranks: Ranks | None = None) -> Iterator[tuple[int, R]]:
-    """Run `work(i, shard)` for shard i on rank i mod world; rank 0 yields (i, result) in shard order.
+def sharded(shards: Iterable[T], work: Callable[[int, T], R],
+            ranks: Ranks | None = None) -> Iterator[tuple[int, T, R]]:
+    """Run `work(i, shard)` for shard i on rank i mod world; rank 0 yields (i, shard, result) in shard order.
 
     Every rank must pass the same shard sequence (it may be a stream of unknown length). Other ranks
     yield nothing. A failure on any rank raises on every rank, naming the rank and its reason.
@@ -120,7 +126,7 @@ def sharded(shards: Iterable[T], work: Callable[[int, T], R], ranks: Ranks | Non
     ranks = ranks or current()
     if ranks.world == 1:
         for number, shard in enumerate(shards):
-            yield number, work(number, shard)
+            yield number, shard, work(number, shard)
         return
     for round_number, group in enumerate(batched(shards, ranks.world)):
         number = round_number * ranks.world + ranks.rank
@@ -133,10 +139,10 @@ def sharded(shards: Iterable[T], work: Callable[[int, T], R], ranks: Ranks | Non
         gathered = exchange(result, ranks)
         failed = next((r for r in gathered if isinstance(r, _Failed)), None)
         if failed:
-            raise InputFailedError(f"rank {failed.rank} failed: {failed.message}")
+            raise PeerFailed(f"rank {failed.rank} of {ranks.world} failed: {failed.message}")
         if ranks.is_main:
-            for offset, shard_result in enumerate(gathered[:len(group)]):
-                yield round_number * ranks.world + offset, shard_result
+            for offset, (shard, shard_result) in enumerate(zip(group, gathered)):
+                yield round_number * ranks.world + offset, shard, shard_result
 
 
 def exchange(value: Any, ranks: Ranks) -> list[Any]:
@@ -156,23 +162,8 @@ def exchange(value: Any, ranks: Ranks) -> list[Any]:
     return gathered if ranks.is_main else verdict
 
 
-def share(value: Any, ranks: Ranks | None = None) -> Any:
-    """Rank 0's `value` on every rank."""
-    ranks = ranks or current()
-    if ranks.world == 1:
-        return value
-    import torch.distributed as dist
-
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def stop() -> None:
-    """Leave the process group, if this process joined one."""
-    try:
-        import torch.distributed as dist
-    except ImportError:  # pragma: no cover
-        return
-    if dist.is_available() and dist.is_initialized():
+    """Leave the process group, if this process joined one (importing nothing when it did not)."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

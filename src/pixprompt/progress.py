@@ -25,7 +25,7 @@ def announce(message: str) -> None:
 class PlainProgress:
     """tqdm's `update`/context-manager surface, printed as a plain line at most every `interval` seconds."""
 
-    def __init__(self, total: int, desc: str, unit: str, file: TextIO, interval: float = PLAIN_LINE_SECONDS):
+    def __init__(self, total: int | None, desc: str, unit: str, file: TextIO, interval: float = PLAIN_LINE_SECONDS):
         self.total, self.desc, self.unit, self.file, self.interval = total, desc, unit, file, interval
         self.count = 0
         self.started = self.last = time.monotonic()
@@ -40,7 +40,8 @@ class PlainProgress:
     def _line(self, now: float) -> None:
         rate = self.count / max(now - self.started, 1e-9)
         share = f" ({100 * self.count / self.total:.0f}%)" if self.total else ""
-        print(f"pixprompt: {self.desc}: {self.count}/{self.total} {self.unit}{share}, {rate:.1f} {self.unit}/s",
+        done = f"{self.count}/{self.total}" if self.total else str(self.count)
+        print(f"pixprompt: {self.desc}: {done} {self.unit}{share}, {rate:.1f} {self.unit}/s",
               file=self.file, flush=True)
 
     def __enter__(self) -> PlainProgress:
@@ -52,15 +53,17 @@ class PlainProgress:
             self._line(now)
 
 
-def progress_bar(total: int, desc: str, unit: str, **kwargs: Any):
-    """A progress display on stderr: tqdm on a terminal, plain occasional lines elsewhere, none if disabled."""
+def progress_bar(total: int | None, desc: str, unit: str, show: bool = True, **kwargs: Any):
+    """A progress display on stderr: tqdm on a terminal, plain occasional lines elsewhere, none if disabled
+    (or not `show`: ranks other than 0). `total` None: a count without a share."""
     from tqdm.auto import tqdm
 
     stream = kwargs.pop("file", sys.stderr)
-    if ENABLED and not getattr(stream, "isatty", lambda: False)():
+    enabled = ENABLED and show
+    if enabled and not getattr(stream, "isatty", lambda: False)():
         return PlainProgress(total, desc, unit, stream)
     kwargs.setdefault("dynamic_ncols", True)
     kwargs.setdefault("leave", False)
     kwargs.setdefault("mininterval", 0.5)
     kwargs.setdefault("delay", 1.0)
-    return tqdm(total=total, desc=desc, unit=unit, file=stream, disable=not ENABLED, **kwargs)
+    return tqdm(total=total, desc=desc, unit=unit, file=stream, disable=not enabled, **kwargs)

@@ -6,7 +6,7 @@ import logging
 import os
 import stat
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -50,9 +50,16 @@ def is_image_file(path: Path) -> bool:
 
 
 def walk_images(folder: Path) -> list[Path]:
-    """Image files below `folder`, sorted, following symlinks to folders once; links back to the folder or
-    its ancestors (loops) are not followed."""
-    found, ignored, seen = [], [], set()
+    """Image files below `folder`, sorted (see `iter_walk`)."""
+    return list(iter_walk(folder))
+
+
+def iter_walk(folder: Path) -> Iterator[Path]:
+    """Image files below `folder` in sorted order, yielded folder by folder as the walk goes (nothing is
+    listed ahead), following symlinks to folders once; links back to the folder or its ancestors (loops)
+    are not followed."""
+    ignored: list[Path] = []  # the first 21, for the message
+    ignored_count, seen = 0, set()
     top = os.path.realpath(folder)
     for root, dirs, files in os.walk(folder, followlinks=True):
         real = os.path.realpath(root)
@@ -64,30 +71,46 @@ def walk_images(folder: Path) -> list[Path]:
         seen.add(real)
         dirs.sort()
         for name in sorted(files):
-            (found if is_image_file(Path(name)) else ignored).append(Path(root) / name)
+            if is_image_file(Path(name)):
+                yield Path(root) / name
+                continue
+            ignored_count += 1
+            if len(ignored) <= 20:
+                ignored.append(Path(root) / name)
     if ignored:
-        shown = ", ".join(str(p) for p in ignored[:20]) + (" …" if len(ignored) > 20 else "")
-        log.info("ignored %d file(s) without an image extension under %s: %s", len(ignored), folder, shown)
-    return found
+        shown = ", ".join(str(p) for p in ignored[:20]) + (" …" if ignored_count > 20 else "")
+        log.info("ignored %d file(s) without an image extension under %s: %s", ignored_count, folder, shown)
 
 
 def collect_images(inputs: Iterable[str]) -> list[Path]:
     """Image paths from files, folders (recursively) and glob patterns, in the order given."""
-    paths: list[Path] = []
-    for item in inputs:
-        path = Path(item).expanduser()
-        if path.is_dir():
-            paths.extend(walk_images(path))
-        elif path.exists() or path.is_symlink():
-            paths.append(path)
-        elif glob.has_magic(item):
-            matches = sorted(Path(p) for p in glob.glob(os.path.expanduser(item), recursive=True))
-            paths.extend(p for p in matches if p.is_file() and is_image_file(p))
-        else:
-            raise UsageError(f"{item} does not exist: give image files, folders or glob patterns")
+    inputs = list(inputs)
+    check_inputs(inputs)
+    paths = list(iter_images(inputs))
     if not paths:
         raise UsageError(f"no images found in {', '.join(inputs)}")
     return paths
+
+
+def check_inputs(inputs: Sequence[str]) -> None:
+    """Refuse an input that is neither a file, a folder nor a glob pattern, before any work."""
+    for item in inputs:
+        path = Path(item).expanduser()
+        if not (path.exists() or path.is_symlink() or glob.has_magic(item)):
+            raise UsageError(f"{item} does not exist: give image files, folders or glob patterns")
+
+
+def iter_images(inputs: Iterable[str]) -> Iterator[Path]:
+    """`collect_images` as a stream: folders are walked while the images already found are worked on."""
+    for item in inputs:
+        path = Path(item).expanduser()
+        if path.is_dir():
+            yield from iter_walk(path)
+        elif path.exists() or path.is_symlink():
+            yield path
+        elif glob.has_magic(item):
+            matches = sorted(Path(p) for p in glob.iglob(os.path.expanduser(item), recursive=True))
+            yield from (p for p in matches if p.is_file() and is_image_file(p))
 
 
 def open_rgb(path: str | os.PathLike, draft_size: int | None = None,

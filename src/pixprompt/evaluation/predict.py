@@ -1,16 +1,18 @@
 """Classify image files: encode → score with a zero-shot classifier → top-k rows."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from pixprompt.data.datasets import FileImages, ImageDataset
+from pixprompt import distributed
+from pixprompt.data.datasets import FileImages
 from pixprompt.data.images import DEFAULT_MAX_PIXELS
-from pixprompt.features.cache import extract_features
+from pixprompt.features.cache import FeatureStore, ShardEncoder, ShardFeatures
 from pixprompt.models.base import VisionLanguageModel
 from pixprompt.paths import resolve_cache
+from pixprompt.progress import announce, progress_bar
 from pixprompt.prompts.classifier import ZeroShotClassifier
 
 
@@ -26,36 +28,84 @@ class Prediction:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def row(self, templates: str) -> dict[str, Any]:
+        """The row `classify` writes: image, template set, then its top classes or its error."""
+        if self.error:
+            return {"image": self.path, "templates": templates, "error": self.error}
+        return {"image": self.path, "templates": templates,
+                "top": [{"label": label, "probability": p} for label, p in zip(self.labels, self.probabilities)]}
+
+
+def iter_predictions(model: VisionLanguageModel, classifiers: Sequence[ZeroShotClassifier], paths: Iterable[Path],
+                     top_k: int = 5, ensemble: str = "embedding", batch_size: int | None = None,
+                     workers: int | None = None, jpeg_draft: bool = False,
+                     max_pixels: int | None = DEFAULT_MAX_PIXELS, cache_root: Path | str | bool | None = True,
+                     ) -> Iterator[tuple[int, list[Path], list[list[Prediction]]]]:
+    """Predictions shard by shard, in input order: (shard number, its paths, one list per classifier).
+
+    `paths` may be a stream (`iter_images`): it is read one shard (`distributed.shard_size()` images) at a
+    time, so memory does not grow with the number of images. Image features go through the same cache
+    as `evaluate` (`cache_root`: True for the default folder, a folder, or None for none), so trying
+    other class names or templates on the same photos encodes no image again. Files that cannot be read,
+    or that are over `max_pixels`, get an error row under every classifier. `jpeg_draft` decodes JPEGs at
+    reduced scale (faster, approximate; see `decode_rgb`). Under several processes (torchrun, srun) each
+    rank encodes its shards and rank 0 yields every shard's predictions; the other ranks yield nothing.
+    """
+    root = resolve_cache(cache_root)
+    ranks = distributed.current()
+    store = FeatureStore(root, model, "files-classify") if root else None
+    draft = model.decode_size if jpeg_draft else None
+    images = encoded = 0
+    with progress_bar(None, "classify", "img", show=ranks.is_main) as bar:
+        encoder = ShardEncoder(model, store, batch_size, workers, bar)
+
+        def features(_: int, shard: list[Path]) -> ShardFeatures:
+            return encoder.features(FileImages(shard, draft, max_pixels), range(len(shard)))
+
+        try:
+            for number, shard, part in distributed.sharded(distributed.batched(paths), features, ranks):
+                if number % ranks.world:  # another rank's images count here once received
+                    bar.update(part.encoded)
+                images, encoded = images + len(shard), encoded + part.encoded
+                yield number, shard, [shard_predictions(c, part, shard, top_k, ensemble) for c in classifiers]
+        except KeyboardInterrupt:
+            encoder.say_interrupted()
+            raise
+    if ranks.is_main:
+        announce(f"{images} images: {encoded} encoded, {images - encoded} from the cache")
+
+
+def shard_predictions(classifier: ZeroShotClassifier, part: ShardFeatures, paths: Sequence[Path], top_k: int,
+                      ensemble: str) -> list[Prediction]:
+    """The top-k classes of each image of a shard, or its error."""
+    predictions: list[Prediction | None] = [None] * len(paths)
+    for row, message in part.failures.items():
+        predictions[row] = Prediction(str(paths[row]), error=message)
+    valid = part.valid.nonzero().flatten()
+    if len(valid):
+        k = max(1, min(top_k, classifier.num_classes))
+        scores = classifier.scores(part.features[valid], ensemble)
+        probabilities = classifier.probabilities(scores, ensemble)
+        top = scores.topk(k, dim=1).indices.tolist()
+        for position, row in enumerate(valid.tolist()):
+            predictions[row] = Prediction(
+                str(paths[row]), labels=tuple(classifier.classnames[c] for c in top[position]),
+                probabilities=tuple(float(probabilities[position, c]) for c in top[position]))
+    return predictions  # type: ignore[return-value]  (every row is set: valid or failed)
+
 
 def classify_many(model: VisionLanguageModel, classifiers: Sequence[ZeroShotClassifier], paths: Sequence[Path],
                   top_k: int = 5, ensemble: str = "embedding", batch_size: int | None = None,
                   workers: int | None = None, jpeg_draft: bool = False,
                   max_pixels: int | None = DEFAULT_MAX_PIXELS,
                   cache_root: Path | str | bool | None = True) -> list[list[Prediction]]:
-    """Predictions of each classifier for each path (input order), from one pass over the images.
-
-    Image features go through the same cache as `evaluate` (`cache_root`: True for the default folder,
-    a folder, or None for none), so trying other class names or templates on the same photos encodes
-    no image again. Files that cannot be read, or that are over `max_pixels`, get an error row under
-    every classifier. `jpeg_draft` decodes JPEGs at reduced scale (faster, approximate; see `decode_rgb`).
-    """
-    images = FileImages([Path(p) for p in paths], model.decode_size if jpeg_draft else None, max_pixels)
-    files = ImageDataset("files", "classify", [], images, [0] * len(images))
-    features = extract_features(model, files, resolve_cache(cache_root), batch_size=batch_size, workers=workers)
-    valid = features.valid.nonzero().flatten().tolist()
-    predictions = []
-    for classifier in classifiers:
-        by_index = {i: Prediction(str(paths[i]), error=message) for i, message in features.failures.items()}
-        if valid:
-            k = max(1, min(top_k, classifier.num_classes))
-            scores = classifier.scores(features.features[valid], ensemble)
-            probabilities = classifier.probabilities(scores, ensemble)
-            top = scores.topk(k, dim=1).indices.tolist()
-            for row, index in enumerate(valid):
-                by_index[index] = Prediction(
-                    str(paths[index]), labels=tuple(classifier.classnames[c] for c in top[row]),
-                    probabilities=tuple(float(probabilities[row, c]) for c in top[row]))
-        predictions.append([by_index[i] for i in range(len(paths))])
+    """Predictions of each classifier for each path (input order), from one pass over the images, held in
+    memory (see `iter_predictions` for a stream, and for the arguments)."""
+    predictions: list[list[Prediction]] = [[] for _ in classifiers]
+    for _, _, shard in iter_predictions(model, classifiers, [Path(p) for p in paths], top_k, ensemble, batch_size,
+                                        workers, jpeg_draft, max_pixels, cache_root):
+        for kept, new in zip(predictions, shard):
+            kept.extend(new)
     return predictions
 
 

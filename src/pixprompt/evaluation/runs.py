@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 
 #: Images scored at once: scores of a block are (BLOCK_ROWS, classes), so memory does not grow with the data.
-BLOCK_ROWS = 16384
+BLOCK_ROWS = 4096
 
 
 def row_blocks(count: int) -> Iterator[slice]:

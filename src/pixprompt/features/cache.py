@@ -227,6 +227,14 @@ class ShardEncoder:
         self.index = store.index() if store else ChunkIndex()
         self.done = 0  # images encoded (or failed) by this process, for the interruption message
 
+    def say_interrupted(self, of: str = "") -> None:
+        """Say truthfully, after Ctrl-C, what was kept of this process's work."""
+        store = self.store
+        kept = "kept in the cache; the next run goes on from there" if store and store.writable \
+            else "not kept (no cache)" if not store else "not kept (the cache could not be written)"
+        log.warning("interrupted after %d%s images: the %d encoded in this run are %s", self.done, of, self.done,
+                    kept)
+
     def plan(self, images: ImageSource, positions: Sequence[int]) -> ShardPlan:
         """Keys of the shard's items and what the cache already has."""
         if not self.store:
@@ -300,7 +308,7 @@ def extract_features(model: VisionLanguageModel, dataset: ImageDataset, cache_ro
         return plans[number].cached, {shard[j]: message for j, message in plans[number].remembered.items()}
 
     cached = 0
-    for _, (shard_cached, remembered) in distributed.sharded(shards, plan, ranks):
+    for _, _, (shard_cached, remembered) in distributed.sharded(shards, plan, ranks):
         cached += shard_cached
         for index, message in remembered.items():
             log.warning("skipped %s: %s (remembered from an earlier run until the file changes)",
@@ -319,12 +327,11 @@ def extract_features(model: VisionLanguageModel, dataset: ImageDataset, cache_ro
     valid = torch.zeros(count, dtype=torch.bool)
     failures: dict[int, str] = {}
     encoded = 0
-    with progress_bar(to_encode, "encode images", "img") if ranks.is_main else _Quiet() as bar:
+    with progress_bar(to_encode, "encode images", "img", show=ranks.is_main) as bar:
         encoder.bar = bar
         try:
-            for number, part in distributed.sharded(
+            for number, shard, part in distributed.sharded(
                     shards, lambda number, shard: encoder.features(images, shard, plans.pop(number)), ranks):
-                shard = shards[number]
                 if part.features is not None:
                     if matrix is None:  # one contiguous matrix, filled shard by shard
                         matrix = torch.zeros(count, part.features.shape[1])
@@ -334,30 +341,14 @@ def extract_features(model: VisionLanguageModel, dataset: ImageDataset, cache_ro
                 encoded += part.encoded
                 if number % ranks.world:  # another rank's shard: its images count here once received
                     bar.update(part.encoded)
-        except KeyboardInterrupt:  # says truthfully what was kept
-            kept = "kept in the cache; the next run goes on from there" if encoder.store and encoder.store.writable \
-                else "not kept (no cache)" if not encoder.store else "not kept (the cache could not be written)"
-            log.warning("interrupted after %d of %d images: the %d encoded in this run are %s", encoder.done,
-                        to_encode, encoder.done, kept)
+        except KeyboardInterrupt:
+            encoder.say_interrupted(f" of {to_encode}")
             raise
     if not ranks.is_main:
         return None
     return FeatureSet(matrix if matrix is not None else torch.zeros(count, 1),
                       torch.tensor(dataset.labels, dtype=torch.long), valid, failures,
                       encoded=encoded, from_cache=count - encoded)
-
-
-class _Quiet:
-    """No progress display (ranks other than 0)."""
-
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def __enter__(self) -> _Quiet:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
 
 
 def classifier_path(cache_root: Path, model: VisionLanguageModel, classnames: Sequence[str],

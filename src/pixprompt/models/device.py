@@ -9,7 +9,15 @@ PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float
 
 
 def resolve_device(requested: str | None = None) -> torch.device:
-    """`auto` (or None) picks CUDA, then Apple MPS, then the CPU; anything else must be a valid torch device."""
+    """`auto` (or None) picks CUDA, then Apple MPS, then the CPU; anything else must be a valid torch device.
+
+    In a multi-process job (torchrun, srun) `auto` and `cuda` mean this rank's GPU, `cuda:LOCAL_RANK`.
+    """
+    from pixprompt.distributed import discover
+
+    local_rank = discover().local_rank
+    if requested in (None, "", "auto", "cuda") and torch.cuda.is_available() and discover().world > 1:
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
     if requested in (None, "", "auto"):
         if torch.cuda.is_available():
             return torch.device("cuda")
