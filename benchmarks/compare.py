@@ -103,6 +103,17 @@ def machine() -> dict[str, object]:
     return facts
 
 
+def save_figures(kind: str, figures: dict[str, object], markdown: str) -> None:
+    """Keep a side benchmark's figures (results/KIND/<machine>.json) and its section (benchmarks/KIND.md,
+    which `--render-only` appends to BENCHMARKS.md), and print the section."""
+    folder = ROOT / "benchmarks" / "results" / kind
+    folder.mkdir(parents=True, exist_ok=True)
+    name = "-".join(str(machine().get("cpu", "machine")).split()[:2]).lower()
+    (folder / f"{name}.json").write_text(json.dumps(figures, indent=1) + "\n")
+    (ROOT / "benchmarks" / f"{kind}.md").write_text(markdown)
+    print(markdown)
+
+
 # -- the four comparisons --------------------------------------------------------------------------
 def classifier_build(model, classes: int) -> dict[str, object]:
     """pixprompt's clip80 classifier vs open_clip's build_zero_shot_classifier on `classes` ImageNet classes."""
@@ -236,9 +247,10 @@ def render_markdown() -> str:
             grid = f"**{g['grid_over_one']:.2f}×**; {g['separate_over_grid']:.2f}× ({g['images']} images)"
             lines.append(f"| {name} ({MODELS[name]}) | {build} | {images} | {encoder} | {grid} |")
         lines.append("")
-    startup = ROOT / "benchmarks" / "startup.md"
-    if startup.is_file():  # made by benchmarks/startup.py
-        lines += [startup.read_text().strip(), ""]
+    for part in ("startup", "scale"):  # made by benchmarks/startup.py and benchmarks/scale.py
+        made = ROOT / "benchmarks" / f"{part}.md"
+        if made.is_file():
+            lines += [made.read_text().strip(), ""]
     analysis = ROOT / "benchmarks" / "analysis.md"
     if analysis.is_file():  # what the figures mean, written by whoever ran them
         lines += [analysis.read_text().strip(), ""]

@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results" / "scale"
 DIM = 512
 
 #: Random unit rows for ids `synthetic|i`, written through pixprompt's own store as real chunk files.
@@ -127,7 +126,7 @@ def main() -> None:
     parser.add_argument("--data", default=str(ROOT / ".." / "shared" / "data"))
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from compare import machine, save_random_open_clip
+    from compare import machine, save_figures, save_random_open_clip
 
     with tempfile.TemporaryDirectory() as scratch_name:
         scratch = Path(scratch_name)
@@ -138,11 +137,7 @@ def main() -> None:
         parallel = two_against_one(folder, Path(args.data), args.images, scratch)
     figures = {"machine": machine(), "dim": DIM, "classes": 1000, "rows": rows, "parallel": parallel,
                "date": time.strftime("%Y-%m-%d")}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    name = "-".join(str(figures["machine"].get("cpu", "machine")).split()[:2]).lower()
-    (RESULTS / f"{name}.json").write_text(json.dumps(figures, indent=1) + "\n")
-    (ROOT / "benchmarks" / "scale.md").write_text(render(figures))
-    print(render(figures))
+    save_figures("scale", figures, render(figures))
 
 
 def render(f: dict) -> str:

@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results" / "startup"  # compare.py's results are the *.json one level up
 CLASSES = "tench,springer,cassette player,chain saw,church,French horn,garbage truck,parachute"
 
 PIXPROMPT_PHASES = """
@@ -97,7 +96,7 @@ def main() -> None:
     parser.add_argument("--data", default=str(ROOT / ".." / "shared" / "data"))
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from compare import machine, save_random_open_clip
+    from compare import machine, save_figures, save_random_open_clip
 
     with tempfile.TemporaryDirectory() as scratch:
         env = {**os.environ, "PIXPROMPT_CACHE": scratch}
@@ -123,11 +122,7 @@ def main() -> None:
         "phases_s": {side: {k: round(v, 2) for k, v in times.items()} for side, times in phases.items()},
         "date": time.strftime("%Y-%m-%d"),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    name = "-".join(str(figures["machine"].get("cpu", "machine")).split()[:2]).lower()
-    (RESULTS / f"{name}.json").write_text(json.dumps(figures, indent=1) + "\n")
-    (ROOT / "benchmarks" / "startup.md").write_text(render(figures))
-    print(render(figures))
+    save_figures("startup", figures, render(figures))
 
 
 def render(f: dict) -> str:

@@ -228,6 +228,40 @@ def test_a_failure_inside_a_rank_stops_every_rank_and_rank_0_names_it(tiny_model
     assert line.startswith("pixprompt [rank 0/2]: error: rank 1 of 2 failed:") and "DataLoader worker" in line
 
 
+def test_torchrun_bench_shards_each_job_and_rank_0_alone_writes_the_files(tiny_model_dirs, colours, tmp_path,
+                                                                           capsys):
+    config = tmp_path / "grid.yaml"
+    config.write_text(f"models:\n  - model: {tiny_model_dirs['open_clip_clip']}\n"
+                      f"  - model: {tiny_model_dirs['open_clip_siglip']}\n"
+                      f"datasets:\n  - dataset: folder:{colours}\ntemplates: [raw, standard]\n")
+    args = ["bench", "--config", config, "--device", "cpu", "--workers", "0"]
+    code, out, err = finished(torchrun([*args, "--output", tmp_path / "two.json", "--report", tmp_path / "two.html"],
+                                       launch_env(tmp_path / "cache")))
+    assert code == 0, err
+    assert "ours raw" in out and err.count("report written to") == 1
+    code, _, _ = run_cli(capsys, *args, "--no-cache", "--output", tmp_path / "one.json")
+    two, one = (json.loads((tmp_path / name).read_text()) for name in ("two.json", "one.json"))
+    assert len(two) == 4 and all(r["encoded_images"] == 24 for r in two)  # each (model, dataset) job encoded once
+    assert without_timing(two) == without_timing(one)
+
+
+def test_the_python_api_streams_predictions_shard_by_shard(loaded_models, colours, tmp_path, monkeypatch):
+    from pixprompt import build_classifier, resolve_templates
+    from pixprompt.data.images import iter_images
+    from pixprompt.evaluation.predict import classify_many, iter_predictions
+
+    monkeypatch.setenv("PIXPROMPT_SHARD_SIZE", "5")
+    model = loaded_models["open_clip_clip"]
+    classifier = build_classifier(model, ["red", "green", "blue"], resolve_templates("raw")[0])
+    shards = list(iter_predictions(model, [classifier], iter_images([str(colours)]), top_k=2, workers=0,
+                                   cache_root=tmp_path))
+    assert [number for number, _, _ in shards] == [0, 1, 2, 3, 4] and [len(paths) for _, paths, _ in shards] == \
+        [5, 5, 5, 5, 4]
+    streamed = [prediction for _, _, (predictions,) in shards for prediction in predictions]
+    (held,) = classify_many(model, [classifier], sorted(colours.rglob("*.png")), top_k=2, workers=0, cache_root=None)
+    assert streamed == held
+
+
 # -- classify at scale ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
 def test_classify_output_killed_and_rerun_has_every_image_exactly_once(tiny_model_dirs, slow_photos, tmp_path,

@@ -13,26 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from bad_inputs import write_photos
 from pixprompt.cli import main
 
 ARTIFACTS = Path(os.environ.get("PIXPROMPT_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "artifacts"))
 
 
-@pytest.fixture()
-def colour_folder(tmp_path):
-    root = tmp_path / "colours"
-    for seed, (name, colour) in enumerate({"red": (220, 40, 40), "green": (40, 200, 40),
-                                           "blue": (40, 40, 220)}.items()):
-        write_photos(root / name, 8, colour, seed)
-    return root
-
-
 # -- report --------------------------------------------------------------------------------------------------
-def test_eval_report_is_one_self_contained_file_with_png_figures(tiny_model_dirs, colour_folder, tmp_path, capsys):
+def test_eval_report_is_one_self_contained_file_with_png_figures(tiny_model_dirs, colours, tmp_path, capsys):
     results, report = tmp_path / "results.json", tmp_path / "report.html"
     code = main(["eval", "--model", str(tiny_model_dirs["open_clip_clip"]), "--device", "cpu", "--workers", "0",
-                 "--dataset", f"folder:{colour_folder}", "--templates", "raw,clip7", "--no-cache", "--quiet",
+                 "--dataset", f"folder:{colours}", "--templates", "raw,clip7", "--no-cache", "--quiet",
                  "--output", str(results), "--report", str(report)])
     assert code == 0
     html = report.read_text()
@@ -87,12 +77,12 @@ def upload(path: Path, name: str | None = None, content_type: str = "image/png")
     return ("files", (name or path.name, path.read_bytes(), content_type))
 
 
-def test_web_ranks_every_label_for_each_image(client, colour_folder):
+def test_web_ranks_every_label_for_each_image(client, colours):
     info = client.get("/api/info").json()
     assert "clip80" in info["template_sets"] and info["scoring"] == "sigmoid"
     response = client.post("/api/classify", data={"labels": "red, green, blue", "templates": "clip7"},
-                           files=[upload(colour_folder / "red" / "photo-000.png"),
-                                  upload(colour_folder / "blue" / "photo-001.png")])
+                           files=[upload(colours / "red" / "photo-000.png"),
+                                  upload(colours / "blue" / "photo-001.png")])
     body = response.json()
     assert response.status_code == 200 and len(body["results"]) == 2 and len(body["templates"]) == 7
     for result in body["results"]:
@@ -101,14 +91,14 @@ def test_web_ranks_every_label_for_each_image(client, colour_folder):
         assert probabilities == sorted(probabilities, reverse=True)
 
 
-def test_web_bad_uploads_get_messages_and_the_server_goes_on(client, colour_folder, tmp_path):
+def test_web_bad_uploads_get_messages_and_the_server_goes_on(client, colours, tmp_path):
     big = tmp_path / "big.png"
     big.write_bytes(b"\x89PNG" + os.urandom(2 * 2**20))
     text = tmp_path / "notes.txt"
     text.write_text("hello")
     response = client.post("/api/classify", data={"labels": "red,blue"},
                            files=[upload(text, content_type="text/plain"), upload(big),
-                                  upload(colour_folder / "red" / "photo-000.png", "fake.png", "image/png"),
+                                  upload(colours / "red" / "photo-000.png", "fake.png", "image/png"),
                                   ("files", ("broken.jpg", b"not a jpeg", "image/jpeg"))])
     errors = [r.get("error", "") for r in response.json()["results"]]
     assert response.status_code == 200
@@ -117,18 +107,18 @@ def test_web_bad_uploads_get_messages_and_the_server_goes_on(client, colour_fold
     for data, message in [({"labels": "red,red"}, "duplicate class names"),
                           ({"labels": "red,blue", "templates": "custom", "custom_templates": "a photo"}, "{}"),
                           ({"labels": "red,blue", "templates": "nonsense"}, "unknown template set")]:
-        response = client.post("/api/classify", data=data, files=[upload(colour_folder / "red" / "photo-000.png")])
+        response = client.post("/api/classify", data=data, files=[upload(colours / "red" / "photo-000.png")])
         assert response.status_code == 400 and message in response.json()["error"]
     assert client.get("/api/info").status_code == 200
 
 
-def test_web_concurrent_requests_share_one_classifier(client, web_model, colour_folder, monkeypatch):
+def test_web_concurrent_requests_share_one_classifier(client, web_model, colours, monkeypatch):
     from pixprompt.web import app as web_app
 
     builds = []
     original = web_app.build_classifier
     monkeypatch.setattr(web_app, "build_classifier", lambda *a, **k: builds.append(1) or original(*a, **k))
-    image = colour_folder / "green" / "photo-002.png"
+    image = colours / "green" / "photo-002.png"
 
     def ask(_):
         return client.post("/api/classify", data={"labels": "red,green,blue", "templates": "standard"},
@@ -239,11 +229,11 @@ def test_tutorial_notebook_runs_end_to_end_on_the_tiny_model(tiny_model_dirs, sh
 
 
 # -- console --------------------------------------------------------------------------------------------------
-def test_tables_fit_the_terminal_and_json_stays_clean(tiny_model_dirs, colour_folder, capsys, monkeypatch):
+def test_tables_fit_the_terminal_and_json_stays_clean(tiny_model_dirs, colours, capsys, monkeypatch):
     import sys
 
     args = ["eval", "--model", str(tiny_model_dirs["open_clip_clip"]), "--device", "cpu", "--workers", "0",
-            "--dataset", f"folder:{colour_folder}", "--templates", "raw,standard", "--no-cache", "--verbose"]
+            "--dataset", f"folder:{colours}", "--templates", "raw,standard", "--no-cache", "--verbose"]
     monkeypatch.setenv("COLUMNS", "80")
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True, raising=False)
     assert main(args) == 0
@@ -288,7 +278,7 @@ def test_browser_shows_the_servers_refusals_as_messages(live_server, shared_data
 
 
 @pytest.mark.parametrize("columns", [80, 120])
-def test_tables_never_split_a_value_at_80_and_120_columns(tiny_model_dirs, colour_folder, capsys, monkeypatch,
+def test_tables_never_split_a_value_at_80_and_120_columns(tiny_model_dirs, colours, capsys, monkeypatch,
                                                           tmp_path, columns):
     import sys
 
@@ -296,15 +286,15 @@ def test_tables_never_split_a_value_at_80_and_120_columns(tiny_model_dirs, colou
     monkeypatch.setenv("PIXPROMPT_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True, raising=False)
     model = ["--model", str(tiny_model_dirs["open_clip_clip"]), "--device", "cpu", "--workers", "0", "--quiet"]
-    (colour_folder / "red" / "broken.jpg").write_bytes(b"not an image")
+    (colours / "red" / "broken.jpg").write_bytes(b"not an image")
     runs = {
         "models": (["models", "--filter", "ViT-B-16"], None),
-        "eval": (["eval", *model, "--dataset", f"folder:{colour_folder}", "--templates", "raw,standard",
+        "eval": (["eval", *model, "--dataset", f"folder:{colours}", "--templates", "raw,standard",
                   "--no-cache"], "eval"),
-        "classify": (["classify", str(colour_folder / "red"), *model, "--labels", "red,green,blue", "--top-k", "2"],
+        "classify": (["classify", str(colours / "red"), *model, "--labels", "red,green,blue", "--top-k", "2"],
                      "classify"),
     }
-    monkeypatch.chdir(colour_folder.parent)  # images inside the working folder are shown relative to it
+    monkeypatch.chdir(colours.parent)  # images inside the working folder are shown relative to it
     for name, (argv, kind) in runs.items():
         main(argv)
         table = re.sub(r"\x1b\[[0-9;]*m", "", capsys.readouterr().out)
@@ -324,11 +314,11 @@ def test_tables_never_split_a_value_at_80_and_120_columns(tiny_model_dirs, colou
             assert lines[0].split()[-1] == "error" and "UnidentifiedImageError" in table
 
 
-def test_report_reads_without_stumbling(tiny_model_dirs, colour_folder, tmp_path, capsys):
+def test_report_reads_without_stumbling(tiny_model_dirs, colours, tmp_path, capsys):
     """Local models by folder name, the ensembling mode named, the papers' table explained and cited."""
     results, report = tmp_path / "results.json", tmp_path / "report.html"
     assert main(["eval", "--model", str(tiny_model_dirs["open_clip_clip"]), "--device", "cpu", "--workers", "0",
-                 "--dataset", f"folder:{colour_folder}", "--templates", "raw,clip7", "--ensemble", "vote,embedding",
+                 "--dataset", f"folder:{colours}", "--templates", "raw,clip7", "--ensemble", "vote,embedding",
                  "--no-cache", "--quiet", "--output", str(results), "--report", str(report)]) == 0
     html = report.read_text()
     assert "local-dir:" not in html and str(tiny_model_dirs["open_clip_clip"]) not in html
@@ -356,9 +346,9 @@ def test_web_page_banner_and_template_menu(client):
     assert "each with one {} where the class" in page and "raw ( 1 templates)" not in page
 
 
-def test_slow_steps_are_announced_and_progress_off_a_terminal_is_plain_lines(tiny_model_dirs, colour_folder, capsys):
+def test_slow_steps_are_announced_and_progress_off_a_terminal_is_plain_lines(tiny_model_dirs, colours, capsys):
     assert main(["eval", "--model", str(tiny_model_dirs["open_clip_clip"]), "--device", "cpu", "--workers", "0",
-                 "--dataset", f"folder:{colour_folder}", "--templates", "clip7", "--no-cache", "--json"]) == 0
+                 "--dataset", f"folder:{colours}", "--templates", "clip7", "--no-cache", "--json"]) == 0
     err = capsys.readouterr().err
     assert err.splitlines()[:3] == ["pixprompt: loading open_clip_clip (local folder) on cpu…",
                                     "pixprompt: encoding 24 of 24 images",

@@ -367,6 +367,13 @@ def check_run_outputs(args: argparse.Namespace) -> None:
         check_writable(args.report, "--report", (".html", ".htm"))
 
 
+def is_main_rank() -> bool:
+    """Whether this process speaks for the job: always, except on ranks 1… of torchrun or srun."""
+    from pixprompt.distributed import discover
+
+    return discover().is_main
+
+
 def write_records(records: list[dict], path: str, columns: list[str] | None = None) -> None:
     """Write records by the file's suffix: full JSON, or the summary as CSV / Markdown."""
     from pixprompt.reports import to_csv, to_json, to_markdown
@@ -392,7 +399,11 @@ def write_html_report(args: argparse.Namespace, records: list[dict], path: str, 
 
 
 def report_records(args: argparse.Namespace, records: list[dict]) -> None:
+    """Print the records and write --output / --report (rank 0 only in a multi-process job)."""
     from pixprompt.reports import emit
+
+    if not is_main_rank():
+        return
     from pixprompt.reports.tables import SUMMARY_COLUMNS, summary_row
 
     if args.format == "json":
@@ -456,8 +467,9 @@ def run_baseline(args: argparse.Namespace) -> int:
     records = []
     for name in args.weights.split(","):
         model = load_resnet50(name.strip(), device)
-        records.append(evaluate_supervised(model, decoded_as_asked(args, dataset, model), cache_from_args(args),
-                                           args.batch_size, args.workers))
+        record = evaluate_supervised(model, decoded_as_asked(args, dataset, model), cache_from_args(args),
+                                     args.batch_size, args.workers)
+        records += [record] if record else []  # None on ranks other than 0
     report_records(args, records)
     return 0
 
@@ -480,6 +492,8 @@ def run_bench(args: argparse.Namespace) -> int:
     records = run_grid(grid, device=args.device, precision=args.precision, cache_root=cache_from_args(args),
                        batch_size=args.batch_size, workers=args.workers, jpeg_draft=args.draft_jpeg,
                        max_pixels=args.max_pixels)
+    if not is_main_rank():
+        return 0
     table, columns = paper_table(records, grid.templates)
     if args.format == "json":
         emit(records, "json")

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from safetensors import safe_open
+from safetensors.torch import load as load_safetensors
 from safetensors.torch import save_file
 
 from pixprompt import distributed
@@ -64,6 +65,18 @@ def _hex(keys: np.ndarray) -> list[str]:
 def _chunk_checksum(rows: torch.Tensor, keys: torch.Tensor, failed_json: str) -> str:
     return payload_checksum([rows.contiguous().numpy().tobytes(), keys.contiguous().numpy().tobytes(),
                              failed_json.encode()])
+
+
+def _read_verified(chunk: Path) -> torch.Tensor:
+    """A chunk's feature rows, after checking its checksum. The file is read, not memory-mapped: mapped
+    chunks would stay in the process's memory until their handles are collected."""
+    data = chunk.read_bytes()
+    header_size = int.from_bytes(data[:8], "little")
+    meta = json.loads(data[8:8 + header_size])["__metadata__"]
+    tensors = load_safetensors(data)
+    if _chunk_checksum(tensors["features"], tensors["keys"], meta["failed"]) != meta.get("sha256"):
+        raise ValueError("its checksum does not match: the file changed on disk")
+    return tensors["features"]
 
 
 @dataclass
@@ -125,8 +138,8 @@ class FeatureStore:
                     meta = handle.metadata()
                     keys = handle.get_tensor("keys")
                     failures = json.loads(meta["failed"])
-                    if failures:  # failure-only chunks are never loaded: check them here
-                        self._verified(handle, meta)
+                if failures:  # failure-only chunks are never loaded: check them here
+                    _read_verified(chunk)
             except Exception as error:  # a damaged chunk costs only its own re-encoding
                 self._discard(chunk, error)
                 continue
@@ -142,12 +155,6 @@ class FeatureStore:
                 np.concatenate(row_parts)[order]
         return index
 
-    @staticmethod
-    def _verified(handle: Any, meta: dict[str, str]) -> torch.Tensor:
-        rows = handle.get_tensor("features")
-        if _chunk_checksum(rows, handle.get_tensor("keys"), meta["failed"]) != meta.get("sha256"):
-            raise ValueError("its checksum does not match: the file changed on disk")
-        return rows
 
     @staticmethod
     def _discard(chunk: Path, error: BaseException) -> None:
@@ -163,8 +170,7 @@ class FeatureStore:
         for number in np.unique(chunks[wanted]):
             chunk = index.chunks[number]
             try:
-                with safe_open(str(chunk), framework="pt") as handle:
-                    stored = self._verified(handle, handle.metadata())
+                stored = _read_verified(chunk)
             except Exception as error:
                 self._discard(chunk, error)
                 continue
