@@ -145,18 +145,22 @@ def render(f: dict) -> str:
         "## Scale (`python benchmarks/scale.py`)", "",
         f"Machine: {f['machine'].get('cpu')}, {f['machine'].get('cores')} cores; {f['date']}. `evaluate` of a "
         f"random-weight ViT-B-32 over a synthetic feature cache ({f['dim']}-d rows in real chunk files, "
-        f"{f['classes']} classes, `raw` template), each size in a fresh process. Target: peak over base "
-        "≤ 1.5 × the feature matrix.", "",
+        f"{f['classes']} classes, `raw` template), each size in a fresh process. Target: peak RSS "
+        "≤ 1.5 × the feature matrix + base (RSS with the model loaded). What is left beside the matrix "
+        "(the text classifier, one 4096-row block of scores, the cache index, the allocator's slack) stays "
+        "under about 200 MB at every size: it "
+        "dominates the ratio at 10k and 100k and is under a tenth of the matrix at 1M.", "",
         "| items | seconds | time growth | feature matrix MB | base RSS MB (model loaded) | peak RSS MB "
-        "| (peak − base) / matrix | peak ≤ 1.5 × matrix + base |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| peak − base − matrix MB | (peak − base) / matrix | peak ≤ 1.5 × matrix + base |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     previous = None
     for row in f["rows"]:
         growth = f"{row['seconds'] / previous['seconds']:.1f}× for {row['items'] / previous['items']:.0f}× items" \
             if previous else "–"
         lines.append(f"| {row['items']:,} | {row['seconds']:.1f} | {growth} | {row['matrix_mb']:.0f} | "
-                     f"{row['base_mb']:.0f} | {row['peak_mb']:.0f} | **{row['peak_over_base']:.2f}** | "
+                     f"{row['base_mb']:.0f} | {row['peak_mb']:.0f} | "
+                     f"{row['peak_mb'] - row['base_mb'] - row['matrix_mb']:.0f} | **{row['peak_over_base']:.2f}** | "
                      f"{'yes' if row['within_target'] else 'no'} |")
         previous = row
     p = f["parallel"]
@@ -165,8 +169,9 @@ def render(f: dict) -> str:
         "", "| run | seconds |", "| --- | --- |",
         f"| one process | {p['one_process_s']:.1f} |",
         f"| `torchrun --nproc-per-node 2` | {p['torchrun_2_s']:.1f} ({p['speedup']:.2f}× the one process's speed) |",
-        "", "On this machine's cores the two ranks share the same cores (torchrun gives each one OpenMP thread), "
-        "so no speed-up is expected here; on N GPUs, or N nodes, each rank encodes 1/N of the shards.", "",
+        "", "On a 2-core machine the two ranks share the same two cores (torchrun gives each one OpenMP thread, "
+        "where one process uses both), and each rank loads the model and starts its own interpreter, so two ranks "
+        "are slower here; on N GPUs, or N nodes, each rank encodes 1/N of the shards.", "",
     ]
     return "\n".join(lines)
 

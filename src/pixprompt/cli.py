@@ -301,7 +301,8 @@ def _shown_path(path: str) -> str:
 def add_data_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("data")
     group.add_argument("--dataset", "-d", required=True,
-                       help="imagenet, imagenette, cifar10, cifar100, folder:PATH, csv:PATH or hf:PATH")
+                       help="imagenet, imagenette, cifar10, cifar100, folder:PATH, csv:PATH, hf:PATH, wds:PATH "
+                            "(CLIP_benchmark webdataset folder) or wds/NAME (its hosted copy)")
     group.add_argument("--data-dir", help="where the dataset's images are (ImageNet: the folder with val/)")
     group.add_argument("--class-map", help="JSON file renaming folder names to class names (folder: datasets)")
     group.add_argument("--strict", action="store_true", help="fail on the first unreadable image")

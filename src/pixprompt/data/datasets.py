@@ -1,6 +1,7 @@
 """Dataset adapters: each yields image items, integer labels, class names and its default templates.
 
-Specs: `imagenet`, `imagenette`, `cifar10`, `cifar100`, `folder:PATH`, `csv:PATH`, `hf:PATH`.
+Specs: `imagenet`, `imagenette`, `cifar10`, `cifar100`, `folder:PATH`, `csv:PATH`, `hf:PATH`, `wds:PATH`
+(CLIP_benchmark's webdataset layout) and `wds/NAME` (its hosted copies).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from typing import Any, Protocol
 from PIL import Image
 
 from pixprompt.data.images import DEFAULT_MAX_PIXELS, open_rgb, walk_images
+from pixprompt.data.webdataset import TarImages, fetch_hosted, load_webdataset
 from pixprompt.errors import UnavailableError, UsageError, first_line
 from pixprompt.paths import cache_root
 from pixprompt.prompts.labels import read_text_file, validate_classnames
@@ -154,6 +156,8 @@ class ImageDataset:
                      max_pixels: int | None = DEFAULT_MAX_PIXELS) -> ImageDataset:
         """This dataset with its image files decoded under a pixel budget and, given `draft_size`, their JPEGs
         at reduced scale, no side below it (approximate; see `decode_rgb`)."""
+        if isinstance(self.images, TarImages):  # tar-held images: the pixel budget applies; no JPEG drafts
+            return replace(self, images=replace(self.images, max_pixels=max_pixels))
         if not isinstance(self.images, FileImages):
             if draft_size:
                 log.warning("%s: JPEG draft decoding applies to image files only; decoding exactly", self.name)
@@ -427,16 +431,19 @@ DATASETS: dict[str, Callable[[str, DatasetOptions], ImageDataset]] = {
     "folder": load_folder,
     "csv": load_csv,
     "hf": load_hf,
+    "wds": lambda path, options: load_webdataset(path),
 }
 
 
 def load_dataset(spec: str, options: DatasetOptions | None = None) -> ImageDataset:
     """The dataset named by `spec` (`imagenet`, `folder:/photos`, …), with its class names and labels."""
+    if spec.startswith("wds/"):  # CLIP_benchmark's hosted copy, fetched into the Hugging Face cache
+        return load_webdataset(str(fetch_hosted(spec[len("wds/"):])))
     kind, _, argument = spec.partition(":")
     if kind not in DATASETS:
         raise UsageError(f"unknown dataset {spec!r}: use one of imagenet, imagenette, cifar10, cifar100, "
-                         "folder:PATH, csv:PATH, hf:PATH")
-    if kind in ("folder", "csv", "hf") and not argument:
+                         "folder:PATH, csv:PATH, hf:PATH, wds:PATH or wds/NAME")
+    if kind in ("folder", "csv", "hf", "wds") and not argument:
         raise UsageError(f"dataset {kind}: needs a path, e.g. {kind}:/data/my_images")
     return DATASETS[kind](argument, options or DatasetOptions())
 

@@ -97,7 +97,8 @@ def _templates_from_file(path: Path) -> tuple[str, ...]:
         templates = [line for line in lines if line and not line.startswith("#")]
     if not templates:
         raise UsageError(f"template file {path} holds no templates: write one template per line, each with {{}}")
-    return tuple(validate_template(t, str(path)) for t in templates)
+    # CLIP_benchmark's template files write the class slot as {c}
+    return tuple(validate_template(t.replace("{c}", "{}"), str(path)) for t in templates)
 
 
 def resolve_templates(spec: str) -> list[PromptSet]:

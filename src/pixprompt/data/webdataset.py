@@ -1,0 +1,154 @@
+"""CLIP_benchmark's webdataset layout (`wds:PATH`), read in place.
+
+    PATH/classnames.txt                             one class name per line, in label order
+    PATH/zeroshot_classification_templates.txt      one template per line, class slot `{c}` (optional)
+    PATH/dataset_type.txt                           `multilabel` or `retrieval` (optional)
+    PATH/<split>/nshards.txt                        N
+    PATH/<split>/0.tar … N-1.tar                    samples KEY.webp|png|jpg|jpeg + KEY.cls (integer label)
+
+This is what `clip_benchmark.webdataset_builder` writes and what the `clip-benchmark/wds_*` repositories
+on the Hugging Face Hub hold. Tar shards are indexed once (member offsets) and images are read by
+seeking to them, so any item can be decoded on its own: nothing is extracted, and the feature cache,
+decoding workers and ranks work on tar-held images as on files.
+"""
+from __future__ import annotations
+
+import io
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from pixprompt.data.images import DEFAULT_MAX_PIXELS, decode_rgb
+from pixprompt.errors import UnavailableError, UsageError, first_line
+
+IMAGE_EXTENSIONS = ("webp", "png", "jpg", "jpeg")
+TEMPLATES_FILE = "zeroshot_classification_templates.txt"
+
+
+@dataclass
+class TarImages:
+    """Images held as members of tar shards, read by offset; an item's id is its shard (with the shard's size
+    and modification time) and member name."""
+
+    shards: list[Path]
+    shard_of: list[int]
+    offsets: list[int]
+    sizes: list[int]
+    names: list[str]
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def load(self, index: int) -> Image.Image:
+        with open(self.shards[self.shard_of[index]], "rb") as shard:
+            shard.seek(self.offsets[index])
+            data = shard.read(self.sizes[index])
+        return decode_rgb(io.BytesIO(data), None, self.max_pixels)
+
+    def item_id(self, index: int) -> str:
+        shard = self.shards[self.shard_of[index]]
+        stat = shard.stat()
+        return f"{shard.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{self.names[index]}"
+
+    def describe(self, index: int) -> str:
+        return f"{self.shards[self.shard_of[index]]}:{self.names[index]}"
+
+
+def _read_lines(path: Path) -> list[str]:
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _sample_key(member: str) -> tuple[str, str]:
+    """webdataset's split of a member name: the key is everything before the first dot of the file name."""
+    folder, _, name = member.rpartition("/")
+    stem, _, extension = name.partition(".")
+    return f"{folder}/{stem}" if folder else stem, extension.lower()
+
+
+def index_shards(shards: list[Path], max_pixels: int | None) -> tuple[TarImages, list[int]]:
+    """Every sample's image member and integer label, in shard and member order."""
+    images = TarImages(shards, [], [], [], [], max_pixels)
+    labels: list[int] = []
+    for number, path in enumerate(shards):
+        samples: dict[str, dict[str, tarfile.TarInfo]] = {}
+        try:
+            with tarfile.open(path) as tar:
+                for member in tar:
+                    if member.isfile():
+                        key, extension = _sample_key(member.name)
+                        samples.setdefault(key, {})[extension] = member
+                for members in samples.values():
+                    image = next((members[e] for e in IMAGE_EXTENSIONS if e in members), None)
+                    if image is None or "cls" not in members:
+                        continue  # a sample without an image or a label is no test item
+                    labels.append(int(tar.extractfile(members["cls"]).read().decode().strip()))
+                    images.shard_of.append(number)
+                    images.offsets.append(image.offset_data)
+                    images.sizes.append(image.size)
+                    images.names.append(image.name)
+        except (OSError, tarfile.TarError, ValueError) as error:
+            raise UnavailableError(f"webdataset shard {path} could not be read ({first_line(error, 120)})") from None
+    return images, labels
+
+
+def load_webdataset(path: str, split: str = "test", max_pixels: int | None = DEFAULT_MAX_PIXELS):
+    """The `split` of a CLIP_benchmark webdataset folder, with its own class names and templates."""
+    from pixprompt.data.datasets import ImageDataset
+
+    root = Path(path).expanduser()
+    count_file = root / split / "nshards.txt"
+    if not count_file.is_file():
+        raise UnavailableError(f"{root} is not a CLIP_benchmark webdataset: {split}/nshards.txt is missing")
+    kind = _read_lines(root / "dataset_type.txt")[0].lower() if (root / "dataset_type.txt").is_file() else \
+        "classification"
+    if kind != "classification":
+        raise UsageError(f"{root} is a {kind} webdataset: pixprompt reads single-label classification ones")
+    if not (root / "classnames.txt").is_file():
+        raise UsageError(f"{root} has no classnames.txt: zero-shot classification needs the class names")
+    shards = [root / split / f"{number}.tar" for number in range(int(_read_lines(count_file)[0]))]
+    missing = [str(shard) for shard in shards if not shard.is_file()]
+    if missing:
+        raise UnavailableError(f"webdataset {root}: shard(s) {', '.join(missing[:3])} missing")
+    images, labels = index_shards(shards, max_pixels)
+    if not labels:
+        raise UnavailableError(f"webdataset {root} holds no image with a .cls label in {split}/")
+    classnames = _read_lines(root / "classnames.txt")
+    if max(labels) >= len(classnames) or min(labels) < 0:
+        raise UsageError(f"webdataset {root}: labels run to {max(labels)} but classnames.txt names "
+                         f"{len(classnames)} classes")
+    templates = root / TEMPLATES_FILE
+    return ImageDataset(f"wds:{root.name}", split, classnames, images, labels,
+                        str(templates) if templates.is_file() else "standard")
+
+
+def hosted_repository(name: str) -> str:
+    """The Hub dataset repository of CLIP_benchmark's hosted copy: `vtab/cifar10` → clip-benchmark/wds_vtab-cifar10."""
+    return f"clip-benchmark/wds_{name.replace('/', '-')}"
+
+
+def fetch_hosted(name: str, split: str = "test") -> Path:
+    """The local folder of `wds/NAME`: the Hugging Face cache's copy, downloaded (resumably) when missing."""
+    from huggingface_hub import snapshot_download
+
+    from pixprompt.models.offline import hub_reachable
+
+    repository = hosted_repository(name)
+    patterns = [f"{split}/*", "*.txt"]
+    try:
+        return Path(snapshot_download(repository, repo_type="dataset", allow_patterns=patterns,
+                                      local_files_only=True))
+    except Exception:  # not in the cache yet: download it
+        pass
+    if not hub_reachable():
+        raise UnavailableError(
+            f"dataset wds/{name} is not in the Hugging Face cache and the Hub cannot be reached (offline?)\n"
+            f"  on a connected machine: huggingface-cli download --repo-type dataset {repository}\n"
+            f"  or give a local copy: --dataset wds:/path/to/wds_{name.replace('/', '-')}")
+    try:
+        return Path(snapshot_download(repository, repo_type="dataset", allow_patterns=patterns))
+    except Exception as error:  # unknown name, or the download broke off (run again: it resumes)
+        raise UnavailableError(f"could not download wds/{name} from {repository} ({first_line(error, 200)}); "
+                               "running again resumes the download") from None
