@@ -31,7 +31,8 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from pixprompt import build_classifier, load_model, resolve_templates
-from pixprompt.data.datasets import DatasetOptions, ImageDataset, imagenet_classnames, load_dataset
+from pixprompt.data.classnames import imagenet_classnames
+from pixprompt.data.datasets import DatasetOptions, ImageDataset, load_dataset
 from pixprompt.evaluation.predict import classify
 from pixprompt.evaluation.runs import evaluate
 

@@ -48,7 +48,8 @@ EVALUATE = """
 import json, sys, time
 import numpy as np
 from pixprompt import load_model, resolve_templates
-from pixprompt.data.datasets import ImageDataset, imagenet_classnames
+from pixprompt.data.classnames import imagenet_classnames
+from pixprompt.data.datasets import ImageDataset
 from pixprompt.evaluation import evaluate
 
 

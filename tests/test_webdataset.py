@@ -32,7 +32,7 @@ def export_with_clip_benchmark(pairs: list[tuple[str, int]], classes: list[str],
 @pytest.fixture()
 def exported(shared_data, tmp_path) -> tuple[Path, list[str]]:
     """Imagenette val (8 images of each of its 10 classes) exported as a 4-shard CLIP_benchmark webdataset."""
-    from pixprompt.data.datasets import IMAGENETTE_WNIDS, wnid_names
+    from pixprompt.data.classnames import IMAGENETTE_WNIDS, wnid_names
 
     classes = wnid_names(IMAGENETTE_WNIDS)
     pairs = [(str(image), label) for label, wnid in enumerate(IMAGENETTE_WNIDS)

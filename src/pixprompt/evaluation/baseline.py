@@ -7,7 +7,8 @@ from typing import Any
 
 import torch
 
-from pixprompt.data.datasets import ImageDataset, imagenet_wnids
+from pixprompt.data.classnames import imagenet_wnids
+from pixprompt.data.datasets import ImageDataset
 from pixprompt.errors import UnavailableError, UsageError
 from pixprompt.evaluation.metrics import classification_metrics
 from pixprompt.evaluation.runs import run_facts

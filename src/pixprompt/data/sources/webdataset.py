@@ -20,7 +20,9 @@ from pathlib import Path
 
 from PIL import Image
 
+from pixprompt.data.datasets import DatasetOptions, ImageDataset
 from pixprompt.data.images import DEFAULT_MAX_PIXELS, decode_rgb
+from pixprompt.data.sources import source
 from pixprompt.errors import UnavailableError, UsageError, first_line
 
 IMAGE_EXTENSIONS = ("webp", "png", "jpg", "jpeg")
@@ -94,10 +96,20 @@ def index_shards(shards: list[Path], max_pixels: int | None) -> tuple[TarImages,
     return images, labels
 
 
-def load_webdataset(path: str, split: str = "test", max_pixels: int | None = DEFAULT_MAX_PIXELS):
-    """The `split` of a CLIP_benchmark webdataset folder, with its own class names and templates."""
-    from pixprompt.data.datasets import ImageDataset
+@source("wds", takes_path=True)
+def load_wds(path: str, options: DatasetOptions) -> ImageDataset:
+    """A CLIP_benchmark webdataset folder's test split."""
+    return load_webdataset(path)
 
+
+@source("wds/")
+def load_hosted(name: str, options: DatasetOptions) -> ImageDataset:
+    """CLIP_benchmark's hosted copy of dataset `name`, fetched into the Hugging Face cache on first use."""
+    return load_webdataset(str(fetch_hosted(name)))
+
+
+def load_webdataset(path: str, split: str = "test", max_pixels: int | None = DEFAULT_MAX_PIXELS) -> ImageDataset:
+    """The `split` of a CLIP_benchmark webdataset folder, with its own class names and templates."""
     root = Path(path).expanduser()
     count_file = root / split / "nshards.txt"
     if not count_file.is_file():

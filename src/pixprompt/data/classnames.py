@@ -1,0 +1,40 @@
+"""Class lists that ship with pixprompt: ImageNet's WordNet ids and CLIP's cleaned names, Imagenette, CIFAR."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+from importlib import resources
+
+IMAGENETTE_WNIDS = ("n01440764", "n02102040", "n02979186", "n03000684", "n03028079", "n03394916",
+                    "n03417042", "n03425413", "n03445777", "n03888257")
+
+
+@lru_cache(maxsize=1)
+def imagenet_wnids() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k WordNet ids in class-index order (sorted; list as shipped by timm)."""
+    text = resources.files("pixprompt.resources").joinpath("imagenet_wnids.txt").read_text()
+    return tuple(text.split())
+
+
+@lru_cache(maxsize=1)
+def imagenet_classnames() -> tuple[str, ...]:
+    """The 1000 class names in the cleaned form the CLIP authors used (from open_clip)."""
+    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
+
+    return tuple(IMAGENET_CLASSNAMES)
+
+
+def wnid_names(wnids: Sequence[str]) -> list[str]:
+    names = dict(zip(imagenet_wnids(), imagenet_classnames()))
+    return [names[w] for w in wnids]
+
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+@lru_cache(maxsize=1)
+def cifar100_classes() -> tuple[str, ...]:
+    """CIFAR-100's 100 fine labels in label order (torchvision's `fine_label_names`), shipped as data."""
+    return tuple(resources.files("pixprompt.resources").joinpath("cifar100_classes.txt").read_text().split())
+
+

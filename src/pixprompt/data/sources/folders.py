@@ -1,0 +1,166 @@
+"""Image files on disk: one class per sub-folder (`folder:PATH`), ImageNet-style `<wnid>/` folders
+(`imagenet`, `imagenette`) and CSV files of path and label (`csv:PATH`)."""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from pixprompt.data.classnames import IMAGENETTE_WNIDS, imagenet_wnids, wnid_names
+from pixprompt.data.datasets import DatasetOptions, FileImages, ImageDataset
+from pixprompt.data.images import walk_images
+from pixprompt.data.sources import source
+from pixprompt.data.sources.torchvision import torchvision_download
+from pixprompt.errors import UnavailableError, UsageError
+from pixprompt.paths import cache_root
+from pixprompt.prompts.labels import read_text_file, validate_classnames
+
+log = logging.getLogger(__name__)
+
+
+def _require_dir(path: str | None, dataset: str) -> Path:
+    if not path:
+        raise UsageError(f"dataset {dataset} needs --data-dir (the folder that holds its images)")
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise UnavailableError(f"data folder {root} for dataset {dataset} does not exist")
+    return root
+
+
+def class_folders(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def files_by_class(folders: Sequence[Path], label_of: Callable[[str], int]) -> tuple[list[Path], list[int]]:
+    """Image paths and labels of class folders; classes whose folder has no images stay classes (warned)."""
+    paths, labels, empty = [], [], []
+    class_of: dict[str, str] = {}  # each image file (links resolved) → the first class folder holding it
+    shared: list[tuple[Path, str, str]] = []
+    for folder in folders:
+        images = walk_images(folder)
+        paths.extend(images)
+        labels.extend([label_of(folder.name)] * len(images))
+        if not images:
+            empty.append(folder.name)
+        for image in images:
+            first = class_of.setdefault(os.path.realpath(image), folder.name)
+            if first != folder.name:
+                shared.append((image, first, folder.name))
+    if empty and paths:
+        log.warning("%d class folder(s) hold no images: %s (they stay candidate classes, with no test images)",
+                    len(empty), ", ".join(empty[:10]) + (" …" if len(empty) > 10 else ""))
+    if shared:
+        image, first, second = shared[0]
+        log.warning("%d image(s) are counted in two classes through links, e.g. %s (in %s and %s): each is scored "
+                    "once per class folder", len(shared), image, first, second)
+    return paths, labels
+
+
+def _require_two_classes(classnames: Sequence[str], origin: object) -> None:
+    """Zero-shot accuracy over a single class is meaningless (every image gets it): refuse it."""
+    if len(classnames) < 2:
+        raise UsageError(f"{origin} has only one class ({', '.join(classnames)}): zero-shot evaluation needs "
+                         "at least two classes to choose between")
+
+
+def _wnid_root(root: Path, dataset: str) -> Path:
+    """The folder holding `<wnid>/` class folders: ROOT/val, ROOT/imagenette2*/val, or ROOT itself."""
+    candidates = [root / "val", *sorted(root.glob("imagenette2*/val")), root]
+    for candidate in candidates:
+        if candidate.is_dir() and any(p.name.startswith("n") and p.name[1:].isdigit()
+                                      for p in class_folders(candidate)):
+            return candidate
+    raise UnavailableError(f"{root} holds no ImageNet-style class folders (val/<wnid>/*.JPEG) for {dataset}")
+
+
+def _wnid_dataset(name: str, root: Path, class_wnids: Sequence[str], templates: str) -> ImageDataset:
+    folders = class_folders(_wnid_root(root, name))
+    index = {wnid: i for i, wnid in enumerate(class_wnids)}
+    unknown = [f.name for f in folders if f.name not in index]
+    if unknown:
+        raise UsageError(f"{root}: folder(s) {', '.join(unknown[:5])} are not {name} classes (WordNet ids)")
+    paths, labels = files_by_class(folders, index.__getitem__)
+    if not paths:
+        raise UnavailableError(f"no images in {root} for dataset {name}")
+    return ImageDataset(name, "val", wnid_names(class_wnids), FileImages(paths), labels, templates,
+                        list(class_wnids))
+
+
+@source("imagenet")
+def load_imagenet(_: str, options: DatasetOptions) -> ImageDataset:
+    """ImageNet-1k val from `val/<wnid>/` folders (torchvision's layout); any subset of classes works."""
+    return _wnid_dataset("imagenet", _require_dir(options.data_dir, "imagenet"), imagenet_wnids(), "imagenet")
+
+
+@source("imagenette")
+def load_imagenette(_: str, options: DatasetOptions) -> ImageDataset:
+    """Imagenette val: a `val/<wnid>/` folder, or torchvision's download into the pixprompt cache."""
+    if options.data_dir:
+        root = _require_dir(options.data_dir, "imagenette")
+    else:
+        root = cache_root() / "datasets" / "imagenette"
+        if not any(root.glob("imagenette2*/val")):
+            torchvision_download("imagenette", lambda: __import__("torchvision").datasets.Imagenette(
+                str(root), split="val", size="full", download=True), options)
+    return _wnid_dataset("imagenette", root, IMAGENETTE_WNIDS, "imagenet")
+
+
+@source("folder", takes_path=True)
+def load_folder(path: str, options: DatasetOptions) -> ImageDataset:
+    """One class per sub-folder; the folder name is the class name unless --class-map renames it."""
+    root = _require_dir(path, f"folder:{path}")
+    folders = class_folders(root)
+    if not folders:
+        raise UsageError(f"{root} has no class sub-folders: put each class's images in a folder of its own")
+    rename = _class_map(options.class_map)
+    classnames = validate_classnames(rename.get(f.name, f.name) for f in folders)
+    _require_two_classes(classnames, root)
+    index = {f.name: i for i, f in enumerate(folders)}
+    paths, labels = files_by_class(folders, index.__getitem__)
+    if not paths:
+        raise UsageError(f"no images in the class folders of {root}")
+    return ImageDataset(f"folder:{root.name}", "all", classnames, FileImages(paths), labels)
+
+
+def _class_map(path: str | None) -> dict[str, str]:
+    if not path:
+        return {}
+    try:
+        mapping = json.loads(read_text_file(path, "class map"))
+    except json.JSONDecodeError as error:
+        raise UsageError(f"class map {path} is not valid JSON ({error})") from None
+    if not isinstance(mapping, dict):
+        raise UsageError(f"class map {path} must be a JSON object: folder name → class name")
+    return {str(k): str(v) for k, v in mapping.items()}
+
+
+@source("csv", takes_path=True)
+def load_csv(path: str, options: DatasetOptions) -> ImageDataset:
+    """A CSV with `path` and `label` columns; relative paths are resolved from the CSV's folder."""
+    csv_path = Path(path).expanduser()
+    rows = list(csv.DictReader(read_text_file(csv_path, "CSV file").splitlines()))
+    columns = set(rows[0].keys()) if rows else set()
+    missing = {"path", "label"} - columns
+    if missing:
+        raise UsageError(f"CSV file {csv_path} lacks column(s) {', '.join(sorted(missing))} "
+                         f"(has: {', '.join(sorted(c for c in columns if c)) or 'no rows'})")
+    for number, row in enumerate(rows, start=2):  # line 1 is the header
+        blank = [column for column in ("path", "label") if not (row.get(column) or "").strip()]
+        if blank:
+            raise UsageError(f"CSV file {csv_path}, line {number}: no {' and no '.join(blank)} "
+                             "(every row needs an image path and a label)")
+    paths = [(csv_path.parent / row["path"].strip()).expanduser() for row in rows]
+    absent = [str(p) for p in paths if not p.exists()]
+    if absent:
+        raise UsageError(f"CSV file {csv_path}: {len(absent)} image path(s) do not exist, e.g. {', '.join(absent[:3])}")
+    classnames = sorted({row["label"].strip() for row in rows})
+    validate_classnames(classnames)
+    _require_two_classes(classnames, f"CSV file {csv_path}")
+    index = {name: i for i, name in enumerate(classnames)}
+    return ImageDataset(f"csv:{csv_path.stem}", "all", classnames, FileImages(paths),
+                        [index[row["label"].strip()] for row in rows])
+
+

@@ -1,0 +1,78 @@
+"""Hugging Face `datasets` tables saved to disk or as parquet files (`hf:PATH`)."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from pixprompt.data.datasets import DatasetOptions, ImageDataset
+from pixprompt.data.sources import source
+from pixprompt.errors import UnavailableError, UsageError, first_line
+
+
+@dataclass
+class HFImages:
+    """A Hugging Face `datasets` table with an image column."""
+
+    table: Any
+    column: str
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def load(self, index: int) -> Image.Image:
+        image = self.table[index][self.column]
+        return (image if isinstance(image, Image.Image) else Image.open(image["path"])).convert("RGB")
+
+    def item_id(self, index: int) -> str:
+        return f"{self.table._fingerprint}|{index}"
+
+    def describe(self, index: int) -> str:
+        return f"row {index}"
+
+
+@source("hf", takes_path=True)
+def load_hf(path: str, options: DatasetOptions) -> ImageDataset:
+    """A Hugging Face `datasets` dataset saved with `save_to_disk`, or parquet file(s), with image+label."""
+    try:
+        import datasets
+    except ImportError:
+        raise UnavailableError("hf: datasets need the `datasets` package: pip install datasets") from None
+    source = Path(path).expanduser()
+    if not source.exists():
+        raise UnavailableError(f"hf dataset {source} does not exist")
+    saved = source.is_dir() and any((source / name).exists() for name in ("dataset_info.json", "dataset_dict.json"))
+    files = [] if saved else sorted(map(str, source.glob("*.parquet"))) if source.is_dir() else [str(source)]
+    if not saved and not files:
+        raise UnavailableError(f"hf dataset {source} holds neither a saved dataset (save_to_disk) nor .parquet files")
+    verbosity = datasets.logging.get_verbosity()
+    datasets.logging.set_verbosity(logging.CRITICAL)  # a failure is reported below, in one line
+    try:
+        table = datasets.load_from_disk(str(source)) if saved else \
+            datasets.load_dataset("parquet", data_files=files, split="train")
+    except Exception as error:  # datasets and pyarrow raise many kinds for empty or damaged files
+        reason = first_line(error, 200)
+        raise UnavailableError(f"hf dataset {source} could not be read ({type(error).__name__}: {reason})") from None
+    finally:
+        datasets.logging.set_verbosity(verbosity)
+    if isinstance(table, datasets.DatasetDict):
+        split = "validation" if "validation" in table else "test" if "test" in table else next(iter(table))
+        table = table[split]
+    image_column = next((c for c in ("image", "img") if c in table.column_names), None)
+    label_column = next((c for c in ("label", "labels", "fine_label") if c in table.column_names), None)
+    if image_column is None or label_column is None:
+        raise UsageError(f"hf dataset {source} needs an image and a label column (has {table.column_names})")
+    feature = table.features[label_column]
+    labels = list(table[label_column])
+    if hasattr(feature, "names"):
+        classnames = [n.replace("_", " ") for n in feature.names]
+    else:
+        classnames = sorted({str(v) for v in labels})
+        index = {n: i for i, n in enumerate(classnames)}
+        labels = [index[str(v)] for v in labels]
+    return ImageDataset(f"hf:{source.name}", "all", classnames, HFImages(table, image_column), labels)
+
+
