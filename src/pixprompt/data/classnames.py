@@ -38,3 +38,12 @@ def cifar100_classes() -> tuple[str, ...]:
     return tuple(resources.files("pixprompt.resources").joinpath("cifar100_classes.txt").read_text().split())
 
 
+
+
+@lru_cache(maxsize=None)
+def shifted_wnids(name: str) -> tuple[str, ...]:
+    """The 200 WordNet ids of ImageNet-A or ImageNet-R (Hendrycks et al., 2021), sorted: the class folders of
+    the released archives, as CLIP_benchmark also lists them. Scored over these classes only, as the CLIP
+    paper and CLIP_benchmark score them (the 1000-class classifier restricted to them)."""
+    text = resources.files("pixprompt.resources").joinpath(f"{name.replace('-', '_')}_wnids.txt").read_text()
+    return tuple(text.split())

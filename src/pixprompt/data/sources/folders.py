@@ -9,7 +9,7 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from pixprompt.data.classnames import IMAGENETTE_WNIDS, imagenet_wnids, wnid_names
+from pixprompt.data.classnames import IMAGENETTE_WNIDS, imagenet_wnids, shifted_wnids, wnid_names
 from pixprompt.data.datasets import DatasetOptions, FileImages, ImageDataset
 from pixprompt.data.images import walk_images
 from pixprompt.data.sources import source
@@ -67,13 +67,14 @@ def _require_two_classes(classnames: Sequence[str], origin: object) -> None:
 
 
 def _wnid_root(root: Path, dataset: str) -> Path:
-    """The folder holding `<wnid>/` class folders: ROOT/val, ROOT/imagenette2*/val, or ROOT itself."""
-    candidates = [root / "val", *sorted(root.glob("imagenette2*/val")), root]
+    """The folder holding `<wnid>/` class folders: ROOT/val, ROOT/sketch, ROOT/<dataset>, ROOT/imagenette2*/val, or
+    ROOT itself (the layouts the datasets' archives unpack to)."""
+    candidates = [root / "val", root / "sketch", root / dataset, *sorted(root.glob("imagenette2*/val")), root]
     for candidate in candidates:
         if candidate.is_dir() and any(p.name.startswith("n") and p.name[1:].isdigit()
                                       for p in class_folders(candidate)):
             return candidate
-    raise UnavailableError(f"{root} holds no ImageNet-style class folders (val/<wnid>/*.JPEG) for {dataset}")
+    raise UnavailableError(f"{root} holds no ImageNet-style class folders (<wnid>/*.JPEG) for {dataset}")
 
 
 def _wnid_dataset(name: str, root: Path, class_wnids: Sequence[str], templates: str) -> ImageDataset:
@@ -93,6 +94,46 @@ def _wnid_dataset(name: str, root: Path, class_wnids: Sequence[str], templates: 
 def load_imagenet(_: str, options: DatasetOptions) -> ImageDataset:
     """ImageNet-1k val from `val/<wnid>/` folders (torchvision's layout); any subset of classes works."""
     return _wnid_dataset("imagenet", _require_dir(options.data_dir, "imagenet"), imagenet_wnids(), "imagenet")
+
+
+@source("imagenet-sketch")
+def load_imagenet_sketch(_: str, options: DatasetOptions) -> ImageDataset:
+    """ImageNet-Sketch (Wang et al., 2019): 50 000 sketches in `sketch/<wnid>/` folders, all 1000 classes."""
+    root = _require_dir(options.data_dir, "imagenet-sketch")
+    return _wnid_dataset("imagenet-sketch", root, imagenet_wnids(), "imagenet")
+
+
+@source("imagenet-a")
+def load_imagenet_a(_: str, options: DatasetOptions) -> ImageDataset:
+    """ImageNet-A (natural adversarial examples): `imagenet-a/<wnid>/`, scored over its 200 classes."""
+    root = _require_dir(options.data_dir, "imagenet-a")
+    return _wnid_dataset("imagenet-a", root, shifted_wnids("imagenet-a"), "imagenet")
+
+
+@source("imagenet-r")
+def load_imagenet_r(_: str, options: DatasetOptions) -> ImageDataset:
+    """ImageNet-R (renditions): `imagenet-r/<wnid>/`, scored over its 200 classes."""
+    root = _require_dir(options.data_dir, "imagenet-r")
+    return _wnid_dataset("imagenet-r", root, shifted_wnids("imagenet-r"), "imagenet")
+
+
+@source("imagenet-v2")
+def load_imagenet_v2(_: str, options: DatasetOptions) -> ImageDataset:
+    """ImageNet-V2 MatchedFrequency (Recht et al., 2019): class-index folders `0/ … 999/` (as its archive
+    `imagenetv2-matched-frequency-format-val/` unpacks), scored over the 1000 ImageNet classes."""
+    root = _require_dir(options.data_dir, "imagenet-v2")
+    nested = root / "imagenetv2-matched-frequency-format-val"
+    root = nested if nested.is_dir() else root
+    folders = [f for f in class_folders(root) if f.name.isdigit() and int(f.name) < 1000]
+    strays = [f.name for f in class_folders(root) if f not in folders]
+    if strays or not folders:
+        raise UsageError(f"{root}: ImageNet-V2 holds class-index folders 0 … 999"
+                         + (f", not {', '.join(strays[:5])}" if strays else ", and there are none"))
+    paths, labels = files_by_class(folders, int)
+    if not paths:
+        raise UnavailableError(f"no images in {root} for dataset imagenet-v2")
+    return ImageDataset("imagenet-v2", "matched-frequency", list(wnid_names(imagenet_wnids())), FileImages(paths),
+                        labels, "imagenet", list(imagenet_wnids()))
 
 
 @source("imagenette")
