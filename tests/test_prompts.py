@@ -156,3 +156,58 @@ def test_shipped_openai_templates_equal_open_clips():
 
     assert TEMPLATE_SETS["clip80"] == tuple(t("{}") for t in OPENAI_IMAGENET_TEMPLATES)
     assert TEMPLATE_SETS["clip7"] == tuple(t("{}") for t in SIMPLE_IMAGENET_TEMPLATES)
+
+
+# -- the CLIP paper's per-dataset class names and templates (openai/CLIP data/prompts.md) ---------------------
+#: Facts read in data/prompts.md: number of classes and templates per dataset.
+PROMPTS_MD_COUNTS = {
+    "birdsnap": (500, 1), "cifar10": (10, 18), "cifar100": (100, 18), "clevr_count": (8, 1), "caltech101": (102, 34),
+    "country211": (211, 5), "dtd": (47, 8), "eurosat": (10, 3), "fgvc_aircraft": (100, 2), "fer2013": (7, 6),
+    "flowers102": (102, 1), "food101": (101, 1), "gtsrb": (43, 3), "kitti_distance": (4, 1), "mnist": (10, 1),
+    "oxford_pets": (37, 1), "voc2007": (20, 1), "pcam": (2, 1), "resisc45": (45, 18), "rendered_sst2": (2, 1),
+    "stl10": (10, 2), "sun397": (397, 2), "stanford_cars": (196, 8),
+}
+
+
+def test_clip_paper_names_and_templates_match_prompts_md():
+    from pixprompt.prompts.templates import CLIP_PAPER, TEMPLATE_SETS, paper_classnames
+
+    assert {name: (len(e["classes"]), len(e["templates"])) for name, e in CLIP_PAPER.items()} == PROMPTS_MD_COUNTS
+    # exact strings, quirks included
+    assert paper_classnames("caltech101")[30] == "head of a  crocodile"  # two spaces, as published
+    assert paper_classnames("country211")[37] == "Cote d'Ivoire"
+    assert paper_classnames("fer2013")[5] == "surprised" and CLIP_PAPER["fer2013"]["classes"][5] == [
+        "surprised", "shocked", "spooked"]
+    assert TEMPLATE_SETS["gtsrb"][0] == 'a zoomed in photo of a "{}" traffic sign.'
+    assert TEMPLATE_SETS["mnist"] == ('a photo of the number: "{}".',)
+    assert TEMPLATE_SETS["stanford_cars"][3] == "i love my {}!"
+    assert paper_classnames("stanford_cars")[-1] == "smart fortwo Convertible 2012"
+    assert paper_classnames("sun397")[0] == "abbey" and paper_classnames("sun397")[-1] == "youth hostel"
+    assert paper_classnames("birdsnap")[0] == "Acadian Flycatcher" and paper_classnames("birdsnap")[-1] == \
+        "Zone tailed Hawk"
+    for name in CLIP_PAPER:  # every template is a valid one-slot template
+        assert all(validate_template(t) for t in TEMPLATE_SETS[name])
+
+
+def test_clip_paper_lists_equal_clip_benchmarks_where_it_took_them_from_prompts_md():
+    """CLIP_benchmark copied some lists from prompts.md and reordered or reworded others for its loaders; where
+    it copied them, they must be equal, string for string."""
+    from pathlib import Path
+
+    import clip_benchmark.datasets
+
+    from pixprompt.prompts.templates import TEMPLATE_SETS, paper_classnames
+
+    folder = Path(clip_benchmark.datasets.__file__).parent
+    names = json.loads((folder / "en_classnames.json").read_text())
+    templates = json.loads((folder / "en_zeroshot_classification_templates.json").read_text())
+    for ours, theirs in {"caltech101": "caltech101", "country211": "country211", "flowers102": "flowers",
+                         "gtsrb": "gtsrb", "mnist": "mnist", "pcam": "pcam",
+                         "kitti_distance": "kitti_closest_vehicle_distance"}.items():
+        assert paper_classnames(ours) == names[theirs], ours
+    for ours, theirs in {"cifar10": "cifar10", "cifar100": "cifar100", "caltech101": "caltech101",
+                         "country211": "country211", "dtd": "dtd", "eurosat": "eurosat", "fer2013": "fer2013",
+                         "fgvc_aircraft": "fgvc_aircraft", "flowers102": "flowers", "food101": "food101",
+                         "gtsrb": "gtsrb", "mnist": "mnist", "oxford_pets": "pets", "rendered_sst2": "renderedsst2",
+                         "stl10": "stl10", "sun397": "sun397", "stanford_cars": "cars", "voc2007": "voc2007"}.items():
+        assert [t.replace("{}", "{c}") for t in TEMPLATE_SETS[ours]] == templates[theirs], ours

@@ -110,8 +110,9 @@ def add_batch_options(group: argparse._ActionsContainer) -> None:
 def add_prompt_options(parser: argparse.ArgumentParser, default_templates: str | None) -> None:
     group = parser.add_argument_group("prompts")
     group.add_argument("--templates", "-t", default=default_templates,
-                       help="comma-separated template sets (raw, standard, clip80, clip7, imagenet, cifar10, "
-                            "cifar100) or files (one template per line, or a JSON list); one result per set")
+                       help="comma-separated template sets (raw, standard, clip80, clip7, imagenet, or a dataset's "
+                            "CLIP-paper set: cifar10, food101, sun397, …) or files (one template per line, or a JSON "
+                            "list); one result per set")
     group.add_argument("--descriptions", help="JSON file mapping each class to a list of sentences (CuPL)")
     group.add_argument("--ensemble", default="embedding",
                        help="how a class's prompts are combined: embedding (default), logits or vote "

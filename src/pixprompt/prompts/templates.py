@@ -16,25 +16,26 @@ _OPENAI = json.loads(resources.files("pixprompt.resources").joinpath("openai_tem
 CLIP80: tuple[str, ...] = tuple(_OPENAI["clip80"])
 CLIP7: tuple[str, ...] = tuple(_OPENAI["clip7"])
 
-# The 18 templates the CLIP paper used for CIFAR-10 and CIFAR-100 (openai/CLIP data/prompts.md).
-_CIFAR_ADJECTIVES = ("", "blurry ", "black and white ", "low contrast ", "high contrast ", "bad ", "good ")
-CIFAR18 = (
-    tuple(f"a {adj}photo of a {{}}." for adj in _CIFAR_ADJECTIVES)
-    + ("a photo of a small {}.", "a photo of a big {}.")
-    + tuple(f"a {adj}photo of the {{}}." for adj in _CIFAR_ADJECTIVES)
-    + ("a photo of the small {}.", "a photo of the big {}.")
-)
+#: The class names and templates of the CLIP paper's zero-shot evaluations, per dataset, as openai/CLIP's
+#: data/prompts.md gives them (FER2013's classes are lists of synonyms). Shipped as data: see its "source".
+CLIP_PAPER: dict[str, dict] = json.loads(
+    resources.files("pixprompt.resources").joinpath("clip_paper_prompts.json").read_text("utf-8"))["datasets"]
 
-#: Named template sets. Per-dataset sets follow the CLIP paper (its ImageNet set is `clip80`).
+#: Named template sets: generic ones, then the CLIP paper's set of each dataset under the dataset's name
+#: (its ImageNet set is `clip80`, also named `imagenet`).
 TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
     "raw": ("{}",),
     "standard": ("a photo of a {}.",),
     "clip80": CLIP80,
     "clip7": CLIP7,
     "imagenet": CLIP80,
-    "cifar10": CIFAR18,
-    "cifar100": CIFAR18,
+    **{name: tuple(entry["templates"]) for name, entry in CLIP_PAPER.items()},
 }
+
+
+def paper_classnames(dataset: str) -> list[str]:
+    """The class names the CLIP paper used for `dataset`, in its label order (the first of several synonyms)."""
+    return [name[0] if isinstance(name, list) else name for name in CLIP_PAPER[dataset]["classes"]]
 
 
 def validate_template(template: str, source: str = "templates") -> str:
