@@ -82,16 +82,6 @@ def iter_walk(folder: Path) -> Iterator[Path]:
         log.info("ignored %d file(s) without an image extension under %s: %s", ignored_count, folder, shown)
 
 
-def collect_images(inputs: Iterable[str]) -> list[Path]:
-    """Image paths from files, folders (recursively) and glob patterns, in the order given."""
-    inputs = list(inputs)
-    check_inputs(inputs)
-    paths = list(iter_images(inputs))
-    if not paths:
-        raise UsageError(f"no images found in {', '.join(inputs)}")
-    return paths
-
-
 def check_inputs(inputs: Sequence[str]) -> None:
     """Refuse an input that is neither a file, a folder nor a glob pattern, before any work."""
     for item in inputs:
@@ -101,7 +91,8 @@ def check_inputs(inputs: Sequence[str]) -> None:
 
 
 def iter_images(inputs: Iterable[str]) -> Iterator[Path]:
-    """`collect_images` as a stream: folders are walked while the images already found are worked on."""
+    """Image paths from files, folders (recursively) and glob patterns, in the order given, as a stream:
+    folders are walked while the images already found are worked on."""
     for item in inputs:
         path = Path(item).expanduser()
         if path.is_dir():
