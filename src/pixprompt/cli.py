@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -298,6 +299,36 @@ def _shown_path(path: str) -> str:
     return path if relative.startswith("..") else relative
 
 
+# -- datasets -------------------------------------------------------------------------------------
+def _datasets_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--filter", metavar="TEXT",
+                        help="only datasets whose name, title, suite or group contains TEXT (e.g. vtab, imagenet)")
+    add_format_options(parser)
+
+
+@command("datasets", "the named datasets and suites: classes, templates, how each is obtained (downloads nothing)",
+         _datasets_arguments)
+def run_datasets(args: argparse.Namespace) -> int:
+    from pixprompt.data.catalog import SUITES, catalog, listing, suite
+    from pixprompt.reports import emit
+
+    wanted = (args.filter or "").lower()
+    rows = [row for row in map(listing, catalog().values())
+            if wanted in " ".join([row["name"], row["title"], *row["suites"], row["group"] or ""]).lower()]
+    suites = [{"suite": name, "datasets": len(suite(name)), "what": what} for name, what in SUITES.items()
+              if wanted in f"{name} {what}".lower() or any(name in row["suites"] for row in rows)]
+    if args.format == "json":
+        print(json.dumps({"datasets": rows, "suites": suites}, indent=2, ensure_ascii=False))
+        return 0
+    short_metric = {"top1": "top-1", "mean_per_class_recall": "mean recall", "mean_average_precision": "mAP"}
+    shown = [{**row, "metric": short_metric[row["metric"]] + (" (multi-label)" if row["multi_label"] else ""),
+              "suites": ", ".join(row["suites"])} for row in rows]
+    emit(shown, args.format, ["name", "classes", "templates", "metric", "names", "suites", "obtained"],
+         title="datasets (names: where class names and templates come from; --json says more)")
+    emit(suites, args.format, ["suite", "datasets", "what"], title="suites")
+    return 0
+
+
 # -- eval, baseline, bench ------------------------------------------------------------------------
 def add_data_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("data")
@@ -379,7 +410,7 @@ def is_main_rank() -> bool:
 def write_records(records: list[dict], path: str, columns: list[str] | None = None) -> None:
     """Write records by the file's suffix: full JSON, or the summary as CSV / Markdown."""
     from pixprompt.reports import to_csv, to_json, to_markdown
-    from pixprompt.reports.tables import SUMMARY_COLUMNS, summary_row
+    from pixprompt.reports.tables import summary_columns, summary_row
     from pixprompt.storage import write_text_atomic
 
     suffix = Path(path).suffix.lower()
@@ -388,7 +419,7 @@ def write_records(records: list[dict], path: str, columns: list[str] | None = No
         return
     writers = {".csv": to_csv, ".md": to_markdown}
     rows = [summary_row(r) for r in records] if columns is None else records
-    write_text_atomic(path, writers[suffix](rows, columns or SUMMARY_COLUMNS))
+    write_text_atomic(path, writers[suffix](rows, columns or summary_columns(records)))
 
 
 def write_html_report(args: argparse.Namespace, records: list[dict], path: str, figures: str | None = None) -> None:
@@ -406,12 +437,12 @@ def report_records(args: argparse.Namespace, records: list[dict]) -> None:
 
     if not is_main_rank():
         return
-    from pixprompt.reports.tables import SUMMARY_COLUMNS, summary_row
+    from pixprompt.reports.tables import summary_columns, summary_row
 
     if args.format == "json":
         emit(records, "json")
     else:
-        emit([summary_row(r) for r in records], args.format, SUMMARY_COLUMNS)
+        emit([summary_row(r) for r in records], args.format, summary_columns(records))
     if args.output:
         write_output(lambda: write_records(records, args.output), args.output)
     if args.report:

@@ -95,6 +95,8 @@ class ImageDataset:
     wnids: list[str] = field(default_factory=list)
     #: The whole dataset's feature-cache group, kept by subsets so that they share its cached features.
     parent_group: str = ""
+    #: Multi-label datasets (VOC 2007): the classes present in each image; their `labels` are all -1.
+    label_sets: list[tuple[int, ...]] | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -113,7 +115,12 @@ class ImageDataset:
         keep = [round(i * len(self) / count) for i in range(count)]
         return replace(self, images=replace(self.images, paths=[self.images.paths[i] for i in keep]),
                        labels=[self.labels[i] for i in keep], split=f"{self.split}[{count} of {len(self)}]",
-                       parent_group=self.cache_group)
+                       parent_group=self.cache_group,
+                       label_sets=None if self.label_sets is None else [self.label_sets[i] for i in keep])
+
+    @property
+    def multi_label(self) -> bool:
+        return self.label_sets is not None
 
     @property
     def cache_group(self) -> str:
@@ -156,17 +163,31 @@ def load_dataset(spec: str, options: DatasetOptions | None = None) -> ImageDatas
 
 def dataset_classnames(spec: str) -> tuple[list[str], str]:
     """Class names and default template set of a named dataset, without reading any image."""
-    from pixprompt.data.classnames import CIFAR10_CLASSES, IMAGENETTE_WNIDS, imagenet_classnames, wnid_names
+    from pixprompt.data.catalog import catalog
+    from pixprompt.data.classnames import (
+        CIFAR10_CLASSES,
+        IMAGENETTE_WNIDS,
+        cifar100_classes,
+        imagenet_classnames,
+        imagenet_wnids,
+        shifted_wnids,
+        wnid_names,
+    )
+    from pixprompt.prompts.templates import CLIP_PAPER, paper_classnames
 
     names = {
-        "imagenet": (list(imagenet_classnames()), "imagenet"),
-        "imagenette": (wnid_names(IMAGENETTE_WNIDS), "imagenet"),
-        "cifar10": (list(CIFAR10_CLASSES), "cifar10"),
+        "imagenet": list(imagenet_classnames()), "imagenet-v2": list(imagenet_classnames()),
+        "imagenet-sketch": wnid_names(imagenet_wnids()), "imagenette": wnid_names(IMAGENETTE_WNIDS),
+        "imagenet-a": wnid_names(shifted_wnids("imagenet-a")), "imagenet-r": wnid_names(shifted_wnids("imagenet-r")),
+        "cifar10": list(CIFAR10_CLASSES), "cifar100": [c.replace("_", " ") for c in cifar100_classes()],
     }
-    if spec not in names:
-        raise UsageError(f"--dataset {spec!r} has no built-in class names: use one of {', '.join(names)} "
-                         "or --labels-file")
-    return names[spec]
+    if spec in names:
+        return names[spec], "imagenet" if spec.startswith("imagenet") else spec
+    if spec in catalog() and spec in CLIP_PAPER:
+        return paper_classnames(spec), spec
+    known = sorted(names.keys() | (catalog().keys() & CLIP_PAPER.keys()))
+    raise UsageError(f"--dataset {spec!r} has no built-in class names: use one of {', '.join(known)} "
+                     "or --labels-file")
 
 
 __all__ = ["DatasetOptions", "ImageDataset", "dataset_classnames", "load_dataset"]

@@ -76,3 +76,30 @@ def ranking_metrics(ranking: torch.Tensor, labels: torch.Tensor, classnames: Seq
     if len(classnames) <= full_confusion_up_to:
         metrics["confusion_matrix"] = matrix.tolist()
     return metrics
+
+
+def average_precision(scores: np.ndarray, positives: np.ndarray) -> float | None:
+    """Average precision of one class: the precision at the rank of each of its images, averaged, images ranked
+    by score, best first (non-interpolated, as CLIP_benchmark's `average_precision_per_class` computes it; equal
+    to scikit-learn's `average_precision_score` when no two scores tie). None for a class with no images."""
+    total = int(positives.sum())
+    if not total:
+        return None
+    order = np.argsort(-scores, kind="stable")
+    hits = positives[order].astype(np.float64)
+    precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+    return float((precision * hits).sum() / total)
+
+
+def multilabel_metrics(scores: torch.Tensor, targets: torch.Tensor, classnames: Sequence[str]) -> dict[str, Any]:
+    """Mean average precision over the classes present (`targets`: (N, C) 0/1), each class's AP, and `top1`: the
+    share of images whose best-scored class is one of theirs."""
+    values, truth = scores.double().numpy(), targets.bool().numpy()
+    per_class = {name: average_precision(values[:, c], truth[:, c]) for c, name in enumerate(classnames)}
+    present = [ap for ap in per_class.values() if ap is not None]
+    best = values.argmax(axis=1) if len(values) else np.zeros(0, dtype=int)
+    return {
+        "mean_average_precision": float(np.mean(present)) if present else float("nan"),
+        "per_class_ap": per_class,
+        "top1": float(truth[np.arange(len(best)), best].mean()) if len(best) else float("nan"),
+    }

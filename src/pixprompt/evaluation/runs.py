@@ -13,7 +13,7 @@ import torch
 from pixprompt.data.datasets import ImageDataset
 from pixprompt.errors import InputFailedError
 from pixprompt.evaluation.examples import Thumbnails, example_predictions
-from pixprompt.evaluation.metrics import ranking_metrics
+from pixprompt.evaluation.metrics import multilabel_metrics, ranking_metrics
 from pixprompt.features.cache import FeatureSet, classifier_path, extract_features
 from pixprompt.models.base import ModelInfo, VisionLanguageModel
 from pixprompt.paths import resolve_cache
@@ -51,6 +51,28 @@ def ranking(classifier: ZeroShotClassifier, features: torch.Tensor, ensemble: st
     k = min(k, classifier.num_classes)
     parts = [classifier.scores(features[rows], ensemble).topk(k, dim=1).indices for rows in row_blocks(len(features))]
     return torch.cat(parts) if parts else torch.zeros(0, k, dtype=torch.long)
+
+
+def scores(classifier: ZeroShotClassifier, features: torch.Tensor, ensemble: str) -> torch.Tensor:
+    """Every image's score for every class (N, C): for multi-label datasets, which are small."""
+    parts = [classifier.scores(features[rows], ensemble) for rows in row_blocks(len(features))]
+    return torch.cat(parts) if parts else torch.zeros(0, classifier.num_classes)
+
+
+def label_matrix(label_sets: Sequence[tuple[int, ...]], rows: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(len(rows), C) 0/1: the classes present in each of the dataset's items `rows`."""
+    targets = torch.zeros(len(rows), num_classes, dtype=torch.bool)
+    for row, item in enumerate(rows.tolist()):
+        targets[row, list(label_sets[item])] = True
+    return targets
+
+
+def main_metric(dataset_name: str) -> str:
+    """The metric a dataset is summed up by: its catalog entry's (the CLIP paper's choice), else top-1."""
+    from pixprompt.data.catalog import catalog
+
+    entry = catalog().get(dataset_name)
+    return entry.metric if entry else "top1"
 
 
 def text_classifier(model: VisionLanguageModel, classnames: Sequence[str], prompt_set: PromptSet,
@@ -109,21 +131,27 @@ def evaluate(model: VisionLanguageModel, dataset: ImageDataset, prompt_sets: Seq
     item_indices = features.valid.nonzero().flatten()
     thumbnails = Thumbnails(dataset)
     facts = run_facts(model.info, dataset, features)
+    metric = main_metric(dataset.name)
+    targets = label_matrix(dataset.label_sets, item_indices, len(dataset.classnames)) if dataset.multi_label else None
     records = []
     for prompt_set in prompt_sets:
         set_started = time.perf_counter()
         classifier = text_classifier(model, dataset.classnames, prompt_set, cache_root)
-        template_accuracy = per_template_accuracy(classifier, x, y)
+        template_accuracy = {} if dataset.multi_label else per_template_accuracy(classifier, x, y)
         for ensemble in ensembles:
-            metrics = ranking_metrics(ranking(classifier, x, ensemble), y, dataset.classnames)
-            if examples_per_class:
+            if dataset.multi_label:
+                metrics = multilabel_metrics(scores(classifier, x, ensemble), targets, dataset.classnames)
+            else:
+                metrics = ranking_metrics(ranking(classifier, x, ensemble), y, dataset.classnames)
+            if examples_per_class and not dataset.multi_label:
                 metrics["examples"] = example_predictions(
                     thumbnails, item_indices, y,
                     lambda rows, c=classifier, e=ensemble: c.probabilities(c.scores(x[rows], e), e),
                     dataset.classnames, examples_per_class)
             records.append({
                 **facts, "templates": prompt_set.name, "num_prompts": len(classifier.prompt_class),
-                "ensemble": ensemble, **metrics, "per_template_accuracy": template_accuracy,
+                "ensemble": ensemble, **metrics, "metric": metric, "score": metrics[metric],
+                "per_template_accuracy": template_accuracy,
                 "elapsed_s": round(image_seconds + time.perf_counter() - set_started, 3),
             })
     if features.failures:

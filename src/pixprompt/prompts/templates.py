@@ -81,6 +81,17 @@ class PromptSet:
         return [list(self.descriptions[name]) for name in classnames]
 
 
+def paper_prompt_set(dataset: str) -> PromptSet:
+    """The CLIP paper's prompts for `dataset`: its templates, or, where it gives several names for a class
+    (FER2013), every template with every name, as each class's descriptions."""
+    entry, templates = CLIP_PAPER[dataset], TEMPLATE_SETS[dataset]
+    if all(isinstance(name, str) for name in entry["classes"]):
+        return PromptSet(dataset, templates)
+    synonyms = [name if isinstance(name, list) else [name] for name in entry["classes"]]
+    return PromptSet(dataset, descriptions={names[0]: tuple(t.format(n) for n in names for t in templates)
+                                            for names in synonyms})
+
+
 def _templates_from_file(path: Path) -> tuple[str, ...]:
     """One template per line (text) or a JSON list / {"templates": [...]}."""
     text = read_text_file(path, "template file")
@@ -109,7 +120,9 @@ def resolve_templates(spec: str) -> list[PromptSet]:
         raise UsageError(f"no template set named in {spec!r}: use one of {', '.join(TEMPLATE_SETS)} or a file")
     sets = []
     for name in names:
-        if name in TEMPLATE_SETS:
+        if name in CLIP_PAPER:
+            sets.append(paper_prompt_set(name))
+        elif name in TEMPLATE_SETS:
             sets.append(PromptSet(name, TEMPLATE_SETS[name]))
         elif Path(name).expanduser().is_file():
             path = Path(name).expanduser()

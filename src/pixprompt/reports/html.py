@@ -13,7 +13,7 @@ from typing import Any
 from pixprompt.errors import UsageError
 from pixprompt.reports import figures
 from pixprompt.reports.figures import Record, best_per_model_and_dataset
-from pixprompt.reports.tables import SUMMARY_COLUMNS, format_cell, summary_row
+from pixprompt.reports.tables import format_cell, summary_columns, summary_row
 from pixprompt.storage import atomic_path, write_text_atomic
 
 
@@ -75,7 +75,7 @@ def results_tables(records: Sequence[Record]) -> list[dict[str, Any]]:
     from pixprompt.evaluation.grid import paper_table
     from pixprompt.reports.reference import reported
 
-    tables = [{"title": "Results", "columns": SUMMARY_COLUMNS, "rows": [summary_row(r) for r in records]}]
+    tables = [{"title": "Results", "columns": summary_columns(records), "rows": [summary_row(r) for r in records]}]
     zero_shot = figures.zero_shot(records)
     if zero_shot:
         templates = list(dict.fromkeys(r["templates"] for r in zero_shot))

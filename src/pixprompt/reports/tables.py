@@ -16,12 +16,21 @@ Row = dict[str, Any]
 #: The headline columns of a result record, as tables and CSV/Markdown summaries show them.
 SUMMARY_COLUMNS = ["model", "pretrained", "dataset", "templates", "ensemble", "top1 %", "top5 %", "mean recall %",
                    "images", "skipped"]
-_PERCENT_OF = {"top1 %": "top1", "top5 %": "top5", "mean recall %": "mean_per_class_recall"}
+_PERCENT_OF = {"top1 %": "top1", "top5 %": "top5", "mean recall %": "mean_per_class_recall",
+               "mAP %": "mean_average_precision"}
+
+
+def summary_columns(records: Sequence[dict]) -> list[str]:
+    """The summary's columns: mean average precision beside the accuracies when a dataset is multi-label."""
+    if not any("mean_average_precision" in r for r in records):
+        return SUMMARY_COLUMNS
+    at = SUMMARY_COLUMNS.index("mean recall %") + 1
+    return [*SUMMARY_COLUMNS[:at], "mAP %", *SUMMARY_COLUMNS[at:]]
 
 
 def summary_row(record: dict) -> dict:
     """A record's headline numbers: accuracies in percent (the columns say so), local models by folder name."""
-    row = {k: record.get(_PERCENT_OF.get(k, k)) for k in SUMMARY_COLUMNS}
+    row = {k: record.get(_PERCENT_OF.get(k, k)) for k in [*SUMMARY_COLUMNS, "mAP %"]}
     row["model"] = display_model(row["model"])
     for column in _PERCENT_OF:
         row[column] = round(100 * row[column], 2) if row[column] is not None else None

@@ -36,6 +36,6 @@ def source(kind: str, takes_path: bool = False):
 
 def registered() -> dict[str, Source]:
     """Every source, its module imported (each registers itself on import)."""
-    from pixprompt.data.sources import folders, huggingface, torchvision, webdataset  # noqa: F401
+    from pixprompt.data.sources import folders, huggingface, named, torchvision, webdataset  # noqa: F401
 
     return SOURCES

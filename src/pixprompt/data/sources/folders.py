@@ -180,7 +180,8 @@ def _class_map(path: str | None) -> dict[str, str]:
 
 @source("csv", takes_path=True)
 def load_csv(path: str, options: DatasetOptions) -> ImageDataset:
-    """A CSV with `path` and `label` columns; relative paths are resolved from the CSV's folder."""
+    """A CSV with `path` and `label` columns; relative paths are resolved from the CSV's folder. A label cell
+    naming several classes separated by `|` makes the dataset multi-label."""
     csv_path = Path(path).expanduser()
     rows = list(csv.DictReader(read_text_file(csv_path, "CSV file").splitlines()))
     columns = set(rows[0].keys()) if rows else set()
@@ -197,11 +198,14 @@ def load_csv(path: str, options: DatasetOptions) -> ImageDataset:
     absent = [str(p) for p in paths if not p.exists()]
     if absent:
         raise UsageError(f"CSV file {csv_path}: {len(absent)} image path(s) do not exist, e.g. {', '.join(absent[:3])}")
-    classnames = sorted({row["label"].strip() for row in rows})
+    row_labels = [[label.strip() for label in row["label"].split("|") if label.strip()] for row in rows]
+    classnames = sorted({label for labels in row_labels for label in labels})
     validate_classnames(classnames)
     _require_two_classes(classnames, f"CSV file {csv_path}")
     index = {name: i for i, name in enumerate(classnames)}
+    if any(len(labels) > 1 for labels in row_labels):
+        label_sets = [tuple(sorted({index[label] for label in labels})) for labels in row_labels]
+        return ImageDataset(f"csv:{csv_path.stem}", "all", classnames, FileImages(paths), [-1] * len(rows),
+                            label_sets=label_sets)
     return ImageDataset(f"csv:{csv_path.stem}", "all", classnames, FileImages(paths),
-                        [index[row["label"].strip()] for row in rows])
-
-
+                        [index[labels[0]] for labels in row_labels])

@@ -4,7 +4,8 @@
     PATH/zeroshot_classification_templates.txt      one template per line, class slot `{c}` (optional)
     PATH/dataset_type.txt                           `multilabel` or `retrieval` (optional)
     PATH/<split>/nshards.txt                        N
-    PATH/<split>/0.tar … N-1.tar                    samples KEY.webp|png|jpg|jpeg + KEY.cls (integer label)
+    PATH/<split>/0.tar … N-1.tar                    samples KEY.webp|png|jpg|jpeg + KEY.cls (integer label),
+                                                    or KEY.npy (0/1 vector over the classes) when multi-label
 
 This is what `clip_benchmark.webdataset_builder` writes and what the `clip-benchmark/wds_*` repositories
 on the Hugging Face Hub hold. Tar shards are indexed once (member offsets) and images are read by
@@ -18,6 +19,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from pixprompt.data.datasets import DatasetOptions, ImageDataset
@@ -70,10 +72,18 @@ def _sample_key(member: str) -> tuple[str, str]:
     return f"{folder}/{stem}" if folder else stem, extension.lower()
 
 
-def index_shards(shards: list[Path], max_pixels: int | None) -> tuple[TarImages, list[int]]:
-    """Every sample's image member and integer label, in shard and member order."""
+def _label(tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo]) -> int | tuple[int, ...]:
+    """A sample's integer label (`.cls`), or the classes its 0/1 vector marks (`.npy`, multi-label)."""
+    if "cls" in members:
+        return int(tar.extractfile(members["cls"]).read().decode().strip())
+    vector = np.load(io.BytesIO(tar.extractfile(members["npy"]).read()), allow_pickle=False)
+    return tuple(int(c) for c in np.flatnonzero(vector))
+
+
+def index_shards(shards: list[Path], max_pixels: int | None) -> tuple[TarImages, list[int | tuple[int, ...]]]:
+    """Every sample's image member and label (see `_label`), in shard and member order."""
     images = TarImages(shards, [], [], [], [], max_pixels)
-    labels: list[int] = []
+    labels: list[int | tuple[int, ...]] = []
     for number, path in enumerate(shards):
         samples: dict[str, dict[str, tarfile.TarInfo]] = {}
         try:
@@ -84,9 +94,9 @@ def index_shards(shards: list[Path], max_pixels: int | None) -> tuple[TarImages,
                         samples.setdefault(key, {})[extension] = member
                 for members in samples.values():
                     image = next((members[e] for e in IMAGE_EXTENSIONS if e in members), None)
-                    if image is None or "cls" not in members:
+                    if image is None or not {"cls", "npy"} & members.keys():
                         continue  # a sample without an image or a label is no test item
-                    labels.append(int(tar.extractfile(members["cls"]).read().decode().strip()))
+                    labels.append(_label(tar, members))
                     images.shard_of.append(number)
                     images.offsets.append(image.offset_data)
                     images.sizes.append(image.size)
@@ -116,8 +126,8 @@ def load_webdataset(path: str, split: str = "test", max_pixels: int | None = DEF
         raise UnavailableError(f"{root} is not a CLIP_benchmark webdataset: {split}/nshards.txt is missing")
     kind = _read_lines(root / "dataset_type.txt")[0].lower() if (root / "dataset_type.txt").is_file() else \
         "classification"
-    if kind != "classification":
-        raise UsageError(f"{root} is a {kind} webdataset: pixprompt reads single-label classification ones")
+    if kind not in ("classification", "multilabel"):
+        raise UsageError(f"{root} is a {kind} webdataset: pixprompt reads classification and multilabel ones")
     if not (root / "classnames.txt").is_file():
         raise UsageError(f"{root} has no classnames.txt: zero-shot classification needs the class names")
     shards = [root / split / f"{number}.tar" for number in range(int(_read_lines(count_file)[0]))]
@@ -126,14 +136,20 @@ def load_webdataset(path: str, split: str = "test", max_pixels: int | None = DEF
         raise UnavailableError(f"webdataset {root}: shard(s) {', '.join(missing[:3])} missing")
     images, labels = index_shards(shards, max_pixels)
     if not labels:
-        raise UnavailableError(f"webdataset {root} holds no image with a .cls label in {split}/")
+        raise UnavailableError(f"webdataset {root} holds no image with a .cls or .npy label in {split}/")
     classnames = _read_lines(root / "classnames.txt")
-    if max(labels) >= len(classnames) or min(labels) < 0:
-        raise UsageError(f"webdataset {root}: labels run to {max(labels)} but classnames.txt names "
+    multi_label = kind == "multilabel"
+    if multi_label != all(isinstance(label, tuple) for label in labels):
+        raise UsageError(f"webdataset {root}: a {kind} dataset needs "
+                         f"{'a .npy' if multi_label else 'an integer .cls'} label for every sample")
+    used = [c for label in labels for c in (label if multi_label else (label,))]
+    if used and (max(used) >= len(classnames) or min(used) < 0):
+        raise UsageError(f"webdataset {root}: labels run to {max(used)} but classnames.txt names "
                          f"{len(classnames)} classes")
     templates = root / TEMPLATES_FILE
-    return ImageDataset(f"wds:{root.name}", split, classnames, images, labels,
-                        str(templates) if templates.is_file() else "standard")
+    return ImageDataset(f"wds:{root.name}", split, classnames, images, [-1] * len(labels) if multi_label else labels,
+                        str(templates) if templates.is_file() else "standard",
+                        label_sets=labels if multi_label else None)
 
 
 def hosted_repository(name: str) -> str:

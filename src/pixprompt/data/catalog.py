@@ -1,0 +1,127 @@
+"""The catalog of named datasets (`resources/datasets.json`): how each is read, where its class names and
+templates come from, how its source's labels map to those names, its main metric and its suites.
+
+Adding a dataset is adding an entry; `pixprompt.data.sources.named` registers a reader for each.
+"""
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+from pixprompt.errors import UsageError
+
+#: The named suites `bench` runs (`suite: NAME`), and what each is.
+SUITES = {
+    "clip": "the CLIP paper's Table 11 image datasets",
+    "imagenet-shifts": "ImageNet, V2, Sketch, A, R, ObjectNet",
+    "vtab": "VTAB's 19 tasks, in 3 groups",
+}
+
+
+#: Where class names and templates come from, by the catalog's `names`.
+NAME_SOURCES = {
+    "paper": "CLIP paper (openai/CLIP data/prompts.md)",
+    "imagenet": "CLIP's ImageNet names and 80 templates",
+    "objectnet": "ObjectNet's own mapping files (as CLIP_benchmark)",
+    "wds": "CLIP_benchmark's webdataset",
+}
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    name: str
+    title: str
+    read: dict[str, Any]
+    names: str
+    reference: str
+    labels: str = "index"
+    aliases: dict[str, str] = field(default_factory=dict)
+    metric: str = "top1"
+    wds: str | None = None
+    multi_label: bool = False
+    suites: tuple[str, ...] = ()
+    group: str | None = None
+
+    @property
+    def obtained(self) -> str:
+        """How its images are had, as a listing shows it."""
+        ways = []
+        if "loader" in self.read or "folders" in self.read:
+            ways.append("folder layout")
+        if "torchvision" in self.read:
+            ways.append("torchvision download")
+        if self.wds:
+            ways.append(f"wds/{self.wds}")
+        return ", ".join(ways)
+
+    @property
+    def names_source(self) -> str:
+        """Where its class names and templates come from."""
+        return NAME_SOURCES[self.names]
+
+
+@lru_cache(maxsize=1)
+def catalog() -> dict[str, CatalogEntry]:
+    """Every named dataset, by name."""
+    data = json.loads(resources.files("pixprompt.resources").joinpath("datasets.json").read_text("utf-8"))
+    return {name: CatalogEntry(name=name, **{**entry, "suites": tuple(entry.get("suites", ()))})
+            for name, entry in data["datasets"].items()}
+
+
+def suite(name: str) -> list[str]:
+    """The dataset names of a suite, in catalog order."""
+    if name not in SUITES:
+        raise UsageError(f"unknown suite {name!r}: use one of {', '.join(SUITES)}")
+    return [entry.name for entry in catalog().values() if name in entry.suites]
+
+
+def normalised(name: str) -> str:
+    """A class name as names are compared: lower case, `_ - /` as spaces, no apostrophes, single spaces."""
+    return " ".join(re.sub(r"[_\-/]", " ", name.replace("'", "")).lower().split())
+
+
+def label_map(entry: CatalogEntry, source_names: Sequence[str], classnames: Sequence[str]) -> list[int]:
+    """For each class of the source (in its label order), the index of the same class in `classnames`.
+
+    By name (`labels: name`): the entry's aliases first, then names compared `normalised`. By index: the
+    source's order is `classnames`' (the counts must agree). Any source class without a match is refused,
+    so a renamed class can never be scored as another.
+    """
+    if entry.labels == "index":
+        if len(source_names) != len(classnames):
+            raise UsageError(f"dataset {entry.name}: the source has {len(source_names)} classes, "
+                             f"the catalog names {len(classnames)}")
+        return list(range(len(classnames)))
+    index = {normalised(name): number for number, name in enumerate(classnames)}
+    mapped, unknown = [], []
+    for name in source_names:
+        target = normalised(entry.aliases.get(name, name))
+        mapped.append(index.get(target, -1))
+        if target not in index:
+            unknown.append(name)
+    if unknown:
+        raise UsageError(f"dataset {entry.name}: class(es) {', '.join(map(repr, unknown[:5]))} of the source "
+                         "match no class of the catalog: is this the right dataset folder?")
+    return mapped
+
+
+def listing(entry: CatalogEntry) -> dict[str, Any]:
+    """What `pixprompt datasets` says of an entry; reads no image and downloads nothing."""
+    from pixprompt.data.datasets import dataset_classnames
+    from pixprompt.prompts.templates import TEMPLATE_SETS
+
+    try:
+        classnames, templates = dataset_classnames(entry.name)
+        classes: int | None = len(classnames)
+        prompts: int | None = len(TEMPLATE_SETS[templates])
+    except UsageError:  # names that come with the data (CLIP_benchmark's webdatasets, ObjectNet's mapping)
+        classes = prompts = None
+    return {"name": entry.name, "title": entry.title, "classes": classes, "templates": prompts,
+            "multi_label": entry.multi_label, "metric": entry.metric, "obtained": entry.obtained,
+            "names": entry.names, "names_from": entry.names_source, "suites": list(entry.suites), "group": entry.group,
+            "reference": entry.reference}
