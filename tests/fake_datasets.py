@@ -331,3 +331,27 @@ def kitti_distance(root: Path) -> list[str]:
     names = paper_classnames("kitti_distance")  # CLIP_benchmark's names for this task are the paper's
     webdataset(root, names, [0, 3, 3])
     return [names[0], names[3], names[3]]
+
+
+OBJECTNET_FOLDERS = {"air_freshener": ("Air freshener", None), "alarm_clock": ("Alarm clock", "analog clock; digital clock"),
+                     "backpack": ("Backpack", "backpack"), "banana": ("Banana", "banana"),
+                     "bench": ("Bench", "park bench")}
+
+
+def objectnet(root: Path) -> list[str]:
+    """ObjectNet 1.0's images and mapping files (these beside `objectnet-1.0/`, where CLIP_benchmark reads them):
+    air_freshener is not an ImageNet class, so its images are left out."""
+    root.mkdir(parents=True, exist_ok=True)
+    written = []
+    for number, (folder, (label, imagenet)) in enumerate(OBJECTNET_FOLDERS.items()):
+        for copy in range(2):
+            image(root / "objectnet-1.0" / "images" / folder / f"{copy}.png", number * 2 + copy)
+        written += [label.lower()] * 2 if imagenet else []
+    (root / "folder_to_objectnet_label.json").write_text(
+        json.dumps({folder: label for folder, (label, _) in OBJECTNET_FOLDERS.items()}))
+    (root / "objectnet_to_imagenet_1k.json").write_text(
+        json.dumps({label: imagenet for label, imagenet in OBJECTNET_FOLDERS.values() if imagenet}))
+    imagenet_names = [n for _, imagenet in OBJECTNET_FOLDERS.values() if imagenet for n in imagenet.split("; ")]
+    (root / "imagenet_to_label_2012_v2").write_text("\n".join(imagenet_names) + "\n")
+    (root / "pytorch_to_imagenet_2012_id.json").write_text(json.dumps({str(i): i for i in range(len(imagenet_names))}))
+    return written

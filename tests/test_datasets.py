@@ -71,3 +71,19 @@ def test_eval_of_imagenet_r_records_200_classes(tiny_model_dirs, tmp_path, capsy
     assert code == 0, err
     (record,) = json.loads(out)
     assert record["dataset"] == "imagenet-r" and record["classes"] == 200 and record["images"] == 8
+
+
+def test_objectnet_reads_its_overlapping_classes_as_clip_benchmark_does(tmp_path):
+    from collections import Counter
+
+    from clip_benchmark.datasets.objectnet import ObjectNetDataset
+
+    from fake_datasets import objectnet
+
+    written = objectnet(tmp_path)
+    dataset = load_dataset("objectnet", DatasetOptions(str(tmp_path)))
+    theirs = ObjectNetDataset(str(tmp_path), transform=None)
+    assert dataset.classnames == theirs.classes == ["alarm clock", "backpack", "banana", "bench"]
+    assert [str(p) for p in dataset.images.paths] == [path for path, _ in theirs.samples]
+    assert dataset.labels == [theirs[i][1] for i in range(len(theirs))]
+    assert Counter(dataset.classnames[label] for label in dataset.labels) == Counter(written)

@@ -248,7 +248,7 @@ def test_dataset_adapters_csv_hf_and_their_errors(small_folder, tmp_path):
     with pytest.raises(UsageError, match="not imagenet classes"):
         load_dataset("imagenet", DatasetOptions(str(_wnid_like(tmp_path))))
     with pytest.raises(UsageError, match="unknown dataset"):
-        load_dataset("mnist")
+        load_dataset("fashion-mnist")
 
 
 def _wnid_like(tmp_path):

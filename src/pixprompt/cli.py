@@ -527,11 +527,14 @@ def run_bench(args: argparse.Namespace) -> int:
                        max_pixels=args.max_pixels)
     if not is_main_rank():
         return 0
-    table, columns = paper_table(records, grid.templates)
+    if grid.suites:
+        table, columns = suite_tables(records, [d["dataset"] for d in grid.datasets], args.format)
+    else:
+        table, columns = paper_table(records, grid.templates)
+        if args.format != "json":
+            emit(table, args.format, columns)
     if args.format == "json":
         emit(records, "json")
-    else:
-        emit(table, args.format, columns)
     if args.output:
         json_output = args.output.lower().endswith(".json")
         write_output(lambda: write_records(records if json_output else table, args.output,
@@ -539,6 +542,23 @@ def run_bench(args: argparse.Namespace) -> int:
     if args.report:
         write_html_report(args, records, args.report)
     return 0
+
+
+def suite_tables(records: list[dict], datasets: list[str], output_format: str) -> tuple[list[dict], list[str]]:
+    """Print a suite run's tables (each dataset's main metric per model, group means, robustness on ImageNet's
+    shifts when they ran) unless JSON is asked for; return the first, which --output writes."""
+    from pixprompt.evaluation.suites import group_table, robustness, suite_table
+    from pixprompt.reports import emit
+
+    table, columns = suite_table(records, datasets)
+    if output_format != "json":
+        emit(table, output_format, columns, title="main metric per dataset (%; – : not available)")
+        groups, group_columns = group_table(records)
+        emit(groups, output_format, group_columns, title="means per group (%)")
+        shifts = robustness(records)
+        if shifts:
+            emit(shifts["rows"], output_format, shifts["columns"], title="ImageNet distribution shifts (top-1 %)")
+    return table, columns
 
 
 def _report_arguments(parser: argparse.ArgumentParser) -> None:

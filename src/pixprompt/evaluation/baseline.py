@@ -72,4 +72,5 @@ def evaluate_supervised(model: SupervisedClassifier, dataset: ImageDataset,
     columns = torch.tensor([index[w] for w in dataset.wnids])
     logits = features.features[features.valid][:, columns]
     metrics = classification_metrics(logits, features.labels[features.valid], dataset.classnames)
-    return {**run_facts(model.info, dataset, features), "templates": None, "ensemble": None, **metrics}
+    return {**run_facts(model.info, dataset, features), "templates": None, "ensemble": None, **metrics,
+            "metric": "top1", "score": metrics["top1"]}

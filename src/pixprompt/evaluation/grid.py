@@ -1,6 +1,7 @@
 """The experiment grid behind `bench`: models × datasets × template sets, one image pass per (model, dataset)."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,12 @@ from pixprompt.errors import UsageError
 from pixprompt.progress import announce
 from pixprompt.prompts.labels import read_text_file
 
+log = logging.getLogger(__name__)
+
+
+#: In a grid's `templates`, each dataset's own template set (the CLIP paper's for the suite datasets).
+DATASET_TEMPLATES = "default"
+
 
 @dataclass
 class Grid:
@@ -17,29 +24,78 @@ class Grid:
     datasets: list[dict[str, Any]]
     templates: list[str] = field(default_factory=lambda: ["clip80", "standard", "raw"])
     ensemble: str = "embedding"
+    #: Named suites asked for (`suite: clip`), in order; their datasets are in `datasets`, marked `suite`.
+    suites: list[str] = field(default_factory=list)
+
+
+def _suite_datasets(name: str, data_root: str | None, download: bool) -> list[dict[str, Any]]:
+    """A suite's datasets, each read from `<data_root>/<name>` when that folder exists, else from pixprompt's
+    cache folder (downloaded there when it can be and `download` allows it)."""
+    from pixprompt.data.catalog import suite
+
+    entries = []
+    for dataset in suite(name):
+        folder = Path(data_root).expanduser() / dataset if data_root else None
+        entries.append({"dataset": dataset, "data_dir": str(folder) if folder and folder.is_dir() else None,
+                        "suite": name, "download": download})
+    return entries
 
 
 def load_grid(path: str | Path) -> Grid:
-    """Read a YAML grid: `models: [{model, pretrained}]`, `datasets: [{dataset, data_dir}]`, `templates: [...]`."""
+    """Read a YAML grid: `models: [{model, pretrained}]`, `datasets: [{dataset, data_dir}]` and/or
+    `suite: NAME` (or a list; `data_root: DIR` holds their datasets' folders, `download: false` keeps to what
+    is on disk), `templates: [...]`."""
     import yaml
 
     try:
         data = yaml.safe_load(read_text_file(path, "bench config"))
     except yaml.YAMLError as error:
         raise UsageError(f"bench config {path} is not valid YAML ({str(error).splitlines()[0]})") from None
-    if not isinstance(data, dict) or not data.get("models") or not data.get("datasets"):
-        raise UsageError(f"bench config {path} needs non-empty `models` and `datasets` lists")
+    if not isinstance(data, dict) or not data.get("models") or not (data.get("datasets") or data.get("suite")):
+        raise UsageError(f"bench config {path} needs a non-empty `models` list, and `datasets` or `suite`")
     models = [m if isinstance(m, dict) else {"model": m} for m in data["models"]]
-    datasets = [d if isinstance(d, dict) else {"dataset": d} for d in data["datasets"]]
     for entry in models:
         if "model" not in entry:
             raise UsageError(f"bench config {path}: every model entry needs `model:` ({entry})")
-    for entry in datasets:
-        if "dataset" not in entry:
-            raise UsageError(f"bench config {path}: every dataset entry needs `dataset:` ({entry})")
-    templates = data.get("templates", ["clip80", "standard", "raw"])
+    suites = data.get("suite") or []
+    suites = [suites] if isinstance(suites, str) else list(suites)
+    datasets = []
+    for entry in data.get("datasets") or []:
+        entry = entry if isinstance(entry, dict) else {"dataset": entry}
+        if "suite" in entry:
+            suites.append(entry["suite"])
+        elif "dataset" not in entry:
+            raise UsageError(f"bench config {path}: every dataset entry needs `dataset:` or `suite:` ({entry})")
+        else:
+            datasets.append(entry)
+    listed = {entry["dataset"] for entry in datasets}
+    for name in dict.fromkeys(suites):
+        datasets += [entry for entry in _suite_datasets(name, data.get("data_root"), bool(data.get("download", True))) if entry["dataset"] not in listed]
+        listed |= {entry["dataset"] for entry in datasets}
+    default = [DATASET_TEMPLATES] if suites else ["clip80", "standard", "raw"]
+    templates = data.get("templates", default)
     return Grid(models, datasets, [templates] if isinstance(templates, str) else list(templates),
-                data.get("ensemble", "embedding"))
+                data.get("ensemble", "embedding"), list(dict.fromkeys(suites)))
+
+
+def available_datasets(grid: Grid) -> list[Any]:
+    """The grid's datasets, loaded; a suite's datasets that are not on disk (or not readable there) and cannot be
+    downloaded are left out with a warning saying why (a dataset listed by name must be there)."""
+    from pixprompt.data.datasets import DatasetOptions, load_dataset
+    from pixprompt.errors import UnavailableError
+
+    datasets = []
+    for entry in grid.datasets:
+        try:
+            options = DatasetOptions(entry.get("data_dir"), entry.get("class_map"), entry.get("download", True))
+            datasets.append(load_dataset(entry["dataset"], options))
+        except (UnavailableError, UsageError) as error:  # a suite's: not under data_root, or not as expected there
+            if "suite" not in entry:
+                raise
+            log.warning("suite %s: %s left out: %s", entry["suite"], entry["dataset"], str(error).splitlines()[0])
+    if not datasets:
+        raise UsageError("none of the grid's datasets is available: see the warnings above")
+    return datasets
 
 
 def run_grid(grid: Grid, device: str = "auto", precision: str = "auto",
@@ -51,14 +107,14 @@ def run_grid(grid: Grid, device: str = "auto", precision: str = "auto",
     `jpeg_draft` decodes JPEG files at reduced scale for each model, `max_pixels` skips larger images
     (see `ImageDataset.decoded_with`).
     """
-    from pixprompt.data.datasets import DatasetOptions, load_dataset
     from pixprompt.evaluation.runs import evaluate
     from pixprompt.models import load_model
     from pixprompt.prompts import resolve_templates
 
-    prompt_sets = resolve_templates(",".join(grid.templates))
-    datasets = [load_dataset(d["dataset"], DatasetOptions(d.get("data_dir"), d.get("class_map")))
-                for d in grid.datasets]
+    datasets = available_datasets(grid)
+    prompt_sets = {dataset.name: resolve_templates(",".join(dataset.default_templates if t == DATASET_TEMPLATES else t
+                                                            for t in grid.templates))
+                   for dataset in datasets}
     records, jobs = [], len(grid.models) * len(datasets)
     for model_number, entry in enumerate(grid.models):
         model = load_model(entry["model"], entry.get("pretrained"), device=device, precision=precision)
@@ -67,7 +123,8 @@ def run_grid(grid: Grid, device: str = "auto", precision: str = "auto",
             announce(f"[{model_number * len(datasets) + dataset_number + 1}/{jobs}] {entry['model']}{pretrained} "
                      f"on {dataset.name}")
             decoded = dataset.decoded_with(model.decode_size if jpeg_draft else None, max_pixels)
-            records += evaluate(model, decoded, prompt_sets, [grid.ensemble], cache_root, batch_size, workers)
+            records += evaluate(model, decoded, prompt_sets[dataset.name], [grid.ensemble], cache_root, batch_size,
+                                workers)
     return records
 
 

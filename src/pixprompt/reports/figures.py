@@ -169,6 +169,40 @@ def example_grid(record: Record, columns: int = 5) -> Figure:
     return figure
 
 
+def robustness_scatter(shifts: dict[str, Any]) -> Figure:
+    """The CLIP paper's robustness picture (its Fig. 13): ImageNet top-1 on x, the mean over the shifts on y, both
+    on logit axes; y = x (a model as robust as on ImageNet); the supervised baselines' logit fit, dashed."""
+    import numpy as np
+
+    from pixprompt.evaluation.suites import predicted_shift
+
+    figure, axes = _subplots(figsize=(6, 5))
+    for kind, marker in (("zero-shot", "o"), ("supervised", "s")):
+        rows = [r for r in shifts["rows"] if r["kind"] == kind]
+        if rows:
+            axes.scatter([r["imagenet"] / 100 for r in rows], [r["shifts mean"] / 100 for r in rows], marker=marker,
+                         s=40, label=kind, zorder=3)
+            for row in rows:
+                axes.annotate(textwrap.shorten(row["model"], 28), (row["imagenet"] / 100, row["shifts mean"] / 100),
+                              fontsize=7, xytext=(4, 4), textcoords="offset points")
+    values = [r[c] / 100 for r in shifts["rows"] for c in ("imagenet", "shifts mean")]
+    low, high = max(min(values) * 0.8, 0.01), min(max(values) * 1.1 + 0.02, 0.99)
+    line = np.linspace(low, high, 50)
+    axes.plot(line, line, color="grey", linestyle=":", label="y = x")
+    if shifts["fit"]:
+        axes.plot(line, [predicted_shift(shifts["fit"], x) for x in line], color="C1", linestyle="--",
+                  label="supervised fit (logit)")
+    axes.set_xscale("logit")
+    axes.set_yscale("logit")
+    axes.set_xlim(low, high)
+    axes.set_ylim(low, high)
+    axes.set_xlabel("ImageNet top-1")
+    axes.set_ylabel(f"mean top-1 over {', '.join(shifts['shifts'])}")
+    axes.legend(fontsize=8, loc="upper left")
+    figure.tight_layout()
+    return figure
+
+
 def png_bytes(figure: Figure) -> bytes:
     """The figure as PNG."""
     buffer = io.BytesIO()

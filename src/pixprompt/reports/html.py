@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pixprompt.errors import UsageError
+from pixprompt.evaluation.suites import group_table, robustness
 from pixprompt.reports import figures
 from pixprompt.reports.figures import Record, best_per_model_and_dataset
 from pixprompt.reports.tables import format_cell, summary_columns, summary_row
@@ -67,6 +68,10 @@ def report_figures(records: Sequence[Record], max_each: int = 4) -> list[ReportF
     for i, record in enumerate(best_per_model_and_dataset(zero_shot, lambda r: bool(r.get("examples")))[:max_each]):
         made.append(ReportFigure(f"examples-{i}", f"Examples: {figures.model_label(record)}, {record['dataset']}",
                                  figures.png_bytes(figures.example_grid(record))))
+    shifts = robustness(records)
+    if shifts:
+        made.append(ReportFigure("robustness", "Robustness to ImageNet's distribution shifts",
+                                 figures.png_bytes(figures.robustness_scatter(shifts))))
     return made
 
 
@@ -88,6 +93,21 @@ def results_tables(records: Sequence[Record]) -> list[dict[str, Any]]:
                 "– : no published figure for this model and dataset.")
         tables.append({"title": "Beside the reported accuracies (top-1 %)", "columns": columns, "rows": rows,
                        "note": note})
+    if len({r["dataset"] for r in records}) > 1:
+        rows, columns = group_table(records)
+        tables.append({"title": "Means per group (main metric %)", "columns": columns, "rows": rows,
+                       "note": "Each dataset's main metric (top-1; mean per-class recall for FGVC Aircraft, Pets, "
+                               "Caltech-101 and Flowers-102; mAP for VOC 2007, as the CLIP paper's Table 9), averaged "
+                               "over the datasets of each group that ran (ran/all in the header), as DataComp "
+                               "reports them."})
+    shifts = robustness(records)
+    if shifts:
+        tables.append({"title": "ImageNet distribution shifts (top-1 %)", "columns": shifts["columns"],
+                       "rows": shifts["rows"],
+                       "note": "shifts mean: over " + ", ".join(shifts["shifts"]) + " (those every model ran). "
+                               "effective robustness: the shifts mean above what the supervised models' line predicts "
+                               "at the same ImageNet accuracy (a least-squares line in logit space, Taori et al., "
+                               "2020); it needs two supervised runs (`pixprompt baseline` runs two ResNet-50s)."})
     return tables
 
 

@@ -136,6 +136,40 @@ def load_imagenet_v2(_: str, options: DatasetOptions) -> ImageDataset:
                         labels, "imagenet", list(imagenet_wnids()))
 
 
+def _objectnet_files(root: Path) -> tuple[Path, Path]:
+    """ObjectNet's mapping folder and image folder: as its archive unpacks (`objectnet-1.0/mappings`,
+    `objectnet-1.0/images`), or the mapping files beside `objectnet-1.0/` (as CLIP_benchmark keeps them)."""
+    mappings = next((folder for folder in (root / "objectnet-1.0" / "mappings", root / "mappings", root)
+                     if (folder / "folder_to_objectnet_label.json").is_file()), None)
+    images = next((folder for folder in (root / "objectnet-1.0" / "images", root / "images") if folder.is_dir()), None)
+    if mappings is None or images is None:
+        raise UnavailableError(f"{root} is not ObjectNet 1.0: it needs objectnet-1.0/images/<folder>/ and the "
+                               "mapping files (folder_to_objectnet_label.json, objectnet_to_imagenet_1k.json)")
+    return mappings, images
+
+
+@source("objectnet")
+def load_objectnet(_: str, options: DatasetOptions) -> ImageDataset:
+    """ObjectNet 1.0 (Barbu et al., 2019), its 113 classes that overlap ImageNet, named and mapped by the
+    dataset's own mapping files, as CLIP_benchmark reads it: classes are ObjectNet's labels (lower case) in
+    folder order; images of the other classes are left out."""
+    root = _require_dir(options.data_dir, "objectnet")
+    mappings, images = _objectnet_files(root)
+    try:
+        label_of = json.loads((mappings / "folder_to_objectnet_label.json").read_text("utf-8"))
+        overlapping = json.loads((mappings / "objectnet_to_imagenet_1k.json").read_text("utf-8"))
+    except (OSError, ValueError) as error:
+        raise UnavailableError(f"ObjectNet mapping files in {mappings} could not be read ({error})") from None
+    folders = sorted(folder for folder, label in label_of.items() if label in overlapping)
+    index = {folder: number for number, folder in enumerate(folders)}
+    present = [folder for folder in class_folders(images) if folder.name in index]
+    paths, labels = files_by_class(present, index.__getitem__)
+    if not paths:
+        raise UnavailableError(f"no images of ObjectNet's ImageNet classes in {images}")
+    return ImageDataset("objectnet", "test", [label_of[folder].lower() for folder in folders], FileImages(paths),
+                        labels, "imagenet")
+
+
 @source("imagenette")
 def load_imagenette(_: str, options: DatasetOptions) -> ImageDataset:
     """Imagenette val: a `val/<wnid>/` folder, or torchvision's download into the pixprompt cache."""
