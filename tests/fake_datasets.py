@@ -333,7 +333,8 @@ def kitti_distance(root: Path) -> list[str]:
     return [names[0], names[3], names[3]]
 
 
-OBJECTNET_FOLDERS = {"air_freshener": ("Air freshener", None), "alarm_clock": ("Alarm clock", "analog clock; digital clock"),
+OBJECTNET_FOLDERS = {"air_freshener": ("Air freshener", None),
+                     "alarm_clock": ("Alarm clock", "analog clock; digital clock"),
                      "backpack": ("Backpack", "backpack"), "banana": ("Banana", "banana"),
                      "bench": ("Bench", "park bench")}
 

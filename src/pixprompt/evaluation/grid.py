@@ -69,8 +69,10 @@ def load_grid(path: str | Path) -> Grid:
         else:
             datasets.append(entry)
     listed = {entry["dataset"] for entry in datasets}
+    download = bool(data.get("download", True))
     for name in dict.fromkeys(suites):
-        datasets += [entry for entry in _suite_datasets(name, data.get("data_root"), bool(data.get("download", True))) if entry["dataset"] not in listed]
+        datasets += [entry for entry in _suite_datasets(name, data.get("data_root"), download)
+                     if entry["dataset"] not in listed]
         listed |= {entry["dataset"] for entry in datasets}
     default = [DATASET_TEMPLATES] if suites else ["clip80", "standard", "raw"]
     templates = data.get("templates", default)
