@@ -98,3 +98,27 @@ def test_classify_reuses_cached_features_when_labels_change(tiny_model_dirs, pho
     assert main([*common, "--labels", "cat,dog", "--no-cache"]) == 0  # --no-cache encodes afresh, same answer
     third = capsys.readouterr()
     assert "3 images: 3 encoded" in third.err and json.loads(third.out) == json.loads(first.out)
+
+
+def test_classify_multi_label_lists_every_class_reaching_the_threshold(tiny_model_dirs, photos, tmp_path, capsys):
+    """SigLIP scores each class on its own (sigmoid): every class at or above the threshold is listed, and only
+    those, whatever --top-k says; a CSV holds as many label columns as there are classes."""
+    from cli_runner import model_args, run_cli
+
+    args = ["classify", photos, *model_args(tiny_model_dirs["open_clip_siglip"]), "--labels", "cat,dog,car,tree",
+            "--quiet"]
+    _, out, _ = run_cli(capsys, *args, "--top-k", "4", "--json")
+    every = {row["image"]: {t["label"]: t["probability"] for t in row["top"]} for row in json.loads(out)}
+    threshold = float(np.median([p for probabilities in every.values() for p in probabilities.values()]))
+    code, out, _ = run_cli(capsys, *args, "--multi-label", "--threshold", str(threshold), "--top-k", "1", "--json")
+    assert code == 0
+    for row in json.loads(out):
+        expected = sorted((label for label, p in every[row["image"]].items() if p >= threshold),
+                          key=lambda label: -every[row["image"]][label])
+        assert [t["label"] for t in row["top"]] == expected
+    code, _, _ = run_cli(capsys, *args, "--multi-label", "--threshold", str(threshold), "-o", tmp_path / "p.csv")
+    assert code == 0 and (tmp_path / "p.csv").read_text().splitlines()[0].count("label_") == 4
+    _, out, _ = run_cli(capsys, *args, "--multi-label", "--threshold", "1")
+    assert "(no class reaches 100%)" in out
+    with pytest.raises(SystemExit):
+        main(["classify", str(photos), "--labels", "a,b", "--multi-label", "--threshold", "1.5"])

@@ -51,6 +51,16 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a probability in (0, 1], got {text!r}")
+    return value
+
+
 def port_number(text: str) -> int:
     value = _int(text)
     if not 1 <= value <= 65535:
@@ -176,6 +186,11 @@ def _classify_arguments(parser: argparse.ArgumentParser) -> None:
     labels.add_argument("--dataset", help="use a dataset's class names (imagenet, cifar10, …)")
     add_prompt_options(parser, None)
     parser.add_argument("--top-k", "-k", type=positive_int, default=5, help="classes shown per image (default 5)")
+    parser.add_argument("--multi-label", action="store_true",
+                        help="list every class whose probability reaches --threshold instead of the top k (natural "
+                             "for SigLIP's sigmoid; CLIP's softmax shares 100%% among classes: use a low threshold)")
+    parser.add_argument("--threshold", type=probability, default=0.5, metavar="P",
+                        help="with --multi-label: the probability a class needs (default 0.5)")
     parser.add_argument("--classifier", help="classifier file: loaded if it matches, else built and saved")
     parser.add_argument("--output", "-o", metavar="FILE",
                         help="write the predictions to FILE (.jsonl, .csv or .parquet) shard by shard instead of "
@@ -229,7 +244,7 @@ def run_classify(args: argparse.Namespace) -> int:
         if ranks.is_main else []
     stream = iter_predictions(model, classifiers, iter_images(args.inputs), args.top_k, args.ensemble,
                               args.batch_size, args.workers, jpeg_draft=args.draft_jpeg, max_pixels=args.max_pixels,
-                              cache_root=cache_from_args(args))
+                              cache_root=cache_from_args(args), threshold=args.threshold if args.multi_label else None)
     output = None
     if args.output and ranks.is_main:
         from pixprompt.reports.predictions import PredictionFile
@@ -237,8 +252,9 @@ def run_classify(args: argparse.Namespace) -> int:
         settings = {"model": model.info.identity, "weights": model.weights_stamp, "classnames": classnames,
                     "prompts": [[p.name, list(p.templates), sorted(p.descriptions.items())] for p in prompt_sets],
                     "top_k": args.top_k, "ensemble": args.ensemble, "draft_jpeg": args.draft_jpeg,
-                    "max_pixels": args.max_pixels}
-        output = PredictionFile(args.output, settings, min(args.top_k, len(classnames)))
+                    "max_pixels": args.max_pixels, "threshold": args.threshold if args.multi_label else None}
+        output = PredictionFile(args.output, settings,
+                                len(classnames) if args.multi_label else min(args.top_k, len(classnames)))
     rows: list[dict] = []  # kept only for stdout, when there is no --output file
     images = failed = 0
     for number, shard, per_set in stream:
@@ -262,7 +278,8 @@ def run_classify(args: argparse.Namespace) -> int:
     elif args.format == "json":
         emit(rows, "json")
     else:
-        table, columns = _classify_table(rows, several_sets=len(prompt_sets) > 1, once=args.format == "table")
+        table, columns = _classify_table(rows, several_sets=len(prompt_sets) > 1, once=args.format == "table",
+                                         threshold=args.threshold if args.multi_label else None)
         emit(table, args.format, columns)
     if failed:
         log.error("%d of %d image(s) could not be classified", failed, images)
@@ -270,8 +287,10 @@ def run_classify(args: argparse.Namespace) -> int:
     return 0
 
 
-def _classify_table(rows: list[dict], several_sets: bool, once: bool) -> tuple[list[dict], list[str]]:
-    """One row per (image, rank) with the probability in percent; `once`: the image named on its first row only.
+def _classify_table(rows: list[dict], several_sets: bool, once: bool,
+                    threshold: float | None = None) -> tuple[list[dict], list[str]]:
+    """One row per (image, rank) with the probability in percent; `once`: the image named on its first row only;
+    with a multi-label `threshold`, an image with no class reaching it says so.
 
     The templates column shows only for several template sets, the error column only when an image failed.
     """
@@ -282,6 +301,9 @@ def _classify_table(rows: list[dict], several_sets: bool, once: bool) -> tuple[l
             table.append({"image": image if rank == 0 or not once else "", "templates": row["templates"],
                           "rank": rank + 1, "label": top["label"],
                           "probability %": round(100 * top["probability"], 2)})
+        if threshold is not None and not row.get("top") and "error" not in row:
+            table.append({"image": image, "templates": row["templates"],
+                          "label": f"(no class reaches {100 * threshold:g}%)"})
         if "error" in row:  # a table names the kind of error; its full text is logged and in --json/--csv
             error = row["error"].split(":", 1)[0] if once and len(row["error"]) > 30 else row["error"]
             table.append({"image": image, "templates": row["templates"], "error": error})

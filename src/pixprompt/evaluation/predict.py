@@ -40,7 +40,7 @@ def iter_predictions(model: VisionLanguageModel, classifiers: Sequence[ZeroShotC
                      top_k: int = 5, ensemble: str = "embedding", batch_size: int | None = None,
                      workers: int | None = None, jpeg_draft: bool = False,
                      max_pixels: int | None = DEFAULT_MAX_PIXELS, cache_root: Path | str | bool | None = True,
-                     ) -> Iterator[tuple[int, list[Path], list[list[Prediction]]]]:
+                     threshold: float | None = None) -> Iterator[tuple[int, list[Path], list[list[Prediction]]]]:
     """Predictions shard by shard, in input order: (shard number, its paths, one list per classifier).
 
     `paths` may be a stream (`iter_images`): it is read one shard (`distributed.shard_size()` images) at a
@@ -48,7 +48,8 @@ def iter_predictions(model: VisionLanguageModel, classifiers: Sequence[ZeroShotC
     as `evaluate` (`cache_root`: True for the default folder, a folder, or None for none), so trying
     other class names or templates on the same photos encodes no image again. Files that cannot be read,
     or that are over `max_pixels`, get an error row under every classifier. `jpeg_draft` decodes JPEGs at
-    reduced scale (faster, approximate; see `decode_rgb`). Under several processes (torchrun, srun) each
+    reduced scale (faster, approximate; see `decode_rgb`). With `threshold`, an image's predictions are every
+    class whose probability reaches it (multi-label), not the top k. Under several processes (torchrun, srun) each
     rank encodes its shards and rank 0 yields every shard's predictions; the other ranks yield nothing.
     """
     root = resolve_cache(cache_root)
@@ -67,7 +68,8 @@ def iter_predictions(model: VisionLanguageModel, classifiers: Sequence[ZeroShotC
                 if number % ranks.world:  # another rank's images count here once received
                     bar.update(part.encoded)
                 images, encoded = images + len(shard), encoded + part.encoded
-                yield number, shard, [shard_predictions(c, part, shard, top_k, ensemble) for c in classifiers]
+                yield number, shard, [shard_predictions(c, part, shard, top_k, ensemble, threshold)
+                                      for c in classifiers]
         except KeyboardInterrupt:
             encoder.say_interrupted()
             raise
@@ -76,17 +78,21 @@ def iter_predictions(model: VisionLanguageModel, classifiers: Sequence[ZeroShotC
 
 
 def shard_predictions(classifier: ZeroShotClassifier, part: ShardFeatures, paths: Sequence[Path], top_k: int,
-                      ensemble: str) -> list[Prediction]:
-    """The top-k classes of each image of a shard, or its error."""
+                      ensemble: str, threshold: float | None = None) -> list[Prediction]:
+    """The top-k classes of each image of a shard (with `threshold`: every class whose probability reaches it,
+    most probable first), or its error."""
     predictions: list[Prediction | None] = [None] * len(paths)
     for row, message in part.failures.items():
         predictions[row] = Prediction(str(paths[row]), error=message)
     valid = part.valid.nonzero().flatten()
     if len(valid):
-        k = max(1, min(top_k, classifier.num_classes))
+        k = classifier.num_classes if threshold is not None else max(1, min(top_k, classifier.num_classes))
         scores = classifier.scores(part.features[valid], ensemble)
         probabilities = classifier.probabilities(scores, ensemble)
         top = scores.topk(k, dim=1).indices.tolist()
+        if threshold is not None:
+            top = [[c for c in ranked if float(probabilities[position, c]) >= threshold]
+                   for position, ranked in enumerate(top)]
         for position, row in enumerate(valid.tolist()):
             predictions[row] = Prediction(
                 str(paths[row]), labels=tuple(classifier.classnames[c] for c in top[position]),
