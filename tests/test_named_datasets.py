@@ -220,3 +220,11 @@ def test_datasets_command_lists_datasets_and_suites_without_downloading(capsys, 
     code, out, _ = run_cli(capsys, "datasets", "--filter", "imagenet-shifts", "--csv")
     names = [line.split(",")[0] for line in out.splitlines()[1:] if line and not line.startswith("suite")]
     assert names[:6] == suite("imagenet-shifts")
+
+
+def test_readme_lists_every_named_dataset_and_suite():
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    for name in [*catalog(), *SUITES]:
+        assert f"`{name}`" in readme or f"suite: {name}" in readme or f"suite:\n{name}" in readme, name

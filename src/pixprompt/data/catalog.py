@@ -54,7 +54,7 @@ class CatalogEntry:
         if "loader" in self.read or "folders" in self.read:
             ways.append("folder layout")
         if "torchvision" in self.read:
-            ways.append("torchvision download")
+            ways.append("torchvision download" if self.read.get("download", True) else "torchvision layout")
         if self.wds:
             ways.append(f"wds/{self.wds}")
         return ", ".join(ways)

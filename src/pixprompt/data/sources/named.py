@@ -111,7 +111,7 @@ def _open_torchvision(entry: CatalogEntry, root: Path, options: DatasetOptions) 
     try:
         return cls(str(root), **args)
     except RuntimeError:
-        if "download" not in inspect.signature(cls.__init__).parameters:
+        if not entry.read.get("download", True) or "download" not in inspect.signature(cls.__init__).parameters:
             raise UnavailableError(f"dataset {entry.name} is not in {root} and torchvision cannot download it: "
                                    "fetch it as its publisher says and pass --data-dir") from None
         return torchvision_download(entry.name, lambda: cls(str(root), **args, download=True), options)
