@@ -13,6 +13,7 @@ from typing import Any
 
 # Figures are built with the object API, not pyplot: no GUI backend, no global state, safe in threads.
 from matplotlib.figure import Figure
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from pixprompt.models import info
 
@@ -192,12 +193,18 @@ def robustness_scatter(shifts: dict[str, Any]) -> Figure:
     if shifts["fit"]:
         axes.plot(line, [predicted_shift(shifts["fit"], x) for x in line], color="C1", linestyle="--",
                   label="supervised fit (logit)")
+    ticks = [t for t in (0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98) if low <= t <= high]
     axes.set_xscale("logit")
     axes.set_yscale("logit")
+    for axis in (axes.xaxis, axes.yaxis):
+        axis.set_major_locator(FixedLocator(ticks))
+        axis.set_major_formatter(FuncFormatter(lambda value, _: f"{100 * value:g}%"))
+        axis.set_minor_locator(NullLocator())
     axes.set_xlim(low, high)
     axes.set_ylim(low, high)
-    axes.set_xlabel("ImageNet top-1")
-    axes.set_ylabel(f"mean top-1 over {', '.join(shifts['shifts'])}")
+    axes.set_xlabel("ImageNet top-1 (logit scale)")
+    axes.set_ylabel(f"mean top-1 over the {len(shifts['shifts'])} shifts")
+    axes.set_title(textwrap.fill(", ".join(shifts["shifts"]), 60), fontsize=8)
     axes.legend(fontsize=8, loc="upper left")
     figure.tight_layout()
     return figure
