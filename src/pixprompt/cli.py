@@ -130,6 +130,25 @@ def add_prompt_options(parser: argparse.ArgumentParser, default_templates: str |
                             "(eval takes a comma-separated list)")
 
 
+def add_probability_options(parser: argparse.ArgumentParser, open_set: str) -> None:
+    group = parser.add_argument_group("probabilities")
+    group.add_argument("--calibrate", metavar="VALSET",
+                       help="temperature-scale the probabilities, the temperature fitted (by negative log-likelihood) "
+                            "on this dataset spec, e.g. folder:/data/val (with its own classes and the same "
+                            "templates); it changes no prediction")
+    group.add_argument("--calibrate-data-dir", metavar="DIR", help="--data-dir of the --calibrate dataset")
+    group.add_argument("--min-probability", type=probability, metavar="P", help=open_set)
+
+
+def calibration_from_args(args: argparse.Namespace):
+    """The --calibrate dataset (its images decoded as the evaluated ones are), or None."""
+    from pixprompt.data.datasets import DatasetOptions, load_dataset
+
+    if not args.calibrate:
+        return None
+    return load_dataset(args.calibrate, DatasetOptions(args.calibrate_data_dir))
+
+
 def add_format_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--json", dest="format", action="store_const", const="json", help="JSON on stdout")
@@ -191,6 +210,8 @@ def _classify_arguments(parser: argparse.ArgumentParser) -> None:
                              "for SigLIP's sigmoid; CLIP's softmax shares 100%% among classes: use a low threshold)")
     parser.add_argument("--threshold", type=probability, default=0.5, metavar="P",
                         help="with --multi-label: the probability a class needs (default 0.5)")
+    add_probability_options(parser, "open set: an image whose top-1 probability is below P is labelled `unknown` "
+                                    "(its `prediction`; its top classes stay listed)")
     parser.add_argument("--classifier", help="classifier file: loaded if it matches, else built and saved")
     parser.add_argument("--output", "-o", metavar="FILE",
                         help="write the predictions to FILE (.jsonl, .csv or .parquet) shard by shard instead of "
@@ -230,18 +251,38 @@ def run_classify(args: argparse.Namespace) -> int:
         check_writable(args.output, "--output", SUFFIXES)
         require_writer(args.output)
     check_inputs(args.inputs)
+    if args.multi_label and args.min_probability is not None:
+        raise UsageError("--min-probability labels an image by its top class: with --multi-label, --threshold "
+                         "already leaves out every class below it")
+    calibration = calibration_from_args(args)
     from pixprompt import distributed  # torch: only once the arguments are sound
     from pixprompt.evaluation.predict import iter_predictions
     from pixprompt.prompts.store import classifier_for
 
     model = model_from_args(args)
     ranks = distributed.current()
+    if calibration:
+        from pixprompt.features.cache import extract_features
+
+        calibration = decoded_as_asked(args, calibration, model)
+        calibration_features = extract_features(model, calibration, cache_from_args(args), args.batch_size,
+                                                 args.workers)
     if len(classnames) == 1 and model.scoring == "softmax":
         log.warning("only one class (%s): a softmax over one class gives it 100%% for every image; add the "
                     "classes it should be told apart from", classnames[0])
     # the text side is built once, by rank 0, which scores every image
     classifiers = [classifier_for(model, classnames, prompt_set, args.classifier) for prompt_set in prompt_sets] \
         if ranks.is_main else []
+    if calibration and ranks.is_main:
+        from dataclasses import replace
+
+        from pixprompt.evaluation.calibration import temperature_on
+
+        classifiers = [replace(c, temperature=temperature_on(model, calibration, calibration_features, p,
+                                                             cache_from_args(args), args.ensemble))
+                       for c, p in zip(classifiers, prompt_sets)]
+        for prompt_set, classifier in zip(prompt_sets, classifiers):
+            log.info("%s: temperature %.4g fitted on %s", prompt_set.name, classifier.temperature, calibration.name)
     stream = iter_predictions(model, classifiers, iter_images(args.inputs), args.top_k, args.ensemble,
                               args.batch_size, args.workers, jpeg_draft=args.draft_jpeg, max_pixels=args.max_pixels,
                               cache_root=cache_from_args(args), threshold=args.threshold if args.multi_label else None)
@@ -252,14 +293,16 @@ def run_classify(args: argparse.Namespace) -> int:
         settings = {"model": model.info.identity, "weights": model.weights_stamp, "classnames": classnames,
                     "prompts": [[p.name, list(p.templates), sorted(p.descriptions.items())] for p in prompt_sets],
                     "top_k": args.top_k, "ensemble": args.ensemble, "draft_jpeg": args.draft_jpeg,
-                    "max_pixels": args.max_pixels, "threshold": args.threshold if args.multi_label else None}
+                    "max_pixels": args.max_pixels, "threshold": args.threshold if args.multi_label else None,
+                    "min_probability": args.min_probability,
+                    "temperatures": [c.temperature for c in classifiers]}
         output = PredictionFile(args.output, settings,
                                 len(classnames) if args.multi_label else min(args.top_k, len(classnames)))
     rows: list[dict] = []  # kept only for stdout, when there is no --output file
     images = failed = 0
     for number, shard, per_set in stream:
-        shard_rows = [prediction.row(prompt_set.name) for prompt_set, predictions in zip(prompt_sets, per_set)
-                      for prediction in predictions]
+        shard_rows = [prediction.row(prompt_set.name, args.min_probability)
+                      for prompt_set, predictions in zip(prompt_sets, per_set) for prediction in predictions]
         images += len(shard)
         failed += sum(prediction.error is not None for prediction in per_set[0])
         if output is None:
@@ -299,6 +342,7 @@ def _classify_table(rows: list[dict], several_sets: bool, once: bool,
         image = _shown_path(row["image"]) if once else row["image"]
         for rank, top in enumerate(row.get("top", [])):
             table.append({"image": image if rank == 0 or not once else "", "templates": row["templates"],
+                          "prediction": row.get("prediction") if rank == 0 or not once else "",
                           "rank": rank + 1, "label": top["label"],
                           "probability %": round(100 * top["probability"], 2)})
         if threshold is not None and not row.get("top") and "error" not in row:
@@ -307,9 +351,11 @@ def _classify_table(rows: list[dict], several_sets: bool, once: bool,
         if "error" in row:  # a table names the kind of error; its full text is logged and in --json/--csv
             error = row["error"].split(":", 1)[0] if once and len(row["error"]) > 30 else row["error"]
             table.append({"image": image, "templates": row["templates"], "error": error})
-    columns = ["image", "templates", "rank", "label", "probability %", "error"]
+    columns = ["image", "templates", "prediction", "rank", "label", "probability %", "error"]
     if not several_sets:
         columns.remove("templates")
+    if not any("prediction" in row for row in rows):
+        columns.remove("prediction")
     if not any("error" in row for row in rows):
         columns.remove("error")
     return table, columns
@@ -479,6 +525,8 @@ def _eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--examples", type=int, metavar="N",
                         help="keep N example images per class (up to 12 classes) with their top-3 in the results "
                              "(default: 4 with --report, else 0)")
+    add_probability_options(parser, "also report the share of images whose top-1 probability reaches P (the rest "
+                                     "would be `unknown`) and the accuracy on them")
 
 
 @command("eval", "zero-shot accuracy of a model on a dataset, for one or more template sets", _eval_arguments)
@@ -493,10 +541,12 @@ def run_eval(args: argparse.Namespace) -> int:
         get_ensembler(mode)  # refuse a typo before the model loads
     from pixprompt.evaluation import evaluate  # torch: only once the arguments are sound
 
+    calibration = calibration_from_args(args)
     model = model_from_args(args)
     examples = args.examples if args.examples is not None else 4 if args.report else 0
     records = evaluate(model, decoded_as_asked(args, dataset, model), prompt_sets, ensembles, cache_from_args(args),
-                       args.batch_size, args.workers, args.strict, examples)
+                       args.batch_size, args.workers, args.strict, examples, args.min_probability,
+                       calibration and decoded_as_asked(args, calibration, model))
     report_records(args, records)
     return 0
 

@@ -103,3 +103,45 @@ def multilabel_metrics(scores: torch.Tensor, targets: torch.Tensor, classnames: 
         "per_class_ap": per_class,
         "top1": float(truth[np.arange(len(best)), best].mean()) if len(best) else float("nan"),
     }
+
+
+def reliability_bins(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> list[dict[str, Any]]:
+    """Images grouped by top-1 probability into `bins` equal-width bins over [0, 1] (a probability of exactly b/bins
+    falls in the bin below, as in Guo et al., 2017): each bin's count, mean confidence and accuracy."""
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, bins - 1)
+    table = []
+    for b in range(bins):
+        members = which == b
+        count = int(members.sum())
+        table.append({"low": float(edges[b]), "high": float(edges[b + 1]), "count": count,
+                      "confidence": float(confidence[members].mean()) if count else None,
+                      "accuracy": float(correct[members].mean()) if count else None})
+    return table
+
+
+def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
+    """ECE: the count-weighted mean gap between accuracy and mean confidence over equal-width confidence bins."""
+    total = len(confidence)
+    return float(sum(b["count"] / total * abs(b["accuracy"] - b["confidence"])
+                     for b in reliability_bins(confidence, correct, bins) if b["count"])) if total else float("nan")
+
+
+def calibration_metrics(confidence: np.ndarray, correct: np.ndarray, nll: np.ndarray,
+                        squared_error: np.ndarray, bins: int = 15) -> dict[str, Any]:
+    """ECE (15 bins), and the mean over images of each label's negative log-likelihood and of the Brier score (the
+    squared distance between the probabilities and the one-hot label, summed over classes)."""
+    if not len(confidence):
+        return {"ece": float("nan"), "nll": float("nan"), "brier": float("nan"), "reliability": []}
+    return {"ece": expected_calibration_error(confidence, correct, bins),
+            "nll": float(nll.astype(np.float64).mean()),
+            "brier": float(squared_error.astype(np.float64).mean()),
+            "reliability": reliability_bins(confidence, correct, bins)}
+
+
+def selective_accuracy(confidence: np.ndarray, correct: np.ndarray, threshold: float) -> dict[str, float]:
+    """Open-set view at a probability threshold: the share of images whose top-1 probability reaches it
+    (`coverage`; the rest would be `unknown`) and the accuracy on those."""
+    kept = confidence >= threshold
+    return {"threshold": threshold, "coverage": float(kept.mean()) if len(kept) else float("nan"),
+            "accuracy": float(correct[kept].mean()) if kept.any() else float("nan")}

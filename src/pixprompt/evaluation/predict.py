@@ -15,6 +15,9 @@ from pixprompt.paths import resolve_cache
 from pixprompt.progress import announce, progress_bar
 from pixprompt.prompts.classifier import ZeroShotClassifier
 
+#: What an image is called when no class is probable enough (`classify --min-probability`).
+UNKNOWN = "unknown"
+
 
 @dataclass(frozen=True)
 class Prediction:
@@ -28,12 +31,17 @@ class Prediction:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def row(self, templates: str) -> dict[str, Any]:
-        """The row `classify` writes: image, template set, then its top classes or its error."""
+    def row(self, templates: str, min_probability: float | None = None) -> dict[str, Any]:
+        """The row `classify` writes: image, template set, then its top classes or its error; with
+        `min_probability`, also its `prediction`: the top class, or `unknown` when its probability is below."""
         if self.error:
             return {"image": self.path, "templates": templates, "error": self.error}
-        return {"image": self.path, "templates": templates,
-                "top": [{"label": label, "probability": p} for label, p in zip(self.labels, self.probabilities)]}
+        row: dict[str, Any] = {"image": self.path, "templates": templates}
+        if min_probability is not None:
+            known = bool(self.probabilities) and self.probabilities[0] >= min_probability
+            row["prediction"] = self.labels[0] if known else UNKNOWN
+        row["top"] = [{"label": label, "probability": p} for label, p in zip(self.labels, self.probabilities)]
+        return row
 
 
 def iter_predictions(model: VisionLanguageModel, classifiers: Sequence[ZeroShotClassifier], paths: Iterable[Path],

@@ -5,15 +5,23 @@ import json
 import logging
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from pixprompt.data.datasets import ImageDataset
 from pixprompt.errors import InputFailedError
+from pixprompt.evaluation.calibration import temperature_on
 from pixprompt.evaluation.examples import Thumbnails, example_predictions
-from pixprompt.evaluation.metrics import multilabel_metrics, ranking_metrics
+from pixprompt.evaluation.metrics import (
+    calibration_metrics,
+    multilabel_metrics,
+    ranking_metrics,
+    selective_accuracy,
+)
 from pixprompt.features.cache import FeatureSet, classifier_path, extract_features
 from pixprompt.models.base import ModelInfo, VisionLanguageModel
 from pixprompt.paths import resolve_cache
@@ -46,11 +54,42 @@ def per_template_accuracy(classifier: ZeroShotClassifier, features: torch.Tensor
             for template, hit in zip(classifier.templates, hits)}
 
 
-def ranking(classifier: ZeroShotClassifier, features: torch.Tensor, ensemble: str, k: int = 5) -> torch.Tensor:
-    """Each image's top min(k, C) classes, best first, scored block by block."""
+@dataclass
+class Scored:
+    """What metrics need of every image's scores, gathered block by block: its top classes (best first) and,
+    from its probabilities, the top-1 probability, the label's negative log-likelihood, and the squared error
+    against the one-hot label."""
+
+    ranking: torch.Tensor
+    labels: torch.Tensor
+    confidence: np.ndarray
+    nll: np.ndarray
+    squared_error: np.ndarray
+
+    @property
+    def correct(self) -> np.ndarray:
+        return (self.ranking[:, 0] == self.labels).numpy()
+
+
+def score_images(classifier: ZeroShotClassifier, features: torch.Tensor, labels: torch.Tensor, ensemble: str,
+                 k: int = 5) -> Scored:
+    """Each image's top min(k, C) classes and probabilities (`Scored`), block by block."""
     k = min(k, classifier.num_classes)
-    parts = [classifier.scores(features[rows], ensemble).topk(k, dim=1).indices for rows in row_blocks(len(features))]
-    return torch.cat(parts) if parts else torch.zeros(0, k, dtype=torch.long)
+    rankings, confidence, nll, squared_error = [], [], [], []
+    for rows in row_blocks(len(features)):
+        block = classifier.scores(features[rows], ensemble)
+        rankings.append(block.topk(k, dim=1).indices)
+        probabilities = classifier.probabilities(block, ensemble).double()
+        truth = labels[rows]
+        confidence.append(probabilities.gather(1, rankings[-1][:, :1])[:, 0].numpy())
+        nll.append(classifier.negative_log_likelihood(block.double(), truth, ensemble).numpy())
+        one_hot = torch.nn.functional.one_hot(truth, classifier.num_classes).double()
+        squared_error.append(((probabilities - one_hot) ** 2).sum(dim=1).numpy())
+    if not rankings:
+        empty = np.zeros(0)
+        return Scored(torch.zeros(0, k, dtype=torch.long), labels, empty, empty, empty)
+    return Scored(torch.cat(rankings), labels, np.concatenate(confidence), np.concatenate(nll),
+                  np.concatenate(squared_error))
 
 
 def scores(classifier: ZeroShotClassifier, features: torch.Tensor, ensemble: str) -> torch.Tensor:
@@ -103,7 +142,8 @@ def run_facts(info: ModelInfo, dataset: ImageDataset, features: FeatureSet) -> d
 def evaluate(model: VisionLanguageModel, dataset: ImageDataset, prompt_sets: Sequence[PromptSet],
              ensembles: Sequence[str] = ("embedding",), cache_root: Path | str | bool | None = True,
              batch_size: int | None = None, workers: int | None = None, strict: bool = False,
-             examples_per_class: int = 0) -> list[dict[str, Any]]:
+             examples_per_class: int = 0, min_probability: float | None = None,
+             calibration: ImageDataset | None = None) -> list[dict[str, Any]]:
     """Evaluate every template set × ensembling mode on one pass over the images; one record each.
 
     Image features and text classifiers are cached as the CLI caches them: by default (`cache_root=True`)
@@ -112,10 +152,17 @@ def evaluate(model: VisionLanguageModel, dataset: ImageDataset, prompt_sets: Seq
     Under torchrun or srun with several processes, every rank encodes its share of the images and rank 0
     returns the records; the other ranks return an empty list.
     With `examples_per_class`, each record also keeps that many images of up to 12 classes with the
-    model's top-3 and a thumbnail (`examples`), for the visual report.
+    model's top-3 and a thumbnail (`examples`), for the visual report. Every single-label record has the
+    calibration of the model's own probabilities (`ece`, `nll`, `brier`, `reliability` bins); with
+    `min_probability`, `open_set` gives the share of images whose top-1 probability reaches it and their accuracy.
+    With a `calibration` dataset, each classifier's probabilities are temperature-scaled, the temperature fitted
+    on that dataset (its own classes, the same templates); the record keeps `temperature` and the calibration
+    before it (`ece_uncalibrated`, `nll_uncalibrated`).
     """
     cache_root = resolve_cache(cache_root)
     started = time.perf_counter()
+    calibration_features = extract_features(model, calibration, cache_root, batch_size=batch_size,
+                                            workers=workers) if calibration else None
     features = extract_features(model, dataset, cache_root, batch_size=batch_size, workers=workers)
     if features is None:  # another rank's: rank 0 scores and reports
         return []
@@ -142,11 +189,25 @@ def evaluate(model: VisionLanguageModel, dataset: ImageDataset, prompt_sets: Seq
             if dataset.multi_label:
                 metrics = multilabel_metrics(scores(classifier, x, ensemble), targets, dataset.classnames)
             else:
-                metrics = ranking_metrics(ranking(classifier, x, ensemble), y, dataset.classnames)
+                scored = score_images(classifier, x, y, ensemble)
+                metrics = ranking_metrics(scored.ranking, y, dataset.classnames)
+                metrics.update(calibration_metrics(scored.confidence, scored.correct, scored.nll,
+                                                   scored.squared_error))
+                if calibration_features is not None:
+                    temperature = temperature_on(model, calibration, calibration_features, prompt_set, cache_root,
+                                                 ensemble)
+                    scored = score_images(replace(classifier, temperature=temperature), x, y, ensemble)
+                    metrics.update({"temperature": temperature, "calibrated_on": calibration.name,
+                                    "ece_uncalibrated": metrics["ece"], "nll_uncalibrated": metrics["nll"],
+                                    **calibration_metrics(scored.confidence, scored.correct, scored.nll,
+                                                          scored.squared_error)})
+                if min_probability is not None:
+                    metrics["open_set"] = selective_accuracy(scored.confidence, scored.correct, min_probability)
             if examples_per_class and not dataset.multi_label:
+                shown = replace(classifier, temperature=metrics.get("temperature", 1.0))
                 metrics["examples"] = example_predictions(
                     thumbnails, item_indices, y,
-                    lambda rows, c=classifier, e=ensemble: c.probabilities(c.scores(x[rows], e), e),
+                    lambda rows, c=shown, e=ensemble: c.probabilities(c.scores(x[rows], e), e),
                     dataset.classnames, examples_per_class)
             records.append({
                 **facts, "templates": prompt_set.name, "num_prompts": len(classifier.prompt_class),

@@ -37,6 +37,8 @@ class ZeroShotClassifier:
     logit_bias: float = 0.0
     scoring: Scoring = "softmax"
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: Divides the scores before softmax or sigmoid: 1 as the model gives them, else fitted (temperature scaling).
+    temperature: float = 1.0
 
     @property
     def num_classes(self) -> int:
@@ -68,10 +70,24 @@ class ZeroShotClassifier:
         return get_ensembler(ensemble)(image_features.float(), self)
 
     def probabilities(self, scores: torch.Tensor, ensemble: str = "embedding") -> torch.Tensor:
-        """Probabilities to show a user: the model's own (softmax or sigmoid), or vote shares for `vote`."""
+        """Probabilities to show a user: the model's own (softmax or sigmoid, of the scores over the
+        temperature), or vote shares for `vote`."""
         if ensemble == "vote":
             return scores.floor() / len(self.templates)
+        scores = scores / self.temperature
         return torch.sigmoid(scores) if self.scoring == "sigmoid" else scores.softmax(dim=-1)
+
+    def negative_log_likelihood(self, scores: torch.Tensor, labels: torch.Tensor,
+                                ensemble: str = "embedding") -> torch.Tensor:
+        """(N,) −log of each image's label under the model's own probabilities: the true class's softmax; for
+        sigmoid scoring, the one-hot label vector's (every class an independent yes or no)."""
+        if ensemble == "vote":
+            return -self.probabilities(scores, ensemble).gather(1, labels[:, None])[:, 0].clamp_min(1e-12).log()
+        scores = scores / self.temperature
+        if self.scoring == "sigmoid":
+            one_hot = torch.nn.functional.one_hot(labels, scores.shape[1]).to(scores.dtype)
+            return torch.nn.functional.binary_cross_entropy_with_logits(scores, one_hot, reduction="none").sum(1)
+        return torch.nn.functional.cross_entropy(scores, labels, reduction="none")
 
     def per_template_logits(self, image_features: torch.Tensor):
         """Yield (N, C) logits for each template alone, in template order (templated sets only)."""
