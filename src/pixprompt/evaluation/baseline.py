@@ -39,8 +39,9 @@ class SupervisedClassifier:
         return self.module(pixels.to(self.device, non_blocking=True)).float().cpu()
 
 
-def load_resnet50(weights_name: str, device: torch.device) -> SupervisedClassifier:
-    """torchvision's ResNet-50 with the named weights (downloaded by torchvision on first use)."""
+def load_resnet50(weights_name: str, device: torch.device, penultimate: bool = False) -> SupervisedClassifier:
+    """torchvision's ResNet-50 with the named weights (downloaded by torchvision on first use); with
+    `penultimate`, its 'features' are the 2048-d pooled features before the classification layer (for probes)."""
     import torchvision
 
     if weights_name not in RESNET50_WEIGHTS:
@@ -52,8 +53,10 @@ def load_resnet50(weights_name: str, device: torch.device) -> SupervisedClassifi
         raise UnavailableError(f"could not load ResNet-50 {weights_name} ({str(error).splitlines()[0][:200]}): "
                                f"torchvision downloads {weights.url} into {torch.hub.get_dir()}/checkpoints; "
                                "put the file there when offline") from None
-    info = ModelInfo(backend="torchvision", name="resnet50", pretrained=weights_name,
-                     params=sum(p.numel() for p in module.parameters()), image_size=224)
+    if penultimate:
+        module.fc = torch.nn.Identity()
+    info = ModelInfo(backend="torchvision", name="resnet50-penultimate" if penultimate else "resnet50",
+                     pretrained=weights_name, params=sum(p.numel() for p in module.parameters()), image_size=224)
     return SupervisedClassifier(module, weights.transforms(), info, device)
 
 

@@ -210,6 +210,30 @@ def robustness_scatter(shifts: dict[str, Any]) -> Figure:
     return figure
 
 
+def few_shot_curve(rows: Sequence[Record], sentence: str | None = None) -> Figure:
+    """The CLIP paper's few-shot picture: each method's mean score against shots per class (log scale, ± the
+    spread over draws), zero-shot as a horizontal line; `sentence` (what the curve says) as the title."""
+    figure, axes = _subplots(figsize=(7, 4.5))
+    numeric = [r for r in rows if isinstance(r["shots"], int) and r["shots"] > 0]
+    for method in dict.fromkeys(r["method"] for r in numeric):
+        points = sorted((r for r in numeric if r["method"] == method), key=lambda r: r["shots"])
+        axes.errorbar([r["shots"] for r in points], [r["score %"] for r in points], yerr=[r["± %"] for r in points],
+                      marker="o", capsize=3, label=method, linestyle="--" if method.startswith("resnet") else "-")
+    zero = next((r for r in rows if r["method"] == "zero-shot"), None)
+    if zero:
+        axes.axhline(zero["score %"], color="black", linestyle=":", label=f"zero-shot ({zero['score %']:.1f}%)")
+    shots = sorted({r["shots"] for r in numeric})
+    axes.set_xscale("log", base=2)
+    axes.set_xticks(shots, [str(s) for s in shots])
+    axes.set_xlabel("training images per class")
+    axes.set_ylabel(f"{rows[0]['metric'] if rows else 'score'} (%)")
+    if sentence:
+        axes.set_title(textwrap.fill(sentence, 80), fontsize=9)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
 def png_bytes(figure: Figure) -> bytes:
     """The figure as PNG."""
     buffer = io.BytesIO()

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pixprompt.errors import UsageError
+from pixprompt.evaluation.probing import summary, zero_shot_sentence
 from pixprompt.evaluation.suites import group_table, robustness
 from pixprompt.reports import figures
 from pixprompt.reports.figures import Record, best_per_model_and_dataset
@@ -68,6 +69,11 @@ def report_figures(records: Sequence[Record], max_each: int = 4) -> list[ReportF
     for i, record in enumerate(best_per_model_and_dataset(zero_shot, lambda r: bool(r.get("examples")))[:max_each]):
         made.append(ReportFigure(f"examples-{i}", f"Examples: {figures.model_label(record)}, {record['dataset']}",
                                  figures.png_bytes(figures.example_grid(record))))
+    probes = [r for r in records if r.get("method")]
+    if probes:
+        rows = summary(probes)
+        made.append(ReportFigure("few-shot", "Few-shot learners against zero-shot",
+                                 figures.png_bytes(figures.few_shot_curve(rows, zero_shot_sentence(rows)))))
     shifts = robustness(records)
     if shifts:
         made.append(ReportFigure("robustness", "Robustness to ImageNet's distribution shifts",

@@ -1,0 +1,197 @@
+"""Few-shot learners on cached image features, beside zero-shot: the CLIP paper's linear probe, a probe pulled
+towards the zero-shot classifier, and Tip-Adapter.
+
+- **Linear probe** (Radford et al., 2021, appendix A.3): L2-normalised features, multinomial logistic regression
+  fitted by L-BFGS; the inverse regularisation strength C swept on a validation split carved from the training
+  images, then the probe refitted on all of them. The objective is scikit-learn's `LogisticRegression`'s
+  (C · Σ cross-entropy + ½‖W‖², the bias not penalised), divided by the number of images.
+- **Zero-shot-initialised probe** (`linear-zs-init`): the same, started from the text classifier's weights (the
+  logit scale times the class embeddings) and penalised by ‖W − W_text‖² instead of ‖W‖²: the problem is
+  convex, so a start alone would reach the same optimum; the pull keeps a probe fitted on few images near
+  zero-shot.
+- **Tip-Adapter** (Zhang et al., ECCV 2022, eq. 6): training-free; the few-shot features are keys F, their
+  one-hot labels values L, and a test feature f gets logits = zero-shot logits + α · exp(−β (1 − f Fᵀ)) L.
+  α and β are searched on the validation split (the paper's defaults α = 1, β = 5.5 with one image per class).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+#: The C values swept first (10⁻⁶ … 10⁶), then refined around the best at half and quarter decades.
+C_GRID = tuple(10.0 ** e for e in range(-6, 7))
+TIP_ALPHAS = tuple(np.round(np.geomspace(0.1, 10, 9), 4))
+TIP_BETAS = tuple(np.round(np.linspace(0.5, 10, 9), 4))
+TIP_DEFAULTS = (1.0, 5.5)
+
+
+@dataclass
+class LinearProbe:
+    weight: torch.Tensor  # (C, D)
+    bias: torch.Tensor  # (C,)
+
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        return features.double() @ self.weight.T + self.bias
+
+
+def normalised(features: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.normalize(features.double(), dim=-1)
+
+
+def fit_logistic(features: torch.Tensor, labels: torch.Tensor, classes: int, c: float,
+                 start: LinearProbe | None = None, centre: torch.Tensor | None = None,
+                 max_iter: int = 500) -> LinearProbe:
+    """Multinomial logistic regression by L-BFGS: minimise mean cross-entropy + ‖W − centre‖² / (2 C N)
+    (centre 0 unless given), from `start` (zeros unless given)."""
+    x, y = features.double(), labels.long()
+    weight = (start.weight.clone() if start else torch.zeros(classes, x.shape[1], dtype=torch.float64))
+    bias = (start.bias.clone() if start else torch.zeros(classes, dtype=torch.float64))
+    weight.requires_grad_(True)
+    bias.requires_grad_(True)
+    anchor = torch.zeros_like(weight) if centre is None else centre.double()
+    optimiser = torch.optim.LBFGS([weight, bias], lr=1, max_iter=max_iter, tolerance_grad=1e-9,
+                                  tolerance_change=1e-12, history_size=20, line_search_fn="strong_wolfe")
+
+    def loss() -> torch.Tensor:
+        optimiser.zero_grad()
+        value = torch.nn.functional.cross_entropy(x @ weight.T + bias, y) + \
+            ((weight - anchor) ** 2).sum() / (2 * c * len(y))
+        value.backward()
+        return value
+
+    optimiser.step(loss)
+    return LinearProbe(weight.detach(), bias.detach())
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return float((logits.argmax(dim=1) == labels).double().mean()) if len(labels) else float("nan")
+
+
+def sweep_c(train: tuple[torch.Tensor, torch.Tensor], validation: tuple[torch.Tensor, torch.Tensor], classes: int,
+            start: LinearProbe | None = None, centre: torch.Tensor | None = None) -> float:
+    """The C with the best validation accuracy (ties: the smaller C, the stronger regularisation): the grid, then
+    half and quarter decades around its best."""
+    def score(c: float) -> float:
+        return accuracy(fit_logistic(*train, classes, c, start, centre).logits(validation[0]), validation[1])
+
+    scores = {c: score(c) for c in C_GRID}
+    best = max(scores, key=lambda c: (scores[c], -c))
+    for step in (10 ** 0.5, 10 ** 0.25):
+        for c in (best / step, best * step):
+            scores.setdefault(c, score(c))
+        best = max(scores, key=lambda c: (scores[c], -c))
+    return best
+
+
+def draw_shots(labels: np.ndarray, shots: int | None, seed: int) -> np.ndarray:
+    """Indices of `shots` images per class drawn without replacement (all of a class's when it has fewer, or when
+    `shots` is None), in index order."""
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        chosen.append(members if shots is None or len(members) <= shots else rng.choice(members, shots, False))
+    return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=int)
+
+
+def carve_validation(indices: np.ndarray, labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split drawn images into (fit, validation): half of each class's images (rounded down) go to validation;
+    a class with a single image keeps it for fitting. Empty validation when every class has one image."""
+    rng = np.random.default_rng(seed + 1_000_003)
+    fit, validation = [], []
+    for label in np.unique(labels[indices]):
+        members = rng.permutation(indices[labels[indices] == label])
+        held = len(members) // 2
+        validation.append(members[:held])
+        fit.append(members[held:])
+    return np.sort(np.concatenate(fit)), np.sort(np.concatenate(validation))
+
+
+def tip_adapter_logits(zero_shot: torch.Tensor, features: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+                       alpha: float, beta: float) -> torch.Tensor:
+    """Tip-Adapter's logits: zero-shot + α · exp(−β (1 − f·keysᵀ)) · values (features and keys L2-normalised)."""
+    affinity = torch.exp(-beta * (1 - normalised(features) @ normalised(keys).T))
+    return zero_shot.double() + alpha * affinity @ values.double()
+
+
+def search_tip(zero_shot: torch.Tensor, features: torch.Tensor, labels: torch.Tensor, keys: torch.Tensor,
+               values: torch.Tensor) -> tuple[float, float]:
+    """The (α, β) of the grid with the best accuracy on held-out images (ties: the first)."""
+    best, chosen = -1.0, TIP_DEFAULTS
+    for alpha in TIP_ALPHAS:
+        for beta in TIP_BETAS:
+            score = accuracy(tip_adapter_logits(zero_shot, features, keys, values, alpha, beta), labels)
+            if score > best:
+                best, chosen = score, (float(alpha), float(beta))
+    return chosen
+
+
+def one_hot(labels: torch.Tensor, classes: int) -> torch.Tensor:
+    return torch.nn.functional.one_hot(labels.long(), classes).double()
+
+
+@dataclass
+class FewShotResult:
+    """One learner's logits on the test images and the hyper-parameters it chose."""
+
+    logits: torch.Tensor
+    chosen: dict[str, float | str]
+
+
+def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, fit: np.ndarray, held: np.ndarray,
+                 test_x: torch.Tensor, classes: int, text_weights: torch.Tensor | None = None) -> FewShotResult:
+    """The CLIP paper's probe (or, given `text_weights`, the zero-shot-initialised one) on the drawn images
+    `fit ∪ held`: C swept with `held` as validation, then refitted on both."""
+    x, test = normalised(train_x), normalised(test_x)
+    start = LinearProbe(text_weights.double(), torch.zeros(classes, dtype=torch.float64)) \
+        if text_weights is not None else None
+    drawn = np.sort(np.concatenate([fit, held]))
+    if len(held):
+        c = sweep_c((x[fit], train_y[fit]), (x[held], train_y[held]), classes, start, text_weights)
+        how = "validation sweep"
+    else:
+        c, how = 1.0, "default (no image to spare for validation)"
+    probe = fit_logistic(x[drawn], train_y[drawn], classes, c, start, text_weights)
+    return FewShotResult(probe.logits(test), {"C": c, "C_chosen_by": how})
+
+
+def tip_adapter(train_x: torch.Tensor, train_y: torch.Tensor, fit: np.ndarray, held: np.ndarray,
+                test_x: torch.Tensor, zero_shot_train: torch.Tensor, zero_shot_test: torch.Tensor,
+                classes: int) -> FewShotResult:
+    """Tip-Adapter with (α, β) searched on `held` (keys from `fit`), then every drawn image as a key."""
+    if len(held):
+        alpha, beta = search_tip(zero_shot_train[held], train_x[held], train_y[held], train_x[fit],
+                                 one_hot(train_y[fit], classes))
+        how = "validation search"
+    else:
+        (alpha, beta), how = TIP_DEFAULTS, "the paper's defaults (no image to spare for validation)"
+    drawn = np.sort(np.concatenate([fit, held]))
+    logits = tip_adapter_logits(zero_shot_test, test_x, train_x[drawn], one_hot(train_y[drawn], classes), alpha, beta)
+    return FewShotResult(logits, {"alpha": alpha, "beta": beta, "chosen_by": how})
+
+
+def shots_list(text: str) -> list[int | None]:
+    """`1,2,4,all` → [1, 2, 4, None] (None: every training image)."""
+    values: list[int | None] = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        if part == "all":
+            values.append(None)
+        elif part.isdigit() and int(part) > 0:
+            values.append(int(part))
+        else:
+            raise ValueError(f"shots must be positive whole numbers or `all`, not {part!r}")
+    if not values:
+        raise ValueError("no shot count given")
+    return values
+
+
+def spread(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value)."""
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, 0.0
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))

@@ -1,0 +1,132 @@
+"""`pixprompt probe`: few-shot learners (see `fewshot`) on a training dataset's cached features, scored on a test
+dataset beside zero-shot, over shot counts and random draws; one record per (method, shots, draw)."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pixprompt.data.datasets import ImageDataset
+from pixprompt.errors import UsageError
+from pixprompt.evaluation import fewshot
+from pixprompt.evaluation.metrics import classification_metrics
+from pixprompt.evaluation.runs import main_metric, row_blocks, run_facts, text_classifier
+from pixprompt.features.cache import FeatureSet, extract_features
+from pixprompt.models.base import VisionLanguageModel
+from pixprompt.prompts.templates import PromptSet
+
+METHODS = ("linear", "linear-zs-init", "tip-adapter")
+RESNET_METHOD = "resnet50-linear"
+
+
+def _valid(features: FeatureSet) -> tuple[torch.Tensor, torch.Tensor]:
+    return features.features[features.valid], features.labels[features.valid]
+
+
+def _check_pair(train: ImageDataset, test: ImageDataset) -> None:
+    if train.classnames != test.classnames:
+        raise UsageError(f"the training set {train.name} and the test set {test.name} must have the same classes in "
+                         f"the same order ({len(train.classnames)} and {len(test.classnames)} classes)")
+    if train.multi_label or test.multi_label:
+        raise UsageError("probes are single-label classifiers: give single-label datasets")
+
+
+def probe_records(model: VisionLanguageModel, train: ImageDataset, test: ImageDataset, prompt_set: PromptSet,
+                  shots: Sequence[int | None], seeds: int = 3, methods: Sequence[str] = METHODS,
+                  cache_root: Path | None = None, batch_size: int | None = None, workers: int | None = None,
+                  supervised: Any = None, ensemble: str = "embedding") -> list[dict[str, Any]]:
+    """Records of zero-shot (once) and of each method × shot count × draw (`seeds` draws: 0 … seeds−1).
+
+    `supervised`, a ResNet-50 with its penultimate features (`load_resnet50(..., penultimate=True)`), adds its
+    linear probe on the same draws. Every rank encodes its share; rank 0 returns the records, others [].
+    """
+    _check_pair(train, test)
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        raise UsageError(f"unknown probe method(s) {', '.join(unknown)}: use {', '.join(METHODS)}")
+    encoded = [extract_features(model, data, cache_root, batch_size=batch_size, workers=workers)
+               for data in (train, test)]
+    backbone = [extract_features(supervised, data, cache_root, batch_size=batch_size, workers=workers)
+                for data in (train, test)] if supervised is not None else None
+    if encoded[1] is None:
+        return []
+    (train_x, train_y), (test_x, test_y) = _valid(encoded[0]), _valid(encoded[1])
+    if not len(train_y) or not len(test_y):
+        raise UsageError("the training or the test set has no readable image")
+    classes = len(test.classnames)
+    classifier = text_classifier(model, test.classnames, prompt_set, cache_root)
+
+    def zero_shot(x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([classifier.scores(x[rows], ensemble) for rows in row_blocks(len(x))])
+
+    zero_shot_train, zero_shot_test = zero_shot(train_x), zero_shot(test_x)
+    text_weights = classifier.logit_scale * classifier.weights
+    facts = {**run_facts(model.info, test, encoded[1]), "train_dataset": train.name, "templates": prompt_set.name,
+             "ensemble": ensemble, "metric": main_metric(test.name)}
+
+    def record(method: str, logits: torch.Tensor, labels: torch.Tensor, **extra: Any) -> dict[str, Any]:
+        metrics = classification_metrics(logits.float(), labels, test.classnames)
+        return {**facts, "method": method, **extra, **metrics, "score": metrics[facts["metric"]]}
+
+    records = [record("zero-shot", zero_shot_test, test_y, shots=0, seed=None, train_images=0)]
+    labels = train_y.numpy()
+    for count in shots:
+        for seed in range(seeds):
+            drawn = fewshot.draw_shots(labels, count, seed)
+            fit, held = fewshot.carve_validation(drawn, labels, seed)
+            common = {"shots": count if count is not None else "all", "seed": seed, "train_images": len(drawn)}
+            for method in methods:
+                if method == "tip-adapter":
+                    result = fewshot.tip_adapter(train_x, train_y, fit, held, test_x, zero_shot_train,
+                                                 zero_shot_test, classes)
+                else:
+                    result = fewshot.linear_probe(train_x, train_y, fit, held, test_x, classes,
+                                                  text_weights if method == "linear-zs-init" else None)
+                records.append(record(method, result.logits, test_y, **common, **result.chosen))
+            if backbone is not None:
+                records.append(_supervised_record(record, backbone, encoded, fit, held, classes, supervised, common))
+    return records
+
+
+def _supervised_record(record, backbone: list[FeatureSet], encoded: list[FeatureSet], fit: np.ndarray,
+                       held: np.ndarray, classes: int, supervised: Any, common: dict[str, Any]) -> dict[str, Any]:
+    """The supervised backbone's linear probe on the same drawn images, scored on the same test images."""
+    train_items, test_items = (e.valid.nonzero().flatten() for e in encoded)
+    result = fewshot.linear_probe(backbone[0].features[train_items], encoded[0].labels[train_items], fit, held,
+                                  backbone[1].features[test_items], classes)
+    return record(RESNET_METHOD, result.logits, encoded[1].labels[test_items], **common, **result.chosen,
+                  probe_features=f"{supervised.info.name} {supervised.info.pretrained}")
+
+
+def summary(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean and spread over draws of each (method, shots): the table `probe` prints and the report plots."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in records:
+        groups.setdefault((r["method"], r["shots"]), []).append(r)
+    rows = []
+    for (method, shots), members in groups.items():
+        mean, deviation = fewshot.spread([m["score"] for m in members])
+        rows.append({"method": method, "shots": shots, "draws": len(members), "score %": round(100 * mean, 2),
+                     "± %": round(100 * deviation, 2), "metric": members[0]["metric"]})
+    return rows
+
+
+def zero_shot_sentence(rows: Sequence[dict[str, Any]], method: str = "linear") -> str | None:
+    """What the few-shot curve says of zero-shot, from the summary: the fewest shots at which `method`'s mean
+    reaches zero-shot."""
+    zero = next((r for r in rows if r["method"] == "zero-shot"), None)
+    probe = sorted((r for r in rows if r["method"] == method and r["shots"] != "all"), key=lambda r: r["shots"])
+    if zero is None or not probe:
+        return None
+    reached = next((r for r in probe if r["score %"] >= zero["score %"]), None)
+    if reached is None:
+        return (f"Zero-shot ({zero['score %']:.1f}%) beats the {method} probe at every shot count tried, up to "
+                f"{probe[-1]['shots']} per class ({probe[-1]['score %']:.1f}%).")
+    if reached is probe[0] and reached["shots"] == 1:
+        return (f"A 1-shot {method} probe ({reached['score %']:.1f}%) already reaches zero-shot "
+                f"({zero['score %']:.1f}%) here.")
+    return (f"Zero-shot ({zero['score %']:.1f}%) matches a {reached['shots']}-shot {method} probe "
+            f"({reached['score %']:.1f}%) here.")

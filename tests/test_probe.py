@@ -1,0 +1,121 @@
+"""`pixprompt probe`: the linear probe against scikit-learn, Tip-Adapter against its formula, the draws, the CLI."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cli_runner import model_args, run_cli
+from pixprompt.evaluation import fewshot
+from pixprompt.evaluation.probing import summary, zero_shot_sentence
+
+
+def clusters(seed: int, per_class: int, classes: int = 4, dim: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """Overlapping Gaussian clusters: a probe gets some, not all, right."""
+    rng = np.random.default_rng(seed)
+    centres = np.random.default_rng(99).normal(size=(classes, dim))
+    labels = np.repeat(np.arange(classes), per_class)
+    points = centres[labels] + rng.normal(scale=1.6, size=(len(labels), dim))
+    return torch.tensor(points), torch.tensor(labels)
+
+
+@pytest.mark.parametrize("c", [0.05, 1.0, 30.0])
+def test_linear_probe_equals_scikit_learn_at_the_same_c(c):
+    from sklearn.linear_model import LogisticRegression
+
+    train_x, train_y = clusters(0, 40)
+    test_x, test_y = clusters(1, 200)
+    x, tx = fewshot.normalised(train_x), fewshot.normalised(test_x)
+    ours = fewshot.fit_logistic(x, train_y, 4, c)
+    theirs = LogisticRegression(C=c, max_iter=5000, tol=1e-10).fit(x.numpy(), train_y.numpy())
+    ours_accuracy = fewshot.accuracy(ours.logits(tx), test_y)
+    theirs_accuracy = float((theirs.predict(tx.numpy()) == test_y.numpy()).mean())
+    assert abs(ours_accuracy - theirs_accuracy) <= 0.005
+    # the same optimum: sklearn's multinomial weights are ours up to a shift shared by every class
+    centred = ours.weight.numpy() - ours.weight.numpy().mean(0)
+    assert np.allclose(centred, theirs.coef_ - theirs.coef_.mean(0), atol=2e-3 * max(1, np.abs(centred).max()))
+
+
+def test_tip_adapter_is_its_formula():
+    generator = torch.Generator().manual_seed(0)
+    zero_shot = torch.randn(5, 3, generator=generator)
+    features, keys = torch.randn(5, 8, generator=generator), torch.randn(6, 8, generator=generator)
+    values = fewshot.one_hot(torch.tensor([0, 1, 2, 0, 1, 2]), 3)
+    got = fewshot.tip_adapter_logits(zero_shot, features, keys, values, alpha=2.0, beta=5.5)
+    f = features / features.norm(dim=1, keepdim=True)
+    k = keys / keys.norm(dim=1, keepdim=True)
+    expected = zero_shot.double() + 2.0 * torch.exp(-5.5 * (1 - f.double() @ k.double().T)) @ values
+    assert torch.allclose(got, expected)
+
+
+def test_draws_are_per_class_seeded_and_validation_is_carved_from_them():
+    labels = np.repeat(np.arange(3), 10)
+    drawn = fewshot.draw_shots(labels, 4, seed=7)
+    assert np.bincount(labels[drawn]).tolist() == [4, 4, 4]
+    assert np.array_equal(drawn, fewshot.draw_shots(labels, 4, seed=7))
+    assert not np.array_equal(drawn, fewshot.draw_shots(labels, 4, seed=8))
+    fit, held = fewshot.carve_validation(drawn, labels, seed=7)
+    assert np.bincount(labels[held]).tolist() == [2, 2, 2] and set(fit) | set(held) == set(drawn)
+    one = fewshot.draw_shots(labels, 1, seed=0)
+    assert len(fewshot.carve_validation(one, labels, 0)[1]) == 0
+    assert len(fewshot.draw_shots(labels, None, 0)) == 30
+    assert fewshot.shots_list("1, 2,all") == [1, 2, None]
+    with pytest.raises(ValueError):
+        fewshot.shots_list("0")
+
+
+def test_zs_init_probe_stays_near_zero_shot_with_strong_regularisation():
+    train_x, train_y = clusters(0, 2)
+    text = torch.randn(4, 16, dtype=torch.float64)
+    probe = fewshot.fit_logistic(fewshot.normalised(train_x), train_y, 4, 1e-6, centre=text,
+                                 start=fewshot.LinearProbe(text, torch.zeros(4, dtype=torch.float64)))
+    assert torch.allclose(probe.weight, text, atol=1e-3)
+
+
+def test_sentence_says_where_zero_shot_is_matched():
+    rows = [{"method": "zero-shot", "shots": 0, "score %": 50.0}, {"method": "linear", "shots": 1, "score %": 30.0},
+            {"method": "linear", "shots": 4, "score %": 52.0}, {"method": "linear", "shots": 2, "score %": 45.0}]
+    assert zero_shot_sentence(rows) == "Zero-shot (50.0%) matches a 4-shot linear probe (52.0%) here."
+    assert "beats the linear probe at every shot count" in zero_shot_sentence(rows[:2])
+
+
+def test_probe_cli_records_every_method_shot_and_draw(tiny_model_dirs, colours, tmp_path, capsys, monkeypatch):
+    import torchvision
+
+    original = torchvision.models.resnet50
+    monkeypatch.setattr(torchvision.models, "resnet50", lambda weights=None: original(weights=None))  # offline
+    output = tmp_path / "probe.json"
+    code, out, err = run_cli(capsys, "probe", *model_args(tiny_model_dirs["open_clip_clip"]),
+                             "--dataset", f"folder:{colours}", "--train-dataset", f"folder:{colours}",
+                             "--shots", "1,2", "--seeds", "2", "--templates", "standard", "--resnet50",
+                             "IMAGENET1K_V1", "--output", output, "--report", tmp_path / "probe.html")
+    assert code == 0, err
+    records = json.loads(output.read_text())
+    methods = ["linear", "linear-zs-init", "tip-adapter", "resnet50-linear"]
+    assert [(r["method"], r["shots"], r["seed"]) for r in records[1:]] == [
+        (m, shots, seed) for shots in (1, 2) for seed in (0, 1) for m in methods]
+    assert records[0]["method"] == "zero-shot"
+    one_shot = [r for r in records if r["shots"] == 1]
+    assert all(r["train_images"] == 3 for r in one_shot)
+    assert {r.get("C_chosen_by") for r in one_shot if r["method"] == "linear"} == {
+        "default (no image to spare for validation)"}
+    two_shot = [r for r in records if r["shots"] == 2 and r["method"] == "tip-adapter"]
+    assert all(r["chosen_by"] == "validation search" and r["alpha"] > 0 for r in two_shot)
+    rows = {(r["method"], r["shots"]): r for r in summary(records)}
+    linear = [r["score"] for r in records if r["method"] == "linear" and r["shots"] == 2]
+    assert rows[("linear", 2)]["score %"] == round(100 * float(np.mean(linear)), 2)
+    assert "mean over draws" in out
+    assert (tmp_path / "probe_figures" / "few-shot.png").stat().st_size > 1000
+    assert "zero-shot" in (tmp_path / "probe.html").read_text().lower()
+
+
+def test_probe_refuses_training_sets_with_other_classes(tiny_model_dirs, colours, tmp_path, capsys):
+    other = tmp_path / "other"
+    for name in ("cat", "dog"):
+        (other / name).mkdir(parents=True)
+        (other / name / "a.png").write_bytes((colours / "red" / "photo-000.png").read_bytes())
+    code, _, err = run_cli(capsys, "probe", *model_args(tiny_model_dirs["open_clip_clip"]), "--dataset",
+                           f"folder:{colours}", "--train-dataset", f"folder:{other}", "--no-cache")
+    assert code != 0 and "same classes" in err
