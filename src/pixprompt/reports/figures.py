@@ -234,6 +234,25 @@ def few_shot_curve(rows: Sequence[Record], sentence: str | None = None) -> Figur
     return figure
 
 
+def selection_path(record: Record) -> Figure:
+    """Forward selection's path: the ensemble's accuracy on the selection set after each added template."""
+    steps = record["selection_path"]
+    figure, axes = _subplots(figsize=(8, 3 + 0.18 * len(steps)))
+    axes.plot(range(1, len(steps) + 1), [100 * s["accuracy"] for s in steps], marker="o")
+    for number, step in enumerate(steps, start=1):
+        axes.annotate(textwrap.shorten(step["template"], 45), (number, 100 * step["accuracy"]), fontsize=7,
+                      xytext=(4, -10), textcoords="offset points")
+    whole = next((row for row in record.get("comparison", []) if row["templates"] != "chosen"), None)
+    if whole:
+        axes.axhline(whole["selection set %"], color="grey", linestyle=":", label=f"{whole['templates']}")
+        axes.legend(fontsize=8, loc="lower right")
+    axes.set_xticks(range(1, len(steps) + 1))
+    axes.set_xlabel("templates chosen")
+    axes.set_ylabel(f"top-1 on {record['dataset']} (%)")
+    figure.tight_layout()
+    return figure
+
+
 def png_bytes(figure: Figure) -> bytes:
     """The figure as PNG."""
     buffer = io.BytesIO()
