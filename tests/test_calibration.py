@@ -124,3 +124,25 @@ def test_classify_min_probability_labels_the_unsure_unknown(tiny_model_dirs, col
     assert {row["prediction"] for row in json.loads(out)} >= {"unknown"}
     code, _, err = run_cli(capsys, *args, "--min-probability", "0.5", "--multi-label")
     assert code != 0 and "--min-probability" in err
+
+
+def test_serve_shows_probabilities_at_the_fitted_temperature(loaded_models, colours):
+    from fastapi.testclient import TestClient
+
+    from pixprompt.web import create_app
+
+    model = loaded_models["open_clip_clip"]
+    image = colours / "red" / "photo-000.png"
+    answers = {}
+    for temperature in (1.0, 3.0):
+        client = TestClient(create_app(model, temperature=temperature, allow_hosts=["testserver"]))
+        response = client.post("/api/classify", data={"labels": "red,green,blue", "templates": "standard"},
+                               files=[("files", (image.name, image.read_bytes(), "image/png"))])
+        answers[temperature] = {r["label"]: r["probability"] for r in response.json()["results"][0]["ranked"]}
+    classifier = build_classifier(model, ["red", "green", "blue"], resolve_templates("standard")[0])
+    features = extract_features(model, load_dataset(f"folder:{colours}"), None, workers=0)
+    row = [str(p) for p in load_dataset(f"folder:{colours}").images.paths].index(str(image))
+    scores = classifier.scores(features.features[row:row + 1])
+    expected = (scores / 3.0).softmax(dim=1)[0].tolist()  # the page shows 4 decimals
+    assert [answers[3.0][name] for name in ("red", "green", "blue")] == pytest.approx(expected, abs=1e-4)
+    assert answers[1.0] != answers[3.0]

@@ -16,6 +16,7 @@ import socket
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
@@ -49,10 +50,11 @@ LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 class ClassifierCache:
     """Classifiers by (class names, templates), built under the model's lock, the oldest dropped first."""
 
-    def __init__(self, model: VisionLanguageModel, lock: threading.Lock, size: int = 32):
+    def __init__(self, model: VisionLanguageModel, lock: threading.Lock, size: int = 32, temperature: float = 1.0):
         self.model = model
         self.lock = lock
         self.size = size
+        self.temperature = temperature
         self.entries: OrderedDict[tuple, ZeroShotClassifier] = OrderedDict()
 
     def get(self, classnames: list[str], prompt_set: PromptSet) -> ZeroShotClassifier:
@@ -61,7 +63,7 @@ class ClassifierCache:
             if key in self.entries:
                 self.entries.move_to_end(key)
                 return self.entries[key]
-            classifier = build_classifier(self.model, classnames, prompt_set)
+            classifier = replace(build_classifier(self.model, classnames, prompt_set), temperature=self.temperature)
             self.entries[key] = classifier
             if len(self.entries) > self.size:
                 self.entries.popitem(last=False)
@@ -173,12 +175,13 @@ def _error(message: str, status: int = 400) -> JSONResponse:
 
 def create_app(model: VisionLanguageModel, max_upload_mb: int = 10, *, host: str = "127.0.0.1",
                allow_hosts: Sequence[str] = (), max_prompts: int = DEFAULT_MAX_PROMPTS,
-               max_pixels: int | None = DEFAULT_MAX_PIXELS) -> FastAPI:
-    """The web app around one loaded model, answering only requests addressed to `host` (or `allow_hosts`)."""
+               max_pixels: int | None = DEFAULT_MAX_PIXELS, temperature: float = 1.0) -> FastAPI:
+    """The web app around one loaded model, answering only requests addressed to `host` (or `allow_hosts`);
+    probabilities are shown at `temperature` (fitted by `serve --calibrate`)."""
     app = FastAPI(title="pixprompt", docs_url=None, redoc_url=None, openapi_url=None)
     lock = threading.Lock()
     decode_slots = threading.BoundedSemaphore(DECODE_SLOTS)
-    classifiers = ClassifierCache(model, lock)
+    classifiers = ClassifierCache(model, lock, temperature=temperature)
     limit_bytes = max_upload_mb * 2**20
     page = resources.files("pixprompt.resources").joinpath("serve.html").read_text(encoding="utf-8")
     # middleware added last runs first: the Host check, then the body cap
@@ -256,10 +259,10 @@ def create_app(model: VisionLanguageModel, max_upload_mb: int = 10, *, host: str
 
 def serve(model: VisionLanguageModel, host: str = "127.0.0.1", port: int = 7860, max_upload_mb: int = 10,
           allow_hosts: Sequence[str] = (), max_prompts: int = DEFAULT_MAX_PROMPTS,
-          max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
+          max_pixels: int | None = DEFAULT_MAX_PIXELS, temperature: float = 1.0) -> None:
     """Run the app with uvicorn until Ctrl-C."""
     import uvicorn
 
     app = create_app(model, max_upload_mb, host=host, allow_hosts=allow_hosts, max_prompts=max_prompts,
-                     max_pixels=max_pixels)
+                     max_pixels=max_pixels, temperature=temperature)
     uvicorn.run(app, host=host, port=port, log_level="warning")
