@@ -234,6 +234,32 @@ def few_shot_curve(rows: Sequence[Record], sentence: str | None = None) -> Figur
     return figure
 
 
+def reliability_diagram(record: Record) -> Figure:
+    """Accuracy against confidence per bin of top-1 probability (bars; the diagonal is perfect calibration), with
+    how many images fall in each bin below, and the record's ECE."""
+    bins = record["reliability"]
+    figure, (axes, counts) = _subplots(2, 1, figsize=(5, 5.5))
+    figure.subplots_adjust(hspace=0.05)
+    width = bins[0]["high"] - bins[0]["low"]
+    centres = [(b["low"] + b["high"]) / 2 for b in bins]
+    axes.bar(centres, [b["accuracy"] or 0 for b in bins], width=width * 0.95, label="accuracy", color="C0")
+    axes.bar(centres, [(b["confidence"] or 0) - (b["accuracy"] or 0) if b["count"] else 0 for b in bins],
+             bottom=[b["accuracy"] or 0 for b in bins], width=width * 0.95, color="C3", alpha=0.35, label="gap")
+    axes.plot([0, 1], [0, 1], color="grey", linestyle=":")
+    axes.set_xlim(0, 1)
+    axes.set_ylim(0, 1)
+    axes.set_ylabel("accuracy")
+    axes.set_xticklabels([])
+    temperature = f", T = {record['temperature']:.3g}" if record.get("temperature") else ""
+    axes.set_title(f"ECE {100 * record['ece']:.2f}%{temperature}", fontsize=9)
+    axes.legend(fontsize=8, loc="upper left")
+    counts.bar(centres, [b["count"] for b in bins], width=width * 0.95, color="grey")
+    counts.set_xlim(0, 1)
+    counts.set_xlabel("top-1 probability")
+    counts.set_ylabel("images")
+    return figure
+
+
 def selection_path(record: Record) -> Figure:
     """Forward selection's path: the ensemble's accuracy on the selection set after each added template."""
     steps = record["selection_path"]

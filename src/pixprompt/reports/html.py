@@ -69,6 +69,10 @@ def report_figures(records: Sequence[Record], max_each: int = 4) -> list[ReportF
     for i, record in enumerate(best_per_model_and_dataset(zero_shot, lambda r: bool(r.get("examples")))[:max_each]):
         made.append(ReportFigure(f"examples-{i}", f"Examples: {figures.model_label(record)}, {record['dataset']}",
                                  figures.png_bytes(figures.example_grid(record))))
+    for i, record in enumerate(best_per_model_and_dataset(zero_shot, lambda r: bool(r.get("reliability")))[:max_each]):
+        made.append(ReportFigure(f"reliability-{i}", f"Calibration: {figures.model_label(record)}, "
+                                 f"{record['dataset']}, {record['templates']}",
+                                 figures.png_bytes(figures.reliability_diagram(record))))
     for i, record in enumerate(r for r in records if r.get("selection_path")):
         made.append(ReportFigure(f"selection-{i}", f"Template selection: {figures.model_label(record)}, "
                                  f"{record['candidates']} on {record['dataset']}",
