@@ -119,3 +119,16 @@ def test_probe_refuses_training_sets_with_other_classes(tiny_model_dirs, colours
     code, _, err = run_cli(capsys, "probe", *model_args(tiny_model_dirs["open_clip_clip"]), "--dataset",
                            f"folder:{colours}", "--train-dataset", f"folder:{other}", "--no-cache")
     assert code != 0 and "same classes" in err
+
+
+def test_probe_on_real_cifar_images(shared_data, tiny_model_dirs, capsys):
+    """The README's few-shot run on real images: CIFAR-10's first 200 training images, 300 test images."""
+    code, out, err = run_cli(capsys, "probe", *model_args(tiny_model_dirs["open_clip_clip"]), "--dataset", "cifar10",
+                             "--data-dir", shared_data / "cifar10-test", "--max-images", "300",
+                             "--train-dataset", "cifar10", "--train-data-dir", shared_data / "cifar10-train-200",
+                             "--shots", "1,4", "--seeds", "2", "--methods", "linear,tip-adapter", "--json")
+    assert code == 0, err
+    records = json.loads(out)
+    assert {r["images"] for r in records} == {300}
+    assert {r["train_images"] for r in records if r["shots"] == 4} == {40}
+    assert all(0 <= r["top1"] <= 1 for r in records)
