@@ -499,6 +499,16 @@ def write_html_report(args: argparse.Namespace, records: list[dict], path: str, 
         print(f"pixprompt: report written to {path}", file=sys.stderr)
 
 
+def write_table_outputs(args: argparse.Namespace, records: list[dict], table: list[dict], columns: list[str]) -> None:
+    """--output (the full records as .json; the command's table as .csv or .md) and --report."""
+    if args.output:
+        json_output = args.output.lower().endswith(".json")
+        write_output(lambda: write_records(records if json_output else table, args.output,
+                                           None if json_output else columns), args.output)
+    if args.report:
+        write_html_report(args, records, args.report)
+
+
 def report_records(args: argparse.Namespace, records: list[dict]) -> None:
     """Print the records and write --output / --report (rank 0 only in a multi-process job)."""
     from pixprompt.reports import emit
@@ -638,12 +648,7 @@ def run_probe(args: argparse.Namespace) -> int:
         sentence = zero_shot_sentence(rows)
         if sentence and args.format == "table":
             print(sentence)
-    if args.output:
-        json_output = args.output.lower().endswith(".json")
-        write_output(lambda: write_records(records if json_output else rows, args.output,
-                                           None if json_output else columns), args.output)
-    if args.report:
-        write_html_report(args, records, args.report)
+    write_table_outputs(args, records, rows, columns)
     return 0
 
 
@@ -758,12 +763,7 @@ def run_bench(args: argparse.Namespace) -> int:
             emit(table, args.format, columns)
     if args.format == "json":
         emit(records, "json")
-    if args.output:
-        json_output = args.output.lower().endswith(".json")
-        write_output(lambda: write_records(records if json_output else table, args.output,
-                                           None if json_output else columns), args.output)
-    if args.report:
-        write_html_report(args, records, args.report)
+    write_table_outputs(args, records, table, columns)
     return 0
 
 
