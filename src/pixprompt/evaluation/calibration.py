@@ -36,7 +36,7 @@ def fit_temperature(classifier: ZeroShotClassifier, scores: torch.Tensor, labels
         return value
 
     optimiser.step(loss)
-    return float(log_temperature.exp())
+    return float(log_temperature.detach().exp())
 
 
 def temperature_on(model: VisionLanguageModel, validation: ImageDataset, features: FeatureSet,
