@@ -51,8 +51,24 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+#: Record fields computed from float32 probabilities: a process with other thread counts (torchrun gives each rank
+#: one) sums the same matrix products in another order, so they agree to about 1e-7, not bit for bit.
+PROBABILITY_FIELDS = ("ece", "nll", "brier", "reliability")
+
+
 def without_timing(records: list[dict]) -> list[dict]:
-    return [{k: v for k, v in record.items() if k != "elapsed_s"} for record in records]
+    """Records without their timing; probability-based fields rounded to 6 places (see PROBABILITY_FIELDS)."""
+    def rounded(value):
+        if isinstance(value, float):
+            return round(value, 6)
+        if isinstance(value, list):
+            return [rounded(v) for v in value]
+        if isinstance(value, dict):
+            return {k: rounded(v) for k, v in value.items()}
+        return value
+
+    return [{k: rounded(v) if k in PROBABILITY_FIELDS else v for k, v in record.items() if k != "elapsed_s"}
+            for record in records]
 
 
 def rank_processes(marker: str, rank: int) -> dict[int, int]:
