@@ -28,7 +28,7 @@ def test_eval_report_is_one_self_contained_file_with_png_figures(tiny_model_dirs
     html = report.read_text()
     pngs = sorted(p.name for p in (tmp_path / "report_figures").glob("*.png"))
     assert pngs == ["accuracy-by-template-set.png", "accuracy-vs-parameters.png", "confusions-0.png",
-                    "examples-0.png", "per-template-0.png"]
+                    "examples-0.png", "per-template-0.png", "reliability-0.png"]
     assert html.count('src="data:image/png;base64,') == len(pngs)
     assert "http://" not in html and "https://" not in html and 'src="/' not in html  # nothing to fetch
     record = json.loads(results.read_text())[-1]
