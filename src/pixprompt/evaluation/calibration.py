@@ -42,12 +42,10 @@ def fit_temperature(classifier: ZeroShotClassifier, scores: torch.Tensor, labels
 def temperature_on(model: VisionLanguageModel, validation: ImageDataset, features: FeatureSet,
                    prompt_set: PromptSet, cache_root: Path | None, ensemble: str = "embedding") -> float:
     """The temperature fitted on `validation`'s encoded `features`, its own classes prompted with `prompt_set`."""
-    from pixprompt.evaluation.runs import row_blocks, text_classifier
+    from pixprompt.evaluation.runs import scores, text_classifier
 
     if validation.multi_label:
         raise UsageError(f"{validation.name} is multi-label: calibrate on a single-label dataset")
     classifier = text_classifier(model, validation.classnames, prompt_set, cache_root)
-    x = features.features[features.valid]
-    scores = torch.cat([classifier.scores(x[rows], ensemble) for rows in row_blocks(len(x))]) if len(x) else \
-        torch.zeros(0, classifier.num_classes)
-    return fit_temperature(classifier, scores, features.labels[features.valid], ensemble)
+    validation_scores = scores(classifier, features.features[features.valid], ensemble)
+    return fit_temperature(classifier, validation_scores, features.labels[features.valid], ensemble)

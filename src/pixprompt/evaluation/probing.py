@@ -13,7 +13,7 @@ from pixprompt.data.datasets import ImageDataset
 from pixprompt.errors import UsageError
 from pixprompt.evaluation import fewshot
 from pixprompt.evaluation.metrics import classification_metrics
-from pixprompt.evaluation.runs import main_metric, row_blocks, run_facts, text_classifier
+from pixprompt.evaluation.runs import main_metric, run_facts, scores, text_classifier
 from pixprompt.features.cache import FeatureSet, extract_features
 from pixprompt.models.base import VisionLanguageModel
 from pixprompt.prompts.templates import PromptSet
@@ -59,10 +59,7 @@ def probe_records(model: VisionLanguageModel, train: ImageDataset, test: ImageDa
     classes = len(test.classnames)
     classifier = text_classifier(model, test.classnames, prompt_set, cache_root)
 
-    def zero_shot(x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([classifier.scores(x[rows], ensemble) for rows in row_blocks(len(x))])
-
-    zero_shot_train, zero_shot_test = zero_shot(train_x), zero_shot(test_x)
+    zero_shot_train, zero_shot_test = scores(classifier, train_x, ensemble), scores(classifier, test_x, ensemble)
     text_weights = classifier.logit_scale * classifier.weights
     facts = {**run_facts(model.info, test, encoded[1]), "train_dataset": train.name, "templates": prompt_set.name,
              "ensemble": ensemble, "metric": main_metric(test.name)}

@@ -93,7 +93,8 @@ def score_images(classifier: ZeroShotClassifier, features: torch.Tensor, labels:
 
 
 def scores(classifier: ZeroShotClassifier, features: torch.Tensor, ensemble: str) -> torch.Tensor:
-    """Every image's score for every class (N, C): for multi-label datasets, which are small."""
+    """Every image's score for every class (N, C), computed block by block (for sets whose N × C fits in memory:
+    multi-label datasets, probes' training and test sets, calibration sets)."""
     parts = [classifier.scores(features[rows], ensemble) for rows in row_blocks(len(features))]
     return torch.cat(parts) if parts else torch.zeros(0, classifier.num_classes)
 

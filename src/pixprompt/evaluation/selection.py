@@ -52,9 +52,8 @@ def forward_selection(per_template: torch.Tensor, templates: list[str], features
 
 
 def per_template_embeddings(classifier: ZeroShotClassifier) -> torch.Tensor:
-    """(T, C, D) each template's class embeddings, from a templated classifier (prompts are class-major)."""
-    classes, templates = classifier.num_classes, len(classifier.templates)
-    return classifier.prompt_embeddings.float().reshape(classes, templates, -1).transpose(0, 1)
+    """(T, C, D) each template's class embeddings, from a templated classifier."""
+    return classifier.by_template().float().transpose(0, 1)
 
 
 def select_templates(model: VisionLanguageModel, validation: ImageDataset, candidates: PromptSet,

@@ -89,12 +89,16 @@ class ZeroShotClassifier:
             return torch.nn.functional.binary_cross_entropy_with_logits(scores, one_hot, reduction="none").sum(1)
         return torch.nn.functional.cross_entropy(scores, labels, reduction="none")
 
-    def per_template_logits(self, image_features: torch.Tensor):
-        """Yield (N, C) logits for each template alone, in template order (templated sets only)."""
+    def by_template(self) -> torch.Tensor:
+        """(C, T, D) each class's prompt embedding under each template (templated sets only)."""
         if not self.prompt_set.is_templated:
             raise UsageError(f"{self.prompt_set.name} has per-class descriptions, not shared templates: "
                              "per-template scores and `vote` ensembling need a template set")
-        by_template = self.prompt_embeddings.view(self.num_classes, len(self.templates), -1)
+        return self.prompt_embeddings.view(self.num_classes, len(self.templates), -1)
+
+    def per_template_logits(self, image_features: torch.Tensor):
+        """Yield (N, C) logits for each template alone, in template order (templated sets only)."""
+        by_template = self.by_template()
         for t in range(len(self.templates)):
             yield self.scale_logits(image_features.float() @ by_template[:, t].T)
 

@@ -11,8 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from pixprompt.errors import UsageError
-from pixprompt.evaluation.probing import summary, zero_shot_sentence
-from pixprompt.evaluation.suites import group_table, robustness
 from pixprompt.reports import figures
 from pixprompt.reports.figures import Record, best_per_model_and_dataset
 from pixprompt.reports.tables import format_cell, summary_columns, summary_row
@@ -51,6 +49,9 @@ def load_records(paths: Sequence[str | Path]) -> list[Record]:
 
 def report_figures(records: Sequence[Record], max_each: int = 4) -> list[ReportFigure]:
     """Every figure the report shows, in order."""
+    from pixprompt.evaluation.probing import summary, zero_shot_sentence
+    from pixprompt.evaluation.suites import robustness
+
     zero_shot = figures.zero_shot(records)
     made = [ReportFigure("accuracy-by-template-set", "Accuracy per template set and model",
                          figures.png_bytes(figures.accuracy_by_template_set(records)))]
@@ -92,6 +93,7 @@ def report_figures(records: Sequence[Record], max_each: int = 4) -> list[ReportF
 def results_tables(records: Sequence[Record]) -> list[dict[str, Any]]:
     """The summary table, and the zero-shot results beside the papers' reported accuracies."""
     from pixprompt.evaluation.grid import paper_table
+    from pixprompt.evaluation.suites import group_table, robustness
     from pixprompt.reports.reference import reported
 
     tables = [{"title": "Results", "columns": summary_columns(records), "rows": [summary_row(r) for r in records]}]

@@ -12,14 +12,14 @@ import inspect
 import os
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
 from pixprompt.data.catalog import CatalogEntry, catalog, label_map
-from pixprompt.data.datasets import DatasetOptions, FileImages, ImageDataset
+from pixprompt.data.datasets import ArrayImages, DatasetOptions, FileImages, ImageDataset
 from pixprompt.data.sources import SOURCES, Source
 from pixprompt.data.sources.folders import class_folders, files_by_class
 from pixprompt.data.sources.torchvision import torchvision_download
@@ -30,24 +30,12 @@ from pixprompt.prompts.templates import paper_classnames
 
 
 @dataclass
-class IndexedImages:
-    """Images a torchvision dataset holds in memory or in array files (MNIST, STL-10, FER2013, PCAM), read by
-    index; ids combine the dataset's files' fingerprint and the index."""
-
-    data: Any
-    fingerprint: str
-
-    def __len__(self) -> int:
-        return len(self.data)
+class IndexedImages(ArrayImages):
+    """Images a torchvision dataset (`arrays`) holds in memory or in array files (MNIST, STL-10, FER2013, PCAM),
+    read by index as the dataset gives them; ids combine its files' fingerprint and the index."""
 
     def load(self, index: int) -> Image.Image:
-        return self.data[index][0].convert("RGB")
-
-    def item_id(self, index: int) -> str:
-        return f"{self.fingerprint}|{index}"
-
-    def describe(self, index: int) -> str:
-        return f"{self.fingerprint} item {index}"
+        return self.arrays[index][0].convert("RGB")
 
 
 def files_fingerprint(root: Path, name: str, limit: int = 1000) -> str:
@@ -90,7 +78,7 @@ def _from_webdataset(entry: CatalogEntry, root: Path) -> ImageDataset:
     dataset.name = entry.name
     if entry.names == "wds":
         return dataset
-    by_name = CatalogEntry(**{**entry.__dict__, "labels": "name"})
+    by_name = replace(entry, labels="name")
     classnames = catalog_classnames(entry)
     mapping = label_map(by_name, dataset.classnames, classnames)
     dataset.classnames, dataset.default_templates = classnames, entry.name
