@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -256,6 +255,7 @@ def run_classify(args: argparse.Namespace) -> int:
                          "already leaves out every class below it")
     calibration = calibration_from_args(args)
     from pixprompt import distributed  # torch: only once the arguments are sound
+    from pixprompt.data.datasets import files_identity
     from pixprompt.evaluation.predict import iter_predictions
     from pixprompt.prompts.store import classifier_for
 
@@ -300,21 +300,26 @@ def run_classify(args: argparse.Namespace) -> int:
                                 len(classnames) if args.multi_label else min(args.top_k, len(classnames)))
     rows: list[dict] = []  # kept only for stdout, when there is no --output file
     images = failed = 0
-    for number, shard, per_set in stream:
-        shard_rows = [prediction.row(prompt_set.name, args.min_probability)
-                      for prompt_set, predictions in zip(prompt_sets, per_set) for prediction in predictions]
-        images += len(shard)
-        failed += sum(prediction.error is not None for prediction in per_set[0])
-        if output is None:
-            rows += shard_rows
-        elif not output.has(number, shard):
-            write_output(lambda: output.write(number, shard, shard_rows), args.output)  # noqa: B023 (called now)
-    if not ranks.is_main:
-        return 0
-    if not images:
-        raise UsageError(f"no images found in {', '.join(args.inputs)}")
+    try:
+        for number, shard, per_set in stream:
+            shard_rows = [prediction.row(prompt_set.name, args.min_probability)
+                          for prompt_set, predictions in zip(prompt_sets, per_set) for prediction in predictions]
+            images += len(shard)
+            failed += sum(prediction.error is not None for prediction in per_set[0])
+            if output is None:
+                rows += shard_rows
+            elif not output.has(number, identity := files_identity(shard)):
+                write_output(lambda: output.write(number, identity, shard_rows), args.output)  # noqa: B023
+        if not ranks.is_main:
+            return 0
+        if not images:
+            raise UsageError(f"no images found in {', '.join(args.inputs)}")
+        if output is not None:
+            write_output(output.finish, args.output)
+    finally:
+        if output is not None:
+            output.close()
     if output is not None:
-        write_output(output.finish, args.output)
         if not args.quiet:
             print(f"pixprompt: {images} images × {len(prompt_sets)} template set(s) written to {args.output}",
                   file=sys.stderr)
@@ -379,6 +384,7 @@ def _datasets_arguments(parser: argparse.ArgumentParser) -> None:
 def run_datasets(args: argparse.Namespace) -> int:
     from pixprompt.data.catalog import SUITES, catalog, listing, suite
     from pixprompt.reports import emit
+    from pixprompt.reports.tables import json_text
 
     wanted = (args.filter or "").lower()
     rows = [row for row in map(listing, catalog().values())
@@ -386,7 +392,7 @@ def run_datasets(args: argparse.Namespace) -> int:
     suites = [{"suite": name, "datasets": len(suite(name)), "what": what} for name, what in SUITES.items()
               if wanted in f"{name} {what}".lower() or any(name in row["suites"] for row in rows)]
     if args.format == "json":
-        print(json.dumps({"datasets": rows, "suites": suites}, indent=2, ensure_ascii=False))
+        print(json_text({"datasets": rows, "suites": suites}))
         return 0
     short_metric = {"top1": "top-1", "mean_per_class_recall": "mean recall", "mean_average_precision": "mAP"}
     shown = [{**row, "metric": short_metric[row["metric"]] + (" (multi-label)" if row["multi_label"] else ""),
@@ -914,18 +920,20 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    ranks = distributed.discover()
-    configure_logging(args, ranks)
+    ranks = distributed.Ranks()
     try:
+        ranks = distributed.discover()
+        configure_logging(args, ranks)
         if ranks.world > 1:
             distributed.start(ranks)
-            if not ranks.is_main:
-                sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
+        distributed.check_settings(ranks)
+        if not ranks.is_main:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
         return args.run(args)
     except PixpromptError as error:
         if args.debug:
             raise
-        if not isinstance(error, distributed.PeerFailed) or ranks.is_main:  # rank 0 names the failed rank
+        if not isinstance(error, distributed.JobStopped) or ranks.is_main:  # rank 0 speaks for the job
             print(f"pixprompt{_rank_tag(ranks)}: error: {error}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:

@@ -10,10 +10,17 @@ in rounds: after each round the ranks' results go to rank 0 (through torch.distr
 cache folder need not be shared), which merges them in shard order. A rank that fails says so in the
 round's exchange and the whole job stops with one line naming it; a rank that dies makes the others'
 exchange fail, and every exchange has a timeout, so nothing hangs.
+
+Every rank lists the data itself, so every exchanged shard carries the identity of its items (a digest
+of their ids: path, size, modification time) and the sender's shard size; rank 0 checks both against its
+own listing and stops the job with one line naming the first shard that differs, so a rank that sees
+another folder (a stale mount, a folder still being written, another working directory) can never put
+its results under other items' names.
 """
 from __future__ import annotations
 
 import datetime
+import itertools
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -21,7 +28,8 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any, TypeVar
 
-from pixprompt.errors import InputFailedError, first_line
+from pixprompt.errors import InputFailedError, UsageError, first_line
+from pixprompt.storage import identity_digest
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -30,6 +38,9 @@ R = TypeVar("R")
 DEFAULT_SHARD_SIZE = 1024
 #: Seconds a rank waits for the others in one exchange (a round is one shard per rank).
 DEFAULT_TIMEOUT = 1800
+
+#: The largest shard size accepted: a shard's rows are held in memory at once.
+MAX_SHARD_SIZE = 1 << 20
 
 _VARIABLES = (("RANK", "WORLD_SIZE", "LOCAL_RANK"),  # torchrun
               ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"),  # srun
@@ -49,20 +60,44 @@ class Ranks:
         return self.rank == 0
 
 
+def env_number(name: str, default: float, minimum: float, maximum: float, integer: bool = True,
+               environ: dict[str, str] | None = None) -> Any:
+    """A numeric environment variable, checked: a bad value is one usage line naming the variable."""
+    env = os.environ if environ is None else environ
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    kind = "a whole number" if integer else "a number"
+    try:
+        value = int(text) if integer else float(text)
+    except ValueError:
+        raise UsageError(f"{name}={text[:40]!r} is not {kind} (from {minimum:g} to {maximum:g})") from None
+    if not minimum <= value <= maximum:
+        raise UsageError(f"{name}={text[:40]} is out of range: give {kind} from {minimum:g} to {maximum:g}")
+    return value
+
+
 def discover(environ: dict[str, str] | None = None) -> Ranks:
-    """The launcher's rank variables (torchrun, then SLURM, then Open MPI); one process without them."""
+    """The launcher's rank variables (torchrun, then SLURM, then Open MPI); one process without them.
+
+    Values that are not whole numbers, or a rank outside its world, are one usage line naming them."""
     env = os.environ if environ is None else environ
     for rank, world, local in _VARIABLES:
         if rank in env and world in env:
-            ranks = Ranks(int(env[rank]), int(env[world]), int(env.get(local, 0)))
+            size = env_number(world, 1, 1, 1 << 24, environ=env)
+            ranks = Ranks(env_number(rank, 0, 0, 1 << 24, environ=env), size,
+                          env_number(local, 0, 0, 1 << 24, environ=env))
+            if ranks.rank >= ranks.world:
+                raise UsageError(f"{rank}={ranks.rank} is not a rank of a job of {world}={ranks.world} processes "
+                                 f"(ranks are 0 to {ranks.world - 1}): check the launcher's settings")
             if ranks.world > 1:
                 return ranks
     return Ranks()
 
 
 def shard_size() -> int:
-    """Items per shard ($PIXPROMPT_SHARD_SIZE, default 1024)."""
-    return int(os.environ.get("PIXPROMPT_SHARD_SIZE", DEFAULT_SHARD_SIZE))
+    """Items per shard ($PIXPROMPT_SHARD_SIZE, default 1024; a bad value is a usage error naming it)."""
+    return env_number("PIXPROMPT_SHARD_SIZE", DEFAULT_SHARD_SIZE, 1, MAX_SHARD_SIZE)
 
 
 def shard_ranges(count: int, size: int | None = None) -> list[range]:
@@ -96,9 +131,35 @@ def start(ranks: Ranks | None = None) -> Ranks:
                                    "first node's host name as MASTER_ADDR (and a free MASTER_PORT) in the job "
                                    "script, as examples/slurm.sbatch does")
         os.environ.setdefault("MASTER_PORT", "29500")
-        timeout = datetime.timedelta(seconds=float(os.environ.get("PIXPROMPT_DIST_TIMEOUT", DEFAULT_TIMEOUT)))
+        timeout = datetime.timedelta(seconds=env_number("PIXPROMPT_DIST_TIMEOUT", DEFAULT_TIMEOUT, 1, 7 * 24 * 3600,
+                                                        integer=False))
         dist.init_process_group("gloo", rank=ranks.rank, world_size=ranks.world, timeout=timeout)
     return ranks
+
+
+def check_settings(ranks: Ranks) -> None:
+    """Stop the job at once, with one line, when a rank's settings are bad or differ from rank 0's (each
+    rank reads its own environment: a job script may set them per node)."""
+    if ranks.world == 1:
+        shard_size()
+        return
+    try:
+        mine: Any = shard_size()
+    except UsageError as error:
+        mine = _Failed(ranks.rank, str(error))
+
+    def judge(sizes: list[Any]) -> str | None:
+        failed = next((s for s in sizes if isinstance(s, _Failed)), None)
+        if failed:
+            return f"rank {failed.rank} of {ranks.world}: {failed.message}"
+        other = next((r for r, s in enumerate(sizes) if s != sizes[0]), None)
+        return None if other is None else (
+            f"the ranks cut the data into shards of different sizes: rank 0 uses {sizes[0]} items, rank {other} "
+            f"{sizes[other]} (PIXPROMPT_SHARD_SIZE differs): give every rank the same value")
+
+    verdict, _ = exchange(mine, ranks, judge)
+    if verdict:
+        raise SettingsDiffer(verdict)
 
 
 def current() -> Ranks:
@@ -106,8 +167,16 @@ def current() -> Ranks:
     return start(discover())
 
 
-class PeerFailed(InputFailedError):
-    """Another rank failed (rank 0 names it; the other ranks stop without a message of their own)."""
+class JobStopped:
+    """Rank 0's verdict for the whole job: rank 0 prints it, the other ranks stop without a message."""
+
+
+class PeerFailed(JobStopped, InputFailedError):
+    """A rank failed, or the ranks disagree on their data (exit code 1)."""
+
+
+class SettingsDiffer(JobStopped, UsageError):
+    """A rank's settings are bad or differ from rank 0's (exit code 2)."""
 
 
 @dataclass(frozen=True)
@@ -116,50 +185,103 @@ class _Failed:
     message: str
 
 
-def sharded(shards: Iterable[T], work: Callable[[int, T], R],
-            ranks: Ranks | None = None) -> Iterator[tuple[int, T, R]]:
+@dataclass(frozen=True)
+class _Slot:
+    """What a rank sends after one round: its shard size, the identity of its shard (None: it had none)
+    and the work's result (or its failure)."""
+
+    shard_size: int
+    identity: str | None
+    result: Any
+
+
+#: Rank 0's verdict after a round when every rank's listing has ended.
+_END = "end"
+
+
+def sharded(shards: Iterable[T], work: Callable[[int, T], R], ranks: Ranks | None = None,
+            identity: Callable[[T], str] | None = None) -> Iterator[tuple[int, T, R]]:
     """Run `work(i, shard)` for shard i on rank i mod world; rank 0 yields (i, shard, result) in shard order.
 
-    Every rank must pass the same shard sequence (it may be a stream of unknown length). Other ranks
-    yield nothing. A failure on any rank raises on every rank, naming the rank and its reason.
+    Every rank must list the same shard sequence (it may be a stream of unknown length): `identity(shard)`
+    (by default its items' repr) is sent with every result and rank 0 compares it with its own listing, so
+    ranks that see different items, or another number of shards, or use another shard size, stop the job
+    with one line naming the first differing shard. Other ranks yield nothing. A failure on any rank raises
+    on every rank, naming the rank and its reason.
     """
     ranks = ranks or current()
     if ranks.world == 1:
         for number, shard in enumerate(shards):
             yield number, shard, work(number, shard)
         return
-    for round_number, group in enumerate(batched(shards, ranks.world)):
+    identify = identity or (lambda shard: identity_digest(map(repr, shard)))  # type: ignore[arg-type]
+    size, iterator = shard_size(), iter(shards)
+    for round_number in itertools.count():
+        group = list(islice(iterator, ranks.world))
         number = round_number * ranks.world + ranks.rank
-        result: Any = None
+        slot = _Slot(size, None, None)
         if ranks.rank < len(group):
             try:
-                result = work(number, group[ranks.rank])
+                slot = _Slot(size, identify(group[ranks.rank]), None)
+                slot = _Slot(size, slot.identity, work(number, group[ranks.rank]))
             except Exception as error:  # reported by rank 0 for the whole job
-                result = _Failed(ranks.rank, first_line(error, 300))
-        gathered = exchange(result, ranks)
-        failed = next((r for r in gathered if isinstance(r, _Failed)), None)
-        if failed:
-            raise PeerFailed(f"rank {failed.rank} of {ranks.world} failed: {failed.message}")
+                slot = _Slot(size, slot.identity, _Failed(ranks.rank, first_line(error, 300)))
+        verdict, gathered = exchange(slot, ranks, lambda slots: _verdict(slots, group, round_number,  # noqa: B023
+                                                                         ranks, size, identify))
+        if verdict == _END:
+            return
+        if verdict:
+            raise PeerFailed(verdict)
         if ranks.is_main:
-            for offset, (shard, shard_result) in enumerate(zip(group, gathered)):
-                yield round_number * ranks.world + offset, shard, shard_result
+            for offset, (shard, got) in enumerate(zip(group, gathered)):
+                yield round_number * ranks.world + offset, shard, got.result
 
 
-def exchange(value: Any, ranks: Ranks) -> list[Any]:
-    """Every rank's `value` on rank 0 (others get a list of their own failure flags only); a lost rank or a
-    timeout becomes one error line."""
+def _verdict(slots: list[_Slot], group: list, round_number: int, ranks: Ranks, size: int,
+             identify: Callable[[Any], str]) -> str | None:
+    """Rank 0's judgement of one round: a failure or a mismatch (one line), the end of the data, or None."""
+    failed = next((s.result for s in slots if isinstance(s.result, _Failed)), None)
+    if failed:
+        return f"rank {failed.rank} of {ranks.world} failed: {failed.message}"
+    for rank, slot in enumerate(slots):
+        if slot.shard_size != size:
+            return (f"the ranks cut the data into shards of different sizes: rank 0 uses {size} items, rank {rank} "
+                    f"{slot.shard_size} (PIXPROMPT_SHARD_SIZE differs): give every rank the same value")
+    for rank, slot in enumerate(slots):
+        number = round_number * ranks.world + rank
+        expected = identify(group[rank]) if rank < len(group) else None
+        if slot.identity == expected:
+            continue
+        if expected is None:
+            how = f"rank {rank} lists more items than rank 0 (shard {number} exists on rank {rank} only)"
+        elif slot.identity is None:
+            how = f"rank {rank} lists fewer items than rank 0 (shard {number} is missing there)"
+        else:
+            ours, theirs = expected.split(":", 1)[0], slot.identity.split(":", 1)[0]
+            how = (f"rank {rank} sees other items than rank 0 in shard {number} ({theirs} item(s) there, {ours} "
+                   "here, or files of other names, sizes or modification times)")
+        return (f"{how}: every rank must list the same files; is a folder still being written, a mount stale, "
+                "or a rank started in another working directory? nothing was written")
+    return _END if all(slot.identity is None for slot in slots) else None
+
+
+def exchange(value: Any, ranks: Ranks,
+             judge: Callable[[list[Any]], str | None] | None = None) -> tuple[str | None, list[Any]]:
+    """Every rank's `value` on rank 0, and rank 0's verdict on them (`judge`; by default the first failure)
+    on every rank; others get an empty list of values. A lost rank or a timeout becomes one error line."""
     import torch.distributed as dist
 
+    judge = judge or (lambda values: next((f"rank {v.rank} of {ranks.world} failed: {v.message}"
+                                          for v in values if isinstance(v, _Failed)), None))
     gathered: list[Any] = [None] * ranks.world if ranks.is_main else []
     try:
         dist.gather_object(value, gathered if ranks.is_main else None, dst=0)
-        # rank 0 tells everyone whether to stop (another rank's failure)
-        verdict = [next((r for r in gathered if isinstance(r, _Failed)), None)] if ranks.is_main else [None]
+        verdict = [judge(gathered)] if ranks.is_main else [None]  # rank 0 tells everyone whether to stop
         dist.broadcast_object_list(verdict, src=0)
     except RuntimeError as error:  # a peer died (connection closed) or did not answer in time
         raise InputFailedError(f"rank {ranks.rank}: lost contact with the other ranks ({first_line(error, 160)}); "
                                "every finished shard is cached: run the same command again to go on") from None
-    return gathered if ranks.is_main else verdict
+    return verdict[0], gathered
 
 
 def stop() -> None:

@@ -7,6 +7,7 @@ power loss) leaves a partial that a later run can recognise as abandoned and rem
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import logging
 import os
@@ -67,11 +68,12 @@ def _writer_is_gone(partial: Path) -> bool:
     return False
 
 
-def remove_stale_partials(folder: Path) -> int:
-    """Remove the `.partial` files in `folder` whose writer died (same host) or that are a day old."""
+def remove_stale_partials(folder: Path, prefix: str = ".") -> int:
+    """Remove the `.partial` files in `folder` (named `prefix…`) whose writer died (same host) or that are a
+    day old; links and other non-files are never followed, only regular files removed."""
     removed = 0
-    for partial in folder.glob(".*.partial") if folder.is_dir() else ():
-        if _writer_is_gone(partial):
+    for partial in folder.glob(f"{glob.escape(prefix)}*.partial") if folder.is_dir() else ():
+        if partial.is_file() and not partial.is_symlink() and _writer_is_gone(partial):
             with contextlib.suppress(OSError):
                 partial.unlink()
                 removed += 1
@@ -103,6 +105,17 @@ def payload_checksum(parts: Iterable[bytes]) -> str:
         digest.update(len(part).to_bytes(8, "little"))
         digest.update(part)
     return digest.hexdigest()
+
+
+def identity_digest(item_ids: Iterable[str]) -> str:
+    """`COUNT:DIGEST` of a sequence of item ids (path, size, modification time…): whether two processes, or
+    two runs, mean the same items."""
+    digest = hashlib.sha256()
+    count = 0
+    for item_id in item_ids:
+        digest.update(item_id.encode("utf-8", "surrogateescape") + b"\0")
+        count += 1
+    return f"{count}:{digest.hexdigest()[:24]}"
 
 
 def write_errors() -> tuple[type[BaseException], ...]:

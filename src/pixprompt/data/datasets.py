@@ -16,6 +16,7 @@ from PIL import Image
 
 from pixprompt.data.images import DEFAULT_MAX_PIXELS, open_rgb
 from pixprompt.errors import UsageError
+from pixprompt.storage import identity_digest
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,13 @@ class FileImages:
 
     def describe(self, index: int) -> str:
         return str(self.paths[index])
+
+
+def files_identity(paths: Sequence[Path], draft_size: int | None = None) -> str:
+    """The identity of a list of image files (their paths, sizes and modification times) as one short string
+    (`identity_digest`): equal only for the same files, unchanged."""
+    files = FileImages(paths, draft_size)
+    return identity_digest(files.item_id(i) for i in range(len(paths)))
 
 
 @dataclass

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from pixprompt import distributed
-from pixprompt.data.datasets import FileImages
+from pixprompt.data.datasets import FileImages, files_identity
 from pixprompt.data.images import DEFAULT_MAX_PIXELS
 from pixprompt.features.cache import FeatureStore, ShardEncoder, ShardFeatures
 from pixprompt.models.base import VisionLanguageModel
@@ -72,7 +72,8 @@ def iter_predictions(model: VisionLanguageModel, classifiers: Sequence[ZeroShotC
             return encoder.features(FileImages(shard, draft, max_pixels), range(len(shard)))
 
         try:
-            for number, shard, part in distributed.sharded(distributed.batched(paths), features, ranks):
+            for number, shard, part in distributed.sharded(distributed.batched(paths), features, ranks,
+                                                           lambda shard: files_identity(shard, draft)):
                 if number % ranks.world:  # another rank's images count here once received
                     bar.update(part.encoded)
                 images, encoded = images + len(shard), encoded + part.encoded

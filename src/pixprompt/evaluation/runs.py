@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from pixprompt.data.datasets import ImageDataset
-from pixprompt.errors import InputFailedError
+from pixprompt.errors import InputFailedError, UnavailableError
 from pixprompt.evaluation.calibration import temperature_on
 from pixprompt.evaluation.examples import Thumbnails, example_predictions
 from pixprompt.evaluation.metrics import (
@@ -132,6 +132,7 @@ def run_facts(info: ModelInfo, dataset: ImageDataset, features: FeatureSet) -> d
 
     return {
         "model": info.name, "pretrained": info.pretrained, "backend": info.backend, "params": info.params,
+        "quick_gelu": info.quick_gelu,
         "dataset": dataset.name, "split": dataset.split, "classes": len(dataset.classnames),
         "images": int(features.valid.sum()), "skipped": len(features.failures),
         "skipped_files": [dataset.images.describe(i) for i in sorted(features.failures)],
@@ -167,6 +168,12 @@ def evaluate(model: VisionLanguageModel, dataset: ImageDataset, prompt_sets: Seq
     features = extract_features(model, dataset, cache_root, batch_size=batch_size, workers=workers)
     if features is None:  # another rank's: rank 0 scores and reports
         return []
+    for name, got, source in ((dataset.name, features, dataset), (calibration and calibration.name,
+                                                                   calibration_features, calibration)):
+        if got is not None and not got.valid.any():
+            first = min(got.failures) if got.failures else None
+            example = f", e.g. {source.images.describe(first)}: {got.failures[first]}" if first is not None else ""
+            raise UnavailableError(f"no image of {name} could be read: {len(got.failures)} skipped{example}")
     if features.failures and strict:
         first = min(features.failures)
         raise InputFailedError(f"{len(features.failures)} image(s) could not be read (--strict), first: "

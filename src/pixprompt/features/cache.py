@@ -29,7 +29,7 @@ from pixprompt import distributed
 from pixprompt.errors import first_line
 from pixprompt.features.encoding import iter_encoded
 from pixprompt.progress import announce, progress_bar
-from pixprompt.storage import atomic_path, cache_write, payload_checksum, remove_stale_partials
+from pixprompt.storage import atomic_path, cache_write, identity_digest, payload_checksum, remove_stale_partials
 
 if TYPE_CHECKING:
     from pixprompt.data.datasets import ImageDataset, ImageSource
@@ -313,8 +313,11 @@ def extract_features(model: VisionLanguageModel, dataset: ImageDataset, cache_ro
         plans[number] = encoder.plan(images, shard)
         return plans[number].cached, {shard[j]: message for j, message in plans[number].remembered.items()}
 
+    def identity(shard: range) -> str:  # the ranks must mean the same files by the same positions
+        return identity_digest(images.item_id(i) for i in shard)
+
     cached = 0
-    for _, _, (shard_cached, remembered) in distributed.sharded(shards, plan, ranks):
+    for _, _, (shard_cached, remembered) in distributed.sharded(shards, plan, ranks, identity):
         cached += shard_cached
         for index, message in remembered.items():
             log.warning("skipped %s: %s (remembered from an earlier run until the file changes)",
@@ -337,7 +340,8 @@ def extract_features(model: VisionLanguageModel, dataset: ImageDataset, cache_ro
         encoder.bar = bar
         try:
             for number, shard, part in distributed.sharded(
-                    shards, lambda number, shard: encoder.features(images, shard, plans.pop(number)), ranks):
+                    shards, lambda number, shard: encoder.features(images, shard, plans.pop(number)), ranks,
+                    identity):
                 if part.features is not None:
                     if matrix is None:  # one contiguous matrix, filled shard by shard
                         matrix = torch.zeros(count, part.features.shape[1])

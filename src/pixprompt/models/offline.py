@@ -40,9 +40,21 @@ def offline_hint(backend: str, name: str, pretrained: str | None, cache_dir: str
     into = f" --cache-dir {cache_dir}" if cache_dir else ""
     fetch = (f"On a connected machine: `hf download {source}{into}`, then copy {cache} here (or set HF_HOME to a "
              "copy).") if source else f"On a connected machine, load it once, then copy {cache} here."
-    local = ("--model ViT-B-32 --pretrained /path/open_clip_pytorch_model.bin, or an open_clip folder"
-             if backend == "open_clip" else "--model /path/to/folder (saved with save_pretrained)")
+    local = local_command(name, pretrained) if backend == "open_clip" \
+        else "--model /path/to/folder (saved with save_pretrained)"
     return f"{fetch}\nOr run from a local copy: {local} (README: Offline and local copies)."
+
+
+def local_command(name: str, pretrained: str | None) -> str:
+    """The options that load these weights from a local checkpoint file with the activation they were trained
+    with: a file says nothing of it, so OpenAI-trained weights need the `-quickgelu` config's name."""
+    if name.startswith(("hf-hub:", "local-dir:")):
+        return "--model local-dir:/path/to/folder (the repo's files: open_clip_config.json and the weights)"
+    from pixprompt.models.open_clip_backend import needs_quick_gelu, quick_gelu_name
+
+    model = quick_gelu_name(name) if needs_quick_gelu(name, pretrained) else name
+    why = f" ({model}: QuickGELU, as the {pretrained} weights were trained)" if model != name else ""
+    return f"--model {model} --pretrained /path/open_clip_pytorch_model.bin{why}, or an open_clip folder"
 
 
 def _in_hub_cache(source: str, cache_dir: str | None) -> bool:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import difflib
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from pixprompt.models.device import PRECISIONS
 from pixprompt.models.preprocessing import bounded
 
 SCHEMAS = ("hf-hub:", "local-dir:")
+log = logging.getLogger(__name__)
 
 
 def needs_quick_gelu(model_name: str, pretrained: str | None) -> bool:
@@ -33,6 +35,15 @@ def needs_quick_gelu(model_name: str, pretrained: str | None) -> bool:
     if pretrained is None:
         return False
     return bool(open_clip.get_pretrained_cfg(model_name, pretrained).get("quick_gelu", False))
+
+
+def quick_gelu_name(model_name: str) -> str:
+    """The name of the QuickGELU variant of a built-in config (`ViT-B-32` → `ViT-B-32-quickgelu`), or the name
+    itself when it already uses QuickGELU or has no such variant."""
+    if (open_clip.get_model_config(model_name) or {}).get("quick_gelu", False):
+        return model_name
+    variant = f"{model_name}-quickgelu"
+    return variant if variant in open_clip.list_models() else model_name
 
 
 def check_known(model_name: str, pretrained: str | None) -> None:
@@ -148,6 +159,10 @@ class OpenClipModel(VisionLanguageModel):
             cache_dir=cache_dir,
         )
         tokenizer = open_clip.get_tokenizer(model_name, cache_dir=cache_dir)
+        if is_builtin and pretrained and Path(pretrained).is_file() and not quick_gelu:
+            log.warning("%s with the checkpoint file %s: built with GELU, %s's own activation (a file does not "
+                        "say how it was trained); OpenAI-trained weights need QuickGELU: --model %s", model_name,
+                        Path(pretrained).name, model_name, quick_gelu_name(model_name))
         if quick_gelu is None:  # hf-hub: and local-dir: configs carry their own activation
             quick_gelu = any(isinstance(m, open_clip.transformer.QuickGELU) for m in model.modules())
         size = model.visual.preprocess_cfg.get("size", getattr(model.visual, "image_size", None))

@@ -135,8 +135,8 @@ class ZeroShotClassifier:
             meta = json.loads(meta_json)
         except Exception as error:  # safetensors raises its own error types for corrupt headers
             raise UsageError(f"{path} is not a pixprompt classifier file ({first_line(error)})") from None
-        if "sha256" in header and _checksum(tensors, meta_json) != header["sha256"]:
-            raise UsageError(f"{path} is damaged: its checksum does not match its contents")
+        if header.get("sha256") != _checksum(tensors, meta_json):  # a missing checksum is damage too
+            raise UsageError(f"{path} is damaged: its checksum is missing or does not match its contents")
         prompt_meta = meta.pop("prompt_set")
         prompt_set = PromptSet(prompt_meta["name"], tuple(prompt_meta["templates"]),
                                {k: tuple(v) for k, v in prompt_meta["descriptions"].items()})
@@ -144,6 +144,17 @@ class ZeroShotClassifier:
                    prompt_embeddings=tensors["prompt_embeddings"], prompt_class=tensors["prompt_class"],
                    model_identity=meta.pop("model"), logit_scale=meta.pop("logit_scale"),
                    logit_bias=meta.pop("logit_bias"), scoring=meta.pop("scoring"), metadata=meta)
+
+
+def is_classifier_file(path: str | Path) -> bool:
+    """Whether `path` is a safetensors file that pixprompt wrote as a classifier (damaged or not)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return "pixprompt" in (handle.metadata() or {})
+    except Exception:  # not safetensors at all
+        return False
 
 
 def _checksum(tensors: dict[str, torch.Tensor], meta_json: str) -> str:

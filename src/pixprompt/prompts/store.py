@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pixprompt.errors import UsageError
 from pixprompt.models.base import VisionLanguageModel
-from pixprompt.prompts.classifier import ZeroShotClassifier, build_classifier
+from pixprompt.prompts.classifier import ZeroShotClassifier, build_classifier, is_classifier_file
 from pixprompt.prompts.templates import PromptSet
 from pixprompt.storage import cache_write
 
@@ -25,14 +25,15 @@ def matches(classifier: ZeroShotClassifier, model: VisionLanguageModel, classnam
 def _stored(path: Path, owned: bool) -> ZeroShotClassifier | None:
     """The classifier saved at `path`, or None where it is damaged and may be rebuilt in its place.
 
-    A damaged file is replaced when pixprompt owns it (`owned`: its cache) or it is a `.safetensors` file;
-    any other file the user named is refused rather than overwritten.
+    A damaged file is replaced when pixprompt owns it (`owned`: its cache) or it is a pixprompt classifier
+    whose bytes changed; any other file (a model's weights, say) is refused, never overwritten.
     """
     try:
         return ZeroShotClassifier.load(path)
     except UsageError as error:
-        if not (owned or path.suffix == ".safetensors"):
-            raise
+        if not (owned or is_classifier_file(path)):
+            raise UsageError(f"{path} is not a pixprompt classifier file, and pixprompt never overwrites "
+                             "other files: give --classifier a new file name (it is built and saved there)") from None
         log.warning("%s; rebuilding it", error)
         return None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import shutil
 import sys
 from collections.abc import Sequence
@@ -90,8 +91,42 @@ def print_table(rows: Sequence[Row], columns: Sequence[str] | None = None, title
     sys.stdout.write("\n".join(([title] if title else []) + lines) + "\n")
 
 
+def finite(value: Any) -> Any:
+    """`value` with every NaN or infinite float (nested in lists and dicts too) replaced by None: strict
+    JSON has no NaN, and a parser that follows the standard rejects the whole file for one."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
+def json_text(value: Any, indent: int | None = 2) -> str:
+    """Strict JSON (no NaN or Infinity: null instead), UTF-8 text kept as it is."""
+    return json.dumps(finite(value), indent=indent, ensure_ascii=False, allow_nan=False)
+
+
 def to_json(rows: Sequence[Row]) -> str:
-    return json.dumps(list(rows), indent=2, ensure_ascii=False)
+    return json_text(list(rows))
+
+
+#: First characters that make a spreadsheet read a cell as a formula (OWASP's list for CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """A CSV cell that a spreadsheet shows as text: a string that starts like a formula gets a leading
+    apostrophe (OWASP's rule), so `=HYPERLINK(…)` from an attacker-named file is never run. Numbers stay."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def csv_cells(row: Row, columns: Sequence[str]) -> dict[str, Any]:
+    """A row's CSV cells: spreadsheet-safe (see `spreadsheet_safe`), None as an empty cell."""
+    return {k: "" if row.get(k) is None else spreadsheet_safe(row.get(k)) for k in columns}
 
 
 def to_csv(rows: Sequence[Row], columns: Sequence[str] | None = None) -> str:
@@ -99,8 +134,7 @@ def to_csv(rows: Sequence[Row], columns: Sequence[str] | None = None) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    for row in rows:
-        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
+    writer.writerows(csv_cells(row, columns) for row in rows)
     return buffer.getvalue()
 
 
