@@ -5,51 +5,18 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
 from cli_runner import model_args, run_cli
+from launching import TIMEOUT, finished, free_port, launch_env, torchrun, wait_for, write_slow_photos
 from pixprompt.distributed import Ranks, discover, shard_ranges
-
-TIMEOUT = 240
-
-
-# -- launching -----------------------------------------------------------------------------------------------
-def launch_env(cache: Path, **extra: str) -> dict[str, str]:
-    """The environment of a launched job: its own cache, small shards, short collective timeouts."""
-    return {**os.environ, "PIXPROMPT_CACHE": str(cache), "PIXPROMPT_SHARD_SIZE": "8", "PIXPROMPT_DIST_TIMEOUT": "60",
-            "OMP_NUM_THREADS": "1", **extra}
-
-
-def torchrun(args: list, env: dict[str, str], nproc: int = 2, node: tuple[int, int, int] | None = None,
-             cwd: Path | None = None) -> subprocess.Popen:
-    """`torchrun … -m pixprompt ARGS` started in the background; `node` = (node rank, nodes, port) for one
-    node of a multi-node job, else a standalone single-node job."""
-    nodes = ["--nnodes", str(node[1]), "--node-rank", str(node[0]), "--master-addr", "127.0.0.1",
-             "--master-port", str(node[2])] if node else ["--standalone"]
-    command = [sys.executable, "-m", "torch.distributed.run", *nodes, "--nproc-per-node", str(nproc),
-               "-m", "pixprompt", *map(str, args)]
-    return subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def finished(process: subprocess.Popen) -> tuple[int, str, str]:
-    out, err = process.communicate(timeout=TIMEOUT)
-    return process.returncode, out, err
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
 
 #: Record fields computed from float32 probabilities: a process with other thread counts (torchrun gives each rank
 #: one) sums the same matrix products in another order, so they agree to about 1e-7, not bit for bit.
@@ -98,23 +65,9 @@ def rank_pid(marker: str, rank: int, deadline: float) -> int:
     raise AssertionError(f"no rank {rank} process appeared")
 
 
-def wait_for(condition, deadline: float, what: str) -> None:
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-
-
 @pytest.fixture(scope="module")
 def slow_photos(tmp_path_factory) -> Path:
-    """Two classes of large noise JPEGs: slow enough to decode that a run can be killed part-way."""
-    root = tmp_path_factory.mktemp("slow-photos")
-    generator = np.random.default_rng(0)
-    for label, tint in (("red", (90, 0, 0)), ("blue", (0, 0, 90))):
-        (root / label).mkdir()
-        for number in range(40):
-            noise = generator.integers(0, 160, (1100, 1100, 3), dtype=np.uint8) + np.array(tint, dtype=np.uint8)
-            Image.fromarray(noise).save(root / label / f"{number:03d}.jpg", quality=95)
-    return root
+    return write_slow_photos(tmp_path_factory.mktemp("slow-photos"))
 
 
 def real_folder(shared_data: Path, tmp_path: Path, per_class: int = 6) -> Path:

@@ -386,7 +386,7 @@ def test_flipped_bytes_in_cached_features_and_classifiers_are_caught(tiny_model_
     assert code == 0 and json.loads(out)[0]["top1"] == json.loads(clean)[0]["top1"]
     assert json.loads(out)[0]["cached_images"] == 0
     assert "removing damaged cache chunk" in err and "checksum does not match" in err
-    assert "is damaged: its checksum does not match its contents; rebuilding it" in err
+    assert "is damaged: its checksum is missing or does not match its contents; rebuilding it" in err
     classifier.write_bytes(classifier.read_bytes()[:100])  # truncated
     code, out, err = run_cli(capsys, *args)
     assert code == 0 and "is not a pixprompt classifier file" in err and "rebuilding it" in err

@@ -235,8 +235,7 @@ def _classnames_from_args(args: argparse.Namespace) -> tuple[list[str], str | No
 
 @command("classify", "classify images with class names and prompt templates", _classify_arguments)
 def run_classify(args: argparse.Namespace) -> int:
-    from pixprompt.data.images import check_inputs, iter_images
-    from pixprompt.reports import emit
+    from pixprompt.data.images import check_inputs
 
     classnames, dataset_templates = _classnames_from_args(args)
     prompt_sets = prompt_sets_from_args(args, default=dataset_templates or "standard")
@@ -253,6 +252,24 @@ def run_classify(args: argparse.Namespace) -> int:
     if args.multi_label and args.min_probability is not None:
         raise UsageError("--min-probability labels an image by its top class: with --multi-label, --threshold "
                          "already leaves out every class below it")
+    output = None
+    if args.output and is_main_rank():  # one run at a time writes an output: refused at once, before any work
+        from pixprompt.reports.predictions import PredictionFile
+
+        output = PredictionFile(args.output, len(classnames) if args.multi_label else min(args.top_k,
+                                                                                          len(classnames)))
+    try:
+        return _classify(args, classnames, prompt_sets, output)
+    finally:
+        if output is not None:
+            output.close()
+
+
+def _classify(args: argparse.Namespace, classnames: list[str], prompt_sets: list, output) -> int:
+    """classify after its arguments are checked (and its --output locked, when rank 0 writes one)."""
+    from pixprompt.data.images import iter_images
+    from pixprompt.reports import emit
+
     calibration = calibration_from_args(args)
     from pixprompt import distributed  # torch: only once the arguments are sound
     from pixprompt.data.datasets import files_identity
@@ -286,40 +303,31 @@ def run_classify(args: argparse.Namespace) -> int:
     stream = iter_predictions(model, classifiers, iter_images(args.inputs), args.top_k, args.ensemble,
                               args.batch_size, args.workers, jpeg_draft=args.draft_jpeg, max_pixels=args.max_pixels,
                               cache_root=cache_from_args(args), threshold=args.threshold if args.multi_label else None)
-    output = None
-    if args.output and ranks.is_main:
-        from pixprompt.reports.predictions import PredictionFile
-
+    if output is not None:
         settings = {"model": model.info.identity, "weights": model.weights_stamp, "classnames": classnames,
                     "prompts": [[p.name, list(p.templates), sorted(p.descriptions.items())] for p in prompt_sets],
                     "top_k": args.top_k, "ensemble": args.ensemble, "draft_jpeg": args.draft_jpeg,
                     "max_pixels": args.max_pixels, "threshold": args.threshold if args.multi_label else None,
                     "min_probability": args.min_probability,
                     "temperatures": [c.temperature for c in classifiers]}
-        output = PredictionFile(args.output, settings,
-                                len(classnames) if args.multi_label else min(args.top_k, len(classnames)))
+        output.begin(settings)
     rows: list[dict] = []  # kept only for stdout, when there is no --output file
     images = failed = 0
-    try:
-        for number, shard, per_set in stream:
-            shard_rows = [prediction.row(prompt_set.name, args.min_probability)
-                          for prompt_set, predictions in zip(prompt_sets, per_set) for prediction in predictions]
-            images += len(shard)
-            failed += sum(prediction.error is not None for prediction in per_set[0])
-            if output is None:
-                rows += shard_rows
-            elif not output.has(number, identity := files_identity(shard)):
-                write_output(lambda: output.write(number, identity, shard_rows), args.output)  # noqa: B023
-        if not ranks.is_main:
-            return 0
-        if not images:
-            raise UsageError(f"no images found in {', '.join(args.inputs)}")
-        if output is not None:
-            write_output(output.finish, args.output)
-    finally:
-        if output is not None:
-            output.close()
+    for number, shard, per_set in stream:
+        shard_rows = [prediction.row(prompt_set.name, args.min_probability)
+                      for prompt_set, predictions in zip(prompt_sets, per_set) for prediction in predictions]
+        images += len(shard)
+        failed += sum(prediction.error is not None for prediction in per_set[0])
+        if output is None:
+            rows += shard_rows
+        elif not output.has(number, identity := files_identity(shard)):
+            write_output(lambda: output.write(number, identity, shard_rows), args.output)  # noqa: B023
+    if not ranks.is_main:
+        return 0
+    if not images:
+        raise UsageError(f"no images found in {', '.join(args.inputs)}")
     if output is not None:
+        write_output(output.finish, args.output)
         if not args.quiet:
             print(f"pixprompt: {images} images × {len(prompt_sets)} template set(s) written to {args.output}",
                   file=sys.stderr)
@@ -730,11 +738,12 @@ def run_select_templates(args: argparse.Namespace) -> int:
         emit(record["comparison"], args.format, ["templates", "count", "selection set %", "held-out %"],
              title="chosen set against all candidates")
     if args.output:
+        from pixprompt.prompts.templates import template_file_text
         from pixprompt.storage import write_text_atomic
 
-        header = (f"# {len(record['chosen'])} templates chosen from {candidates.name} by greedy forward selection "
-                  f"on {validation.name} with {record['model']} (pixprompt select-templates)\n")
-        write_output(lambda: write_text_atomic(args.output, header + "\n".join(record["chosen"]) + "\n"),
+        comment = (f"{len(record['chosen'])} templates chosen from {candidates.name} by greedy forward selection "
+                   f"on {validation.name} with {record['model']} (pixprompt select-templates)")
+        write_output(lambda: write_text_atomic(args.output, template_file_text(record["chosen"], comment)),
                      args.output)
     if args.report:
         write_html_report(args, [record], args.report)

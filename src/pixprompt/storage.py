@@ -12,6 +12,7 @@ import hashlib
 import logging
 import os
 import socket
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -105,6 +106,14 @@ def payload_checksum(parts: Iterable[bytes]) -> str:
         digest.update(len(part).to_bytes(8, "little"))
         digest.update(part)
     return digest.hexdigest()
+
+
+def is_regular_file(path: Path) -> bool:
+    """Whether `path` itself (not a link's target) is a regular file: the only kind a cache reads."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def identity_digest(item_ids: Iterable[str]) -> str:

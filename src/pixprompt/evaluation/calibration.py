@@ -47,7 +47,8 @@ def fit_temperature(classifier: ZeroShotClassifier, scores: torch.Tensor, labels
                          f"than {MIN_CALIBRATION_IMAGES} is noise; give a larger validation set")
     present = labels.unique()
     if len(present) < 2:
-        raise UsageError(f"the calibration set holds images of one class only ({classifier.classnames[int(present[0])]})"
+        only = classifier.classnames[int(present[0])]
+        raise UsageError(f"the calibration set holds images of one class only ({only})"
                          ": a temperature fitted on it only learns to favour that class; give several classes")
     scores = scores.double()
     if bool((scores.argmax(dim=1) == labels).all()):

@@ -29,7 +29,14 @@ from pixprompt import distributed
 from pixprompt.errors import first_line
 from pixprompt.features.encoding import iter_encoded
 from pixprompt.progress import announce, progress_bar
-from pixprompt.storage import atomic_path, cache_write, identity_digest, payload_checksum, remove_stale_partials
+from pixprompt.storage import (
+    atomic_path,
+    cache_write,
+    identity_digest,
+    is_regular_file,
+    payload_checksum,
+    remove_stale_partials,
+)
 
 if TYPE_CHECKING:
     from pixprompt.data.datasets import ImageDataset, ImageSource
@@ -133,6 +140,9 @@ class FeatureStore:
         index = ChunkIndex()
         key_parts, chunk_parts, row_parts = [], [], []
         for chunk in sorted(self.folder.glob("chunk-*.safetensors")):
+            if not is_regular_file(chunk):  # a FIFO would hang the read, a link point anywhere
+                self._discard(chunk, ValueError("not a regular file"))
+                continue
             try:
                 with safe_open(str(chunk), framework="pt") as handle:
                     meta = handle.metadata()

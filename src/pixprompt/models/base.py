@@ -5,6 +5,7 @@ import contextlib
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from functools import cached_property
 from typing import Any
 
@@ -124,11 +125,13 @@ class VisionLanguageModel(ABC):
         return ShrinkingBatches(lambda prompts: self._embed(self._forward_text, prompts), "prompts")
 
     @torch.inference_mode()
-    def encode_text(self, prompts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
+    def encode_text(self, prompts: Sequence[str], batch_size: int = 256,
+                    guard: Callable[[], AbstractContextManager] = nullcontext) -> torch.Tensor:
         """L2-normalised float32 CPU embeddings (N, D) of prompts, in input order.
 
         Padding-free towers get their prompts sorted by length, so each batch is as short as its
-        prompts allow; the others are encoded in input order at their fixed length.
+        prompts allow; the others are encoded in input order at their fixed length. Each batch runs
+        inside `guard()` (a server's model lock: other requests get the model between batches).
         """
         from pixprompt.progress import progress_bar
 
@@ -142,7 +145,8 @@ class VisionLanguageModel(ABC):
         with progress_bar(total=len(prompts), desc="encode prompts", unit="prompt") as bar:
             for start in range(0, len(prompts), batch_size):
                 batch = [prompts[i] for i in order[start:start + batch_size]]
-                chunks.append(self._text_batches(batch))
+                with guard():
+                    chunks.append(self._text_batches(batch))
                 bar.update(len(batch))
         embeddings = torch.empty(len(prompts), chunks[0].shape[1])
         embeddings[torch.tensor(order)] = torch.cat(chunks)

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -163,8 +164,10 @@ def _checksum(tensors: dict[str, torch.Tensor], meta_json: str) -> str:
 
 
 def build_classifier(model: VisionLanguageModel, classnames: Sequence[str], prompt_set: PromptSet,
-                     batch_size: int = 256) -> ZeroShotClassifier:
-    """Encode every class × prompt with the model's text tower and keep the embeddings for ensembling."""
+                     batch_size: int = 256,
+                     guard: Callable[[], AbstractContextManager] = nullcontext) -> ZeroShotClassifier:
+    """Encode every class × prompt with the model's text tower and keep the embeddings for ensembling
+    (each batch inside `guard()`, see `VisionLanguageModel.encode_text`)."""
     classnames = validate_classnames(classnames, unique=False)  # user input is checked where it enters
     prompts = prompt_set.prompts_for(classnames)
     flat = [prompt for class_prompts in prompts for prompt in class_prompts]
@@ -172,7 +175,7 @@ def build_classifier(model: VisionLanguageModel, classnames: Sequence[str], prom
     kind = f"{count} template{'s' * (count != 1)}" if prompt_set.is_templated else "their descriptions"
     announce(f"building classifier: {len(classnames)} classes × {kind} ({len(flat)} prompts)")
     prompt_class = torch.tensor([c for c, class_prompts in enumerate(prompts) for _ in class_prompts])
-    embeddings = model.encode_text(flat, batch_size=batch_size)
+    embeddings = model.encode_text(flat, batch_size=batch_size, guard=guard)
     return ZeroShotClassifier(
         classnames=classnames, prompt_set=prompt_set, prompt_embeddings=embeddings, prompt_class=prompt_class,
         model_identity=model.info.identity, logit_scale=model.logit_scale, logit_bias=model.logit_bias,

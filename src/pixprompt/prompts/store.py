@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -9,7 +10,7 @@ from pixprompt.errors import UsageError
 from pixprompt.models.base import VisionLanguageModel
 from pixprompt.prompts.classifier import ZeroShotClassifier, build_classifier, is_classifier_file
 from pixprompt.prompts.templates import PromptSet
-from pixprompt.storage import cache_write
+from pixprompt.storage import cache_write, is_regular_file
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,11 @@ def classifier_for(model: VisionLanguageModel, classnames: Sequence[str], prompt
 
     `owned`: the file is pixprompt's own cache entry, removed and rebuilt whatever is wrong with it.
     """
+    if path is not None and os.path.lexists(path) and not is_regular_file(Path(path)):
+        if not owned:
+            raise UsageError(f"{path} is not a regular file (a link, FIFO or device): give a classifier file name")
+        log.warning("removing %s from the cache: not a regular file", path)
+        Path(path).unlink()
     if path is not None and Path(path).is_file():
         stored = _stored(Path(path), owned)
         if stored is not None and matches(stored, model, [c.strip() for c in classnames], prompt_set):

@@ -92,6 +92,14 @@ def paper_prompt_set(dataset: str) -> PromptSet:
                                             for names in synonyms})
 
 
+def template_file_text(templates: Sequence[str], comment: str = "") -> str:
+    """A template file (one per line) that `--templates FILE` reads back as exactly `templates`: a template
+    that starts with `#` (a comment line) or a backslash is written after an escaping backslash."""
+    lines = [f"# {line}" for line in comment.splitlines()]
+    lines += ["\\" + t if t.startswith(("#", "\\")) else t for t in templates]
+    return "\n".join(lines) + "\n"
+
+
 def _templates_from_file(path: Path) -> tuple[str, ...]:
     """One template per line (text) or a JSON list / {"templates": [...]}."""
     text = read_text_file(path, "template file")
@@ -106,7 +114,8 @@ def _templates_from_file(path: Path) -> tuple[str, ...]:
         templates = [t.strip() for t in data if t.strip()]
     else:
         lines = (line.strip() for line in text.splitlines())
-        templates = [line for line in lines if line and not line.startswith("#")]
+        templates = [line[1:] if line.startswith("\\") else line for line in lines
+                     if line and not line.startswith("#")]
     if not templates:
         raise UsageError(f"template file {path} holds no templates: write one template per line, each with {{}}")
     # CLIP_benchmark's template files write the class slot as {c}

@@ -10,7 +10,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pixprompt.errors import UsageError
+from pixprompt.errors import UsageError, first_line
 from pixprompt.reports import figures
 from pixprompt.reports.figures import Record, best_per_model_and_dataset
 from pixprompt.reports.tables import format_cell, summary_columns, summary_row
@@ -43,8 +43,34 @@ def load_records(paths: Sequence[str | Path]) -> list[Record]:
         rows = data if isinstance(data, list) else [data]
         if not rows or not all(isinstance(r, dict) and "top1" in r and "model" in r for r in rows):
             raise UsageError(f"{path} holds no pixprompt result records (each needs model and top1)")
+        for number, row in enumerate(rows, start=1):
+            problem = record_problem(row)
+            if problem:
+                raise UsageError(f"{path}: record {number} is not one pixprompt wrote ({problem}); nothing was "
+                                 "written")
         records += rows
     return records
+
+
+#: The fields every report figure and table reads, with the types pixprompt writes them in.
+TEXT_FIELDS = ("model", "dataset", "templates", "ensemble", "method", "pretrained", "split")
+NUMBER_FIELDS = ("top1", "top5", "mean_per_class_recall", "score", "images", "skipped", "params", "shots",
+                 "ece", "nll", "brier", "temperature", "mean_average_precision")
+
+
+def record_problem(record: Record) -> str | None:
+    """What makes `record` unlike a pixprompt record (a missing field, a field of the wrong type), or None."""
+    missing = [key for key in ("model", "dataset", "top1") if key not in record]
+    if missing:
+        return f"it has no {', '.join(missing)}"
+    for key in TEXT_FIELDS:
+        if record.get(key) is not None and not isinstance(record[key], str):
+            return f"{key} is {type(record[key]).__name__}, not text"
+    for key in NUMBER_FIELDS:
+        value = record.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            return f"{key} is {type(value).__name__}, not a number"
+    return None
 
 
 def report_figures(records: Sequence[Record], max_each: int = 4) -> list[ReportFigure]:
@@ -135,16 +161,20 @@ def write_report(records: Sequence[Record], path: str | Path, figures_dir: str |
         raise UsageError("no result records to report")
     path = Path(path)
     folder = Path(figures_dir) if figures_dir else path.with_name(path.stem + "_figures")
-    made = report_figures(records)
+    try:  # everything is made before anything is written: a record that breaks a figure leaves no file
+        made = report_figures(records)
+        environment = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+        template = environment.from_string(
+            resources.files("pixprompt.resources").joinpath("report.html.j2").read_text(encoding="utf-8"))
+        html = template.render(tables=results_tables(records), figures=made,
+                               skipped=[r for r in records if r.get("skipped")],
+                               cell=partial(format_cell, float_format=".2f", missing="–"))
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
+        raise UsageError(f"the records do not make a report ({type(error).__name__}: {first_line(error, 120)}): "
+                         "give records pixprompt wrote; nothing was written") from None
     for figure in made:
         with atomic_path(folder / f"{figure.slug}.png") as tmp:
             tmp.write_bytes(figure.png)
-    environment = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
-    template = environment.from_string(
-        resources.files("pixprompt.resources").joinpath("report.html.j2").read_text(encoding="utf-8"))
-    html = template.render(tables=results_tables(records), figures=made,
-                           skipped=[r for r in records if r.get("skipped")],
-                           cell=partial(format_cell, float_format=".2f", missing="–"))
     write_text_atomic(path, html)
     return path
 

@@ -96,16 +96,22 @@ class PredictionFile:
 
     _PART = re.compile(r"^(\d{8})-(\d+)-([0-9a-f]{24})-r(\d+)-([0-9a-f]{32})(\.[a-z]+)$")
 
-    def __init__(self, path: str | Path, settings: dict[str, Any], top_k: int):
+    def __init__(self, path: str | Path, top_k: int):
+        """Lock the output for this run (a second run refuses at once); `begin` then says what it holds."""
         self.path = Path(path).expanduser()
         self.format = self.path.suffix.lower()
         self.top_k = top_k
         self.parts = self.path.parent / f".{self.path.name}.parts"
         self.joined: list[Path] = []
+        self.entries: dict[tuple[int, str], Path] = {}
         self.resumed = 0
         self._lock = self._take_lock()
         remove_stale_partials(self.path.parent, prefix=f".{self.path.name}.")  # a killed join's temporary file
         remove_stale_partials(self.parts)
+
+    def begin(self, settings: dict[str, Any]) -> None:
+        """Keep the earlier run's parts when it had these very settings (model, labels, templates…), else
+        start the output over."""
         settings_json = json_text(settings, indent=None)
         try:
             same = _read_regular(self.parts / _SETTINGS).decode("utf-8") == settings_json
@@ -155,6 +161,11 @@ class PredictionFile:
             match = self._PART.match(entry.name)
             if match and match.group(6) == self.format and entry.is_file(follow_symlinks=False):
                 entries[(int(match.group(1)), f"{match.group(2)}:{match.group(3)}")] = Path(entry.path)
+            elif match:
+                what = "a link" if entry.is_symlink() else "not a regular file"
+                log.warning("%s: part %s is damaged (it is %s): its images are classified again", self.path,
+                            entry.name, what)
+                self._remove(Path(entry.path))
             elif not entry.name.endswith(".partial"):  # partials: their writer may be alive
                 log.warning("%s: removing %s, which is not a part this output was written with", self.path,
                             entry.path)

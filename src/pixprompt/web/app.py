@@ -41,6 +41,13 @@ log = logging.getLogger(__name__)
 MAX_FILES = 16
 #: Class names × templates one request may ask for: about a second of text encoding on a laptop CPU.
 DEFAULT_MAX_PROMPTS = 2000
+#: Characters of one class name or template: text models read at most 64–77 tokens of it, and tokenising
+#: a longer text only costs the server time (a 180,000-word template held it for a minute).
+MAX_TEXT_CHARS = 300
+#: Characters of one request's class names and templates together.
+MAX_REQUEST_CHARS = 20_000
+#: Prompts encoded per hold of the model lock: a large classifier lets other requests in between batches.
+TEXT_BATCH = 32
 #: Images decoded and preprocessed at once, whatever the number of concurrent requests.
 DECODE_SLOTS = 2
 SHOWN_TEMPLATE_SETS = ("raw", "standard", "clip7", "clip80", "imagenet", "cifar10", "cifar100")
@@ -56,18 +63,22 @@ class ClassifierCache:
         self.size = size
         self.temperature = temperature
         self.entries: OrderedDict[tuple, ZeroShotClassifier] = OrderedDict()
+        self.entries_lock = threading.Lock()
 
     def get(self, classnames: list[str], prompt_set: PromptSet) -> ZeroShotClassifier:
         key = (tuple(classnames), prompt_set.templates)
-        with self.lock:
+        with self.entries_lock:
             if key in self.entries:
                 self.entries.move_to_end(key)
                 return self.entries[key]
-            classifier = replace(build_classifier(self.model, classnames, prompt_set), temperature=self.temperature)
+        # built batch by batch under the model lock, so a small request is answered while a large one builds
+        classifier = replace(build_classifier(self.model, classnames, prompt_set, TEXT_BATCH, lambda: self.lock),
+                             temperature=self.temperature)
+        with self.entries_lock:
             self.entries[key] = classifier
             if len(self.entries) > self.size:
                 self.entries.popitem(last=False)
-            return classifier
+        return classifier
 
 
 def allowed_hosts(host: str, extra: Sequence[str] = ()) -> list[str]:
@@ -230,8 +241,17 @@ def create_app(model: VisionLanguageModel, max_upload_mb: int = 10, *, host: str
             raise PixpromptError("choose or drop at least one image")
         if len(files) > MAX_FILES:
             raise PixpromptError(f"{len(files)} files: send at most {MAX_FILES} at a time")
+        if len(labels) + len(custom_templates) > MAX_REQUEST_CHARS:
+            raise PixpromptError(f"the class names and templates are {len(labels) + len(custom_templates):,} "
+                                 f"characters: at most {MAX_REQUEST_CHARS:,} per request")
         classnames = parse_labels(labels)
         prompt_set = prompt_set_from_form(templates, custom_templates)
+        for kind, texts in (("class name", classnames), ("template", prompt_set.templates)):
+            long = next((text for text in texts if len(text) > MAX_TEXT_CHARS), None)
+            if long is not None:
+                tokens = model.info.context_length or 77
+                raise PixpromptError(f"a {kind} of {len(long):,} characters ({long[:40]!r}…): at most "
+                                     f"{MAX_TEXT_CHARS} (the model reads only its first {tokens} tokens)")
         prompts = len(classnames) * len(prompt_set.templates)
         if prompts > max_prompts:
             raise PixpromptError(f"{len(classnames)} classes × {len(prompt_set.templates)} templates = {prompts:,} "

@@ -50,7 +50,9 @@ class TarImages:
         with open(self.shards[self.shard_of[index]], "rb") as shard:
             shard.seek(self.offsets[index])
             data = shard.read(self.sizes[index])
-        return decode_rgb(io.BytesIO(data), None, self.max_pixels)
+        if len(data) < self.sizes[index]:
+            raise ValueError(f"truncated: the shard ends {self.sizes[index] - len(data)} bytes into this member")
+        return decode_rgb(_Member(data, self.describe(index)), None, self.max_pixels)
 
     def item_id(self, index: int) -> str:
         shard = self.shards[self.shard_of[index]]
@@ -61,8 +63,51 @@ class TarImages:
         return f"{self.shards[self.shard_of[index]]}:{self.names[index]}"
 
 
+#: The largest image member read (a tar header may declare any size: a sparse member costs nothing on disk).
+MAX_IMAGE_MEMBER_BYTES = 256 * 2**20
+#: A `.cls` member holds a number; a `.npy` label vector has one entry per class.
+MAX_CLS_BYTES = 64
+MAX_NPY_ENTRIES = 1 << 20
+#: Leading bytes of compressed files: a shard is read in place by member offsets, so it must be a plain tar.
+COMPRESSED_MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd"}
+
+
+class _Member(io.BytesIO):
+    """A tar member's bytes, shown by its name in decoders' messages (not as `<_io.BytesIO object at 0x…>`)."""
+
+    def __init__(self, data: bytes, name: str):
+        super().__init__(data)
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
 def _read_lines(path: Path) -> list[str]:
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise UsageError(f"{path} is not UTF-8 text (byte {error.start}): save it as UTF-8") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _shard_count(count_file: Path) -> int:
+    """nshards.txt's number, checked against the shard files beside it (a huge number is refused, not listed)."""
+    lines = _read_lines(count_file)
+    text = lines[0] if lines else ""
+    if not text.isdigit() or int(text) < 1:
+        raise UsageError(f"{count_file} should hold the number of shards (1 or more), not {text[:40]!r}")
+    present = sum(1 for _ in count_file.parent.glob("*.tar"))
+    if int(text) > present:
+        raise UnavailableError(f"{count_file} says {text[:20]} shards but {count_file.parent} holds {present} .tar "
+                               "file(s): the download is incomplete or nshards.txt is wrong")
+    return int(text)
+
+
+def _compression(path: Path) -> str | None:
+    with open(path, "rb") as shard:
+        start = shard.read(6)
+    return next((kind for magic, kind in COMPRESSED_MAGIC.items() if start.startswith(magic)), None)
 
 
 def _sample_key(member: str) -> tuple[str, str]:
@@ -73,10 +118,29 @@ def _sample_key(member: str) -> tuple[str, str]:
 
 
 def _label(tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo]) -> int | tuple[int, ...]:
-    """A sample's integer label (`.cls`), or the classes its 0/1 vector marks (`.npy`, multi-label)."""
+    """A sample's integer label (`.cls`), or the classes its 0/1 vector marks (`.npy`, multi-label); a member
+    of a size no label has, or that holds no label, is refused naming it before it is read."""
     if "cls" in members:
-        return int(tar.extractfile(members["cls"]).read().decode().strip())
-    vector = np.load(io.BytesIO(tar.extractfile(members["npy"]).read()), allow_pickle=False)
+        member = members["cls"]
+        if member.size > MAX_CLS_BYTES:
+            raise ValueError(f"{member.name} declares {member.size:,} bytes, not a label's few")
+        text = tar.extractfile(member).read().decode("utf-8", "replace").strip()
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError(f"{member.name} holds {text[:20]!r}, not an integer label") from None
+    member = members["npy"]
+    if member.size > 128 + 8 * MAX_NPY_ENTRIES:
+        raise ValueError(f"{member.name} declares {member.size:,} bytes, more than a label vector")
+    handle = tar.extractfile(member)
+    try:
+        version = np.lib.format.read_magic(handle)
+        shape, _, _ = np.lib.format._read_array_header(handle, version)
+    except ValueError as error:
+        raise ValueError(f"{member.name} is not a .npy array ({first_line(error, 80)})") from None
+    if int(np.prod(shape, dtype=np.float64)) > MAX_NPY_ENTRIES:
+        raise ValueError(f"{member.name} declares a {'×'.join(map(str, shape))} array, not a label vector")
+    vector = np.load(io.BytesIO(tar.extractfile(member).read()), allow_pickle=False)
     return tuple(int(c) for c in np.flatnonzero(vector))
 
 
@@ -86,8 +150,13 @@ def index_shards(shards: list[Path], max_pixels: int | None) -> tuple[TarImages,
     labels: list[int | tuple[int, ...]] = []
     for number, path in enumerate(shards):
         samples: dict[str, dict[str, tarfile.TarInfo]] = {}
+        compressed = _compression(path)
+        if compressed:
+            raise UnavailableError(f"webdataset shard {path} is {compressed}-compressed: pixprompt reads shards in "
+                                   "place by member offset, so they must be plain tar files; decompress it first")
+        size = path.stat().st_size
         try:
-            with tarfile.open(path) as tar:
+            with tarfile.open(path, mode="r:") as tar:
                 for member in tar:
                     if member.isfile():
                         key, extension = _sample_key(member.name)
@@ -96,13 +165,21 @@ def index_shards(shards: list[Path], max_pixels: int | None) -> tuple[TarImages,
                     image = next((members[e] for e in IMAGE_EXTENSIONS if e in members), None)
                     if image is None or not {"cls", "npy"} & members.keys():
                         continue  # a sample without an image or a label is no test item
+                    if image.issparse() or image.size > MAX_IMAGE_MEMBER_BYTES:
+                        raise ValueError(f"{image.name} declares {image.size:,} bytes"
+                                         f"{' as a sparse member' if image.issparse() else ''}, not an image's")
+                    if image.offset_data + image.size > size:
+                        raise ValueError(f"truncated: {image.name} runs past the end of the file")
                     labels.append(_label(tar, members))
                     images.shard_of.append(number)
                     images.offsets.append(image.offset_data)
                     images.sizes.append(image.size)
                     images.names.append(image.name)
-        except (OSError, tarfile.TarError, ValueError) as error:
-            raise UnavailableError(f"webdataset shard {path} could not be read ({first_line(error, 120)})") from None
+        except tarfile.ReadError as error:
+            raise UnavailableError(f"webdataset shard {path} could not be read: it is truncated or not a tar file "
+                                   f"({first_line(error, 120)})") from None
+        except (OSError, tarfile.TarError, ValueError, EOFError) as error:
+            raise UnavailableError(f"webdataset shard {path} could not be read ({first_line(error, 160)})") from None
     return images, labels
 
 
@@ -124,13 +201,13 @@ def load_webdataset(path: str, split: str = "test", max_pixels: int | None = DEF
     count_file = root / split / "nshards.txt"
     if not count_file.is_file():
         raise UnavailableError(f"{root} is not a CLIP_benchmark webdataset: {split}/nshards.txt is missing")
-    kind = _read_lines(root / "dataset_type.txt")[0].lower() if (root / "dataset_type.txt").is_file() else \
-        "classification"
+    declared = _read_lines(root / "dataset_type.txt") if (root / "dataset_type.txt").is_file() else []
+    kind = declared[0].lower() if declared else "classification"  # an empty file declares nothing
     if kind not in ("classification", "multilabel"):
         raise UsageError(f"{root} is a {kind} webdataset: pixprompt reads classification and multilabel ones")
     if not (root / "classnames.txt").is_file():
         raise UsageError(f"{root} has no classnames.txt: zero-shot classification needs the class names")
-    shards = [root / split / f"{number}.tar" for number in range(int(_read_lines(count_file)[0]))]
+    shards = [root / split / f"{number}.tar" for number in range(_shard_count(count_file))]
     missing = [str(shard) for shard in shards if not shard.is_file()]
     if missing:
         raise UnavailableError(f"webdataset {root}: shard(s) {', '.join(missing[:3])} missing")
@@ -138,14 +215,20 @@ def load_webdataset(path: str, split: str = "test", max_pixels: int | None = DEF
     if not labels:
         raise UnavailableError(f"webdataset {root} holds no image with a .cls or .npy label in {split}/")
     classnames = _read_lines(root / "classnames.txt")
+    if len(classnames) < 2:
+        raise UsageError(f"webdataset {root} has only {len(classnames)} class ({', '.join(classnames)}) in "
+                         "classnames.txt: zero-shot evaluation needs at least two classes to choose between")
     multi_label = kind == "multilabel"
     if multi_label != all(isinstance(label, tuple) for label in labels):
         raise UsageError(f"webdataset {root}: a {kind} dataset needs "
                          f"{'a .npy' if multi_label else 'an integer .cls'} label for every sample")
     used = [c for label in labels for c in (label if multi_label else (label,))]
-    if used and (max(used) >= len(classnames) or min(used) < 0):
+    if used and min(used) < 0:
+        raise UsageError(f"webdataset {root}: a label is {min(used)}; labels are class numbers from 0 to "
+                         f"{len(classnames) - 1}")
+    if used and max(used) >= len(classnames):
         raise UsageError(f"webdataset {root}: labels run to {max(used)} but classnames.txt names "
-                         f"{len(classnames)} classes")
+                         f"{len(classnames)} classes (0 to {len(classnames) - 1})")
     templates = root / TEMPLATES_FILE
     return ImageDataset(f"wds:{root.name}", split, classnames, images, [-1] * len(labels) if multi_label else labels,
                         str(templates) if templates.is_file() else "standard",
