@@ -211,6 +211,42 @@ def test_web_chunked_upload_is_capped_while_it_streams(small_server):
     assert sent < 100 * 2**20
 
 
+def test_web_bounds_text_and_answers_a_small_request_while_a_large_one_runs(small_server, colours):
+    """Two real concurrent requests: a 180,000-word template is refused at once, and a small request beside
+    the largest one allowed (2,000 prompts of 300 characters) is answered within seconds."""
+    import httpx
+
+    from pixprompt.web import app as web_app
+
+    url = f"http://127.0.0.1:{small_server}/api/classify"
+    photo = (colours / "red" / "photo-000.png").read_bytes()
+
+    def ask(labels: str, custom: str = "") -> tuple[int, dict, float]:
+        started = time.perf_counter()
+        response = httpx.post(url, data={"labels": labels, "templates": "custom" if custom else "standard",
+                                         "custom_templates": custom},
+                              files=[("files", ("p.png", photo, "image/png"))], timeout=120)
+        return response.status_code, response.json(), time.perf_counter() - started
+
+    huge = "a photo of a {} " + "word " * 180_000
+    code, body, seconds = ask("cat,dog", huge)
+    assert code == 400 and seconds < 5
+    assert "characters: at most 20,000 per request" in body["error"]
+    code, body, _ = ask("cat,dog", "a photo of a {} " + "x" * 400)
+    assert code == 400 and "a template of 416 characters" in body["error"]
+    code, body, _ = ask("cat," + "d" * 400)
+    assert code == 400 and "a class name of 400 characters" in body["error"]
+    longest = "{} " + "y" * (web_app.MAX_TEXT_CHARS - 3)
+    largest = ("\n".join(f"{longest[:-4]}{n:04d}" for n in range(40)), ",".join(f"c{n}" for n in range(50)))
+    with ThreadPoolExecutor(2) as pool:
+        big = pool.submit(ask, largest[1], largest[0])
+        time.sleep(0.2)
+        small = pool.submit(ask, "cat,dog")
+        (small_code, _, small_seconds), (big_code, big_body, _) = small.result(), big.result()
+    assert big_code == 200, big_body
+    assert small_code == 200 and small_seconds < 10
+
+
 # -- 2. a real full disk --------------------------------------------------------------------------------------
 @pytest.fixture()
 def full_disk(tmp_path):

@@ -53,8 +53,8 @@ def local_command(name: str, pretrained: str | None) -> str:
     from pixprompt.models.open_clip_backend import needs_quick_gelu, quick_gelu_name
 
     model = quick_gelu_name(name) if needs_quick_gelu(name, pretrained) else name
-    why = f" ({model}: QuickGELU, as the {pretrained} weights were trained)" if model != name else ""
-    return f"--model {model} --pretrained /path/open_clip_pytorch_model.bin{why}, or an open_clip folder"
+    why = f" (QuickGELU: how the {pretrained} weights were trained)" if model != name else ", or an open_clip folder"
+    return f"--model {model} --pretrained /path/open_clip_pytorch_model.bin{why}"
 
 
 def _in_hub_cache(source: str, cache_dir: str | None) -> bool:

@@ -135,7 +135,9 @@ def _label(tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo]) -> int | t
     handle = tar.extractfile(member)
     try:
         version = np.lib.format.read_magic(handle)
-        shape, _, _ = np.lib.format._read_array_header(handle, version)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+            np.lib.format.read_array_header_2_0
+        shape, _, _ = read_header(handle)
     except ValueError as error:
         raise ValueError(f"{member.name} is not a .npy array ({first_line(error, 80)})") from None
     if int(np.prod(shape, dtype=np.float64)) > MAX_NPY_ENTRIES:
