@@ -292,3 +292,55 @@ def test_report_on_crafted_records_is_one_line_and_writes_nothing(tmp_path, caps
     assert code == 2 and "is not one pixprompt wrote" in err and len(err.strip().splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["records.json"]
 
+
+
+# -- memory amplification ----------------------------------------------------------------------------------------
+def test_a_one_pixel_wide_strip_costs_a_small_multiple_of_its_decoded_size(tiny_model_dirs, tmp_path):
+    """A 250 KB PNG of 1×64,000,000 pixels (inside the default pixel budget): classify's peak memory grows by
+    at most 5× its 183 MB of RGB (Pillow keeps 12 bytes per pixel of such a strip; 3 GB before the fix)."""
+    from PIL import Image
+
+    from pixprompt.data.images import DEFAULT_MAX_PIXELS
+
+    strip = tmp_path / "strip.png"
+    Image.new("RGB", (1, DEFAULT_MAX_PIXELS), (10, 200, 30)).save(strip)
+    script = ("import resource, sys\nfrom pathlib import Path\nfrom pixprompt import load_model\n"
+              "from pixprompt.evaluation.predict import classify\nfrom pixprompt.prompts import build_classifier, "
+              "resolve_templates\nmodel = load_model(sys.argv[1], device='cpu')\n"
+              "classifier = build_classifier(model, ['a', 'b'], resolve_templates('raw')[0])\n"
+              "classify(model, classifier, [Path(sys.argv[2])], workers=0, cache_root=None)\n"
+              "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+              "(row,) = classify(model, classifier, [Path(sys.argv[3])], workers=0, cache_root=None)\n"
+              "print(row.error, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)")
+    small = write_photos(tmp_path / "small", 1, (30, 30, 30), seed=0)[0]
+    result = subprocess.run([sys.executable, "-c", script, str(tiny_model_dirs["open_clip_clip"]), str(small),
+                             str(strip)], capture_output=True, text=True, timeout=300)
+    error, grown_kb = result.stdout.split()
+    assert error == "None", result.stderr
+    assert int(grown_kb) * 1024 < 5 * 3 * DEFAULT_MAX_PIXELS
+
+
+def test_concurrent_web_decodes_share_one_memory_budget():
+    import threading
+    import time
+
+    from pixprompt.web.app import MemoryBudget
+
+    budget, held, peak = MemoryBudget(100), [0], [0]
+    lock = threading.Lock()
+
+    def decode(amount: int) -> None:
+        with budget.hold(amount):
+            with lock:
+                held[0] += min(amount, 100)
+                peak[0] = max(peak[0], held[0])
+            time.sleep(0.05)
+            with lock:
+                held[0] -= min(amount, 100)
+
+    threads = [threading.Thread(target=decode, args=(amount,)) for amount in (60, 60, 250, 30, 40, 30)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert peak[0] <= 100 and budget.free == 100  # never more than the budget at once; an oversized image ran alone

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import IO
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, ImageOps
 
 from pixprompt.errors import UsageError
 
@@ -131,7 +131,8 @@ def decode_rgb(source: str | os.PathLike | IO[bytes], draft_size: int | None = N
     with warnings.catch_warnings():
         if max_pixels:  # pixprompt's own budget decides: Pillow's softer bomb warning would only repeat it
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        with Image.open(source) as image:
+        image = Image.open(source)
+        try:
             width, height = image.size
             if max_pixels and width * height > max_pixels:
                 raise ImageRejected(f"{width}×{height} is {width * height / 1e6:.0f} megapixels, over the "
@@ -139,8 +140,31 @@ def decode_rgb(source: str | os.PathLike | IO[bytes], draft_size: int | None = N
             if draft_size and image.format == "JPEG":
                 image.draft("RGB", (draft_size, draft_size))
             image.load()
-            image = ImageOps.exif_transpose(image)
-            return _viewer_rgb(image)
+            # no copy where nothing changes: Pillow holds 4 bytes per pixel and 8 per row, and this one copy is
+            # all (README: Messy inputs), so an image costs ~4/3× its RGB size, 4× for a one-pixel-wide strip
+            upright = ImageOps.exif_transpose(image) if _orientation(image) != 1 else image
+            rgb = _viewer_rgb(upright)
+            if rgb is image and getattr(image, "n_frames", 1) > 1:  # an animation keeps its file open: detach
+                rgb = image.copy()
+        except BaseException:
+            image.close()
+            raise
+        if rgb is not image:
+            image.close()
+        return rgb
+
+
+def decoded_bytes(width: int, height: int) -> int:
+    """What Pillow holds for a decoded RGB image of this size: 4 bytes per pixel and 8 per row."""
+    return height * (4 * width + 8)
+
+
+def _orientation(image: Image.Image) -> int:
+    """The EXIF orientation tag (1: upright, also when there is none or it cannot be read)."""
+    try:
+        return int(image.getexif().get(ExifTags.Base.Orientation, 1))
+    except Exception:  # a damaged EXIF block: exif_transpose would not use it either
+        return 1
 
 
 def _viewer_rgb(image: Image.Image) -> Image.Image:
@@ -160,7 +184,7 @@ def _viewer_rgb(image: Image.Image) -> Image.Image:
             scale = 255.0 / 65535.0 if peak <= 65535 else 255.0 / peak  # 16-bit, or wider integers
         grey = np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
         return Image.fromarray(grey, "L").convert("RGB")
-    return image.convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def thumbnail_data_uri(image: Image.Image, size: int = 96) -> str:

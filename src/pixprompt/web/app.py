@@ -10,12 +10,13 @@ error messages never carry file contents or object reprs.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import socket
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
@@ -29,7 +30,7 @@ from PIL import Image, UnidentifiedImageError
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pixprompt.data.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageRejected, decode_rgb
+from pixprompt.data.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageRejected, decode_rgb, decoded_bytes
 from pixprompt.errors import PixpromptError
 from pixprompt.models.base import VisionLanguageModel
 from pixprompt.prompts import PromptSet, build_classifier, parse_labels
@@ -161,8 +162,30 @@ def _unreadable_reason(error: Exception) -> str:
     return "damaged or truncated image data"
 
 
-def read_upload(upload: UploadFile, limit_bytes: int, max_pixels: int | None) -> Image.Image:
-    """The uploaded image decoded to RGB; a one-line error for anything that is not a usable image."""
+class MemoryBudget:
+    """Bytes of decoded images held at once, across all requests: an image waits until its share is free (one
+    larger than the whole budget waits for all of it), so concurrency bounds memory, not only decodes."""
+
+    def __init__(self, total: int):
+        self.total = self.free = total
+        self.changed = threading.Condition()
+
+    @contextlib.contextmanager
+    def hold(self, amount: int) -> Iterator[None]:
+        amount = min(amount, self.total)
+        with self.changed:
+            self.changed.wait_for(lambda: self.free >= amount)
+            self.free -= amount
+        try:
+            yield
+        finally:
+            with self.changed:
+                self.free += amount
+                self.changed.notify_all()
+
+
+def upload_bytes(upload: UploadFile, limit_bytes: int) -> bytes:
+    """The uploaded file's bytes, refused when it is not an image by name and type, empty or too large."""
     name = upload.filename or "upload"
     suffix = Path(name).suffix.lower()
     if not (upload.content_type or "").startswith("image/") and suffix not in IMAGE_EXTENSIONS:
@@ -172,6 +195,20 @@ def read_upload(upload: UploadFile, limit_bytes: int, max_pixels: int | None) ->
         raise PixpromptError(f"{name} is larger than the {limit_bytes / 2**20:g} MB upload limit")
     if not data:
         raise PixpromptError(f"{name} is empty")
+    return data
+
+
+def decoded_size(name: str, data: bytes) -> int:
+    """The bytes an upload will take decoded, read from its header alone (nothing is decoded)."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return decoded_bytes(*image.size)
+    except Exception as error:
+        raise PixpromptError(f"{name} could not be read as an image ({_unreadable_reason(error)})") from None
+
+
+def read_upload(name: str, data: bytes, max_pixels: int | None) -> Image.Image:
+    """The uploaded image decoded to RGB; a one-line error for anything that is not a usable image."""
     try:
         return decode_rgb(io.BytesIO(data), max_pixels=max_pixels)
     except Exception as error:  # Pillow's many decoding errors, including its decompression-bomb guard
@@ -192,6 +229,7 @@ def create_app(model: VisionLanguageModel, max_upload_mb: int = 10, *, host: str
     app = FastAPI(title="pixprompt", docs_url=None, redoc_url=None, openapi_url=None)
     lock = threading.Lock()
     decode_slots = threading.BoundedSemaphore(DECODE_SLOTS)
+    memory = MemoryBudget(DECODE_SLOTS * 4 * (max_pixels or DEFAULT_MAX_PIXELS))  # DECODE_SLOTS full-budget images
     classifiers = ClassifierCache(model, lock, temperature=temperature)
     limit_bytes = max_upload_mb * 2**20
     page = resources.files("pixprompt.resources").joinpath("serve.html").read_text(encoding="utf-8")
@@ -228,8 +266,11 @@ def create_app(model: VisionLanguageModel, max_upload_mb: int = 10, *, host: str
                 "template_sets": {name: list(TEMPLATE_SETS[name]) for name in SHOWN_TEMPLATE_SETS}}
 
     def decoded(upload: UploadFile) -> torch.Tensor:
-        with decode_slots:  # a bounded number of full-size images in memory at once
-            return model.preprocess(read_upload(upload, limit_bytes, max_pixels))[None]
+        name = upload.filename or "upload"
+        data = upload_bytes(upload, limit_bytes)
+        # a bounded number of decodes at once, and a bounded number of bytes of full-size images
+        with decode_slots, memory.hold(decoded_size(name, data)):
+            return model.preprocess(read_upload(name, data, max_pixels))[None]
 
     @app.post("/api/classify")
     def classify(files: Annotated[list[UploadFile] | None, File()] = None, labels: Annotated[str, Form()] = "",
