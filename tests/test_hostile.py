@@ -344,3 +344,14 @@ def test_concurrent_web_decodes_share_one_memory_budget():
     for thread in threads:
         thread.join(10)
     assert peak[0] <= 100 and budget.free == 100  # never more than the budget at once; an oversized image ran alone
+
+
+def test_a_checkpoint_file_gets_a_note_on_how_the_activation_was_chosen(tmp_path):
+    from pixprompt.models.open_clip_backend import activation_note
+
+    checkpoint = tmp_path / "open_clip_pytorch_model.bin"
+    checkpoint.write_bytes(b"weights")
+    note = activation_note("ViT-B-32", str(checkpoint))
+    assert "built with GELU" in note and "need QuickGELU: --model ViT-B-32-quickgelu" in note
+    assert activation_note("ViT-B-32-quickgelu", str(checkpoint)) is None  # the name already says it
+    assert activation_note("ViT-B-32", "openai") is None  # a tag's own metadata decides

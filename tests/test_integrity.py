@@ -197,6 +197,7 @@ def test_a_second_run_into_the_same_output_refuses_at_once(tiny_model_dirs, slow
     first = subprocess.Popen(classify_command([slow_photos], model, output, "--top-k", "2"), env=env,
                              stderr=subprocess.PIPE, text=True)
     wait_for(lambda: (parts / "owner.pid").exists(), time.monotonic() + TIMEOUT, "the first run's lock")
+    assert parts.stat().st_mode & 0o777 == 0o700  # private: no other user can plant a part
     started = time.monotonic()
     second = subprocess.run(classify_command([slow_photos], model, output, "--top-k", "3"), env=env,
                             capture_output=True, text=True, timeout=TIMEOUT)

@@ -46,6 +46,17 @@ def quick_gelu_name(model_name: str) -> str:
     return variant if variant in open_clip.list_models() else model_name
 
 
+def activation_note(model_name: str, pretrained: str | None) -> str | None:
+    """How the activation was chosen when weights come from a checkpoint file, which does not say how it was
+    trained: the config's own (GELU unless it is a `-quickgelu` one), and the name that gives OpenAI's."""
+    if not pretrained or not Path(pretrained).is_file() or needs_quick_gelu(model_name, None):
+        return None
+    variant = quick_gelu_name(model_name)
+    advice = f"; OpenAI-trained weights need QuickGELU: --model {variant}" if variant != model_name else ""
+    return (f"{model_name} with the checkpoint file {Path(pretrained).name}: built with GELU, {model_name}'s own "
+            f"activation (a file does not say how it was trained){advice}")
+
+
 def check_known(model_name: str, pretrained: str | None) -> None:
     """Refuse unknown built-in names and tags with the closest matches, before anything is downloaded."""
     if model_name.startswith(SCHEMAS):
@@ -159,10 +170,9 @@ class OpenClipModel(VisionLanguageModel):
             cache_dir=cache_dir,
         )
         tokenizer = open_clip.get_tokenizer(model_name, cache_dir=cache_dir)
-        if is_builtin and pretrained and Path(pretrained).is_file() and not quick_gelu:
-            log.warning("%s with the checkpoint file %s: built with GELU, %s's own activation (a file does not "
-                        "say how it was trained); OpenAI-trained weights need QuickGELU: --model %s", model_name,
-                        Path(pretrained).name, model_name, quick_gelu_name(model_name))
+        note = activation_note(model_name, pretrained) if is_builtin else None
+        if note:
+            log.warning("%s", note)
         if quick_gelu is None:  # hf-hub: and local-dir: configs carry their own activation
             quick_gelu = any(isinstance(m, open_clip.transformer.QuickGELU) for m in model.modules())
         size = model.visual.preprocess_cfg.get("size", getattr(model.visual, "image_size", None))

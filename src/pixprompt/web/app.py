@@ -65,6 +65,7 @@ class ClassifierCache:
         self.temperature = temperature
         self.entries: OrderedDict[tuple, ZeroShotClassifier] = OrderedDict()
         self.entries_lock = threading.Lock()
+        self.building: dict[tuple, threading.Lock] = {}
 
     def get(self, classnames: list[str], prompt_set: PromptSet) -> ZeroShotClassifier:
         key = (tuple(classnames), prompt_set.templates)
@@ -72,14 +73,20 @@ class ClassifierCache:
             if key in self.entries:
                 self.entries.move_to_end(key)
                 return self.entries[key]
-        # built batch by batch under the model lock, so a small request is answered while a large one builds
-        classifier = replace(build_classifier(self.model, classnames, prompt_set, TEXT_BATCH, lambda: self.lock),
-                             temperature=self.temperature)
-        with self.entries_lock:
-            self.entries[key] = classifier
-            if len(self.entries) > self.size:
-                self.entries.popitem(last=False)
-        return classifier
+            building = self.building.setdefault(key, threading.Lock())
+        with building:  # concurrent requests for one classifier build it once
+            with self.entries_lock:
+                if key in self.entries:
+                    return self.entries[key]
+            # built batch by batch under the model lock: a small request is answered while a large one builds
+            classifier = replace(build_classifier(self.model, classnames, prompt_set, TEXT_BATCH,
+                                                  lambda: self.lock), temperature=self.temperature)
+            with self.entries_lock:
+                self.entries[key] = classifier
+                self.building.pop(key, None)
+                if len(self.entries) > self.size:
+                    self.entries.popitem(last=False)
+            return classifier
 
 
 def allowed_hosts(host: str, extra: Sequence[str] = ()) -> list[str]:
