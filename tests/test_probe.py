@@ -38,6 +38,59 @@ def test_linear_probe_equals_scikit_learn_at_the_same_c(c):
     assert np.allclose(centred, theirs.coef_ - theirs.coef_.mean(0), atol=2e-3 * max(1, np.abs(centred).max()))
 
 
+def sklearn_objective(model, x: torch.Tensor, y: torch.Tensor, c: float) -> float:
+    probe = fewshot.LinearProbe(torch.tensor(model.coef_), torch.tensor(model.intercept_))
+    return float(fewshot.probe_objective(probe, x, y, c))
+
+
+def converged_sklearn(x: torch.Tensor, y: torch.Tensor, c: float):
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(C=c, max_iter=100_000, tol=1e-12).fit(x.numpy(), y.numpy())
+
+
+@pytest.mark.parametrize("c", [1e-6, 1e-4, 1e4, 1e6])  # both ends of the grid, where a lax stop shows
+def test_the_probe_reaches_scikit_learns_converged_objective_at_every_c(c):
+    train_x, train_y = clusters(0, 40)
+    x = fewshot.normalised(train_x)
+    ours = fewshot.fit_logistic(x, train_y, 4, c)
+    reference = sklearn_objective(converged_sklearn(x, train_y, c), x, train_y, c)
+    assert ours.converged
+    # never worse than the reference by more than 1e-6 (at C = 1e-6 scikit-learn's own stop is the laxer one)
+    assert float(fewshot.probe_objective(ours, x, train_y, c)) <= reference * (1 + 1e-6)
+
+
+def test_the_sweep_is_the_clip_papers_search_and_chooses_the_references_c():
+    """The seven starting values, then halved intervals down to 1/8 decade; the chosen C equals the one a sweep of
+    converged scikit-learn fits chooses by the same protocol."""
+    train_x, train_y = clusters(0, 20)
+    held_x, held_y = clusters(2, 20)
+    x, hx = fewshot.normalised(train_x), fewshot.normalised(held_x)
+    sweep = fewshot.sweep_c((x, train_y), (hx, held_y), 4)
+    assert set(fewshot.C_START) <= set(sweep.scores) and not sweep.unconverged
+    assert len(sweep.scores) <= 7 + 2 * 4
+    reference: dict[float, float] = {}
+
+    def score(c: float) -> None:
+        model = converged_sklearn(x, train_y, c)
+        reference.setdefault(c, float((model.predict(hx.numpy()) == held_y.numpy()).mean()))
+
+    def best() -> float:
+        return max(reference, key=lambda c: (reference[c], -c))
+
+    for c in fewshot.C_START:
+        score(c)
+    for decades in (1, 0.5, 0.25, 0.125):
+        peak = best()
+        for c in (peak / 10 ** decades, peak * 10 ** decades):
+            if 1e-6 <= c <= 1e6:
+                score(c)
+    assert sweep.c == pytest.approx(best(), rel=1e-12)
+    # at C = 1e-6 the weights are ~1e-7 and scikit-learn stops after two iterations whatever its tol: only our
+    # converged fit is compared there through the objective (the test above)
+    assert {c: sweep.scores[c] for c in reference if c > 1e-6} == {c: v for c, v in reference.items() if c > 1e-6}
+
+
 def test_tip_adapter_is_its_formula():
     generator = torch.Generator().manual_seed(0)
     zero_shot = torch.randn(5, 3, generator=generator)
@@ -132,3 +185,25 @@ def test_probe_on_real_cifar_images(shared_data, tiny_model_dirs, capsys):
     assert {r["images"] for r in records} == {300}
     assert {r["train_images"] for r in records if r["shots"] == 4} == {40}
     assert all(0 <= r["top1"] <= 1 for r in records)
+
+
+def test_shots_beyond_the_training_set_are_recorded_as_drawn(tiny_model_dirs, colours, tmp_path, capsys):
+    train = tmp_path / "one-each"
+    for folder in colours.iterdir():
+        (train / folder.name).mkdir(parents=True)
+        (train / folder.name / "only.png").symlink_to(next(folder.iterdir()))
+    code, out, err = run_cli(capsys, "probe", *model_args(tiny_model_dirs["open_clip_clip"]), "--dataset",
+                             f"folder:{colours}", "--train-dataset", f"folder:{train}", "--shots", "4,16",
+                             "--methods", "linear", "--json")
+    assert code == 0, err
+    probes = [r for r in json.loads(out) if r["method"] == "linear"]
+    assert [(r["shots"], r["shots_requested"], r["train_images"]) for r in probes] == [(1, 4, 3)] * 3  # 3 seeds
+    assert "--shots 4: the training set has at most 1 image(s) per class" in err
+    assert "--shots 16 draws the same images as a smaller count: left out" in err
+    assert "4-shot" not in out and "16-shot" not in out
+
+
+def test_an_absurd_shot_count_is_a_usage_error(colours, capsys):
+    code, _, err = run_cli(capsys, "probe", "--model", "x", "--dataset", f"folder:{colours}", "--train-dataset",
+                           f"folder:{colours}", "--shots", "99999999999999999999")
+    assert code == 2 and "shots must be whole numbers from 1 to 100,000" in err

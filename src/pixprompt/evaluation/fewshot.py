@@ -15,6 +15,7 @@ towards the zero-shot classifier, and Tip-Adapter.
 """
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,8 +23,19 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-#: The C values swept first (10⁻⁶ … 10⁶), then refined around the best at half and quarter decades.
-C_GRID = tuple(10.0 ** e for e in range(-6, 7))
+log = logging.getLogger(__name__)
+
+#: The CLIP paper's search (appendix A.3): C = 1/λ at the seven values one every two decades of 10⁻⁶…10⁶, then
+#: the interval around the best halved, down to eight steps per decade (steps of 1, ½, ¼ and ⅛ decade).
+C_START = tuple(10.0 ** e for e in range(-6, 7, 2))
+C_REFINEMENTS = (1.0, 0.5, 0.25, 0.125)
+#: A fit is converged when the largest entry of its objective's gradient is below this times the objective.
+GRADIENT_TOLERANCE = 1e-7
+#: L-BFGS iterations per fit at most. The CLIP paper caps 1,000; at large C (nearly separable data) a converged
+#: answer needs more, so pixprompt goes on to convergence and says so when a fit still stops short.
+MAX_ITERATIONS = 20_000
+#: Images per class a probe may ask for (more than any dataset holds; `all` takes every image).
+MAX_SHOTS = 100_000
 TIP_ALPHAS = tuple(np.round(np.geomspace(0.1, 10, 9), 4))
 TIP_BETAS = tuple(np.round(np.linspace(0.5, 10, 9), 4))
 TIP_DEFAULTS = (1.0, 5.5)
@@ -33,6 +45,8 @@ TIP_DEFAULTS = (1.0, 5.5)
 class LinearProbe:
     weight: torch.Tensor  # (C, D)
     bias: torch.Tensor  # (C,)
+    iterations: int = 0
+    converged: bool = True
 
     def logits(self, features: torch.Tensor) -> torch.Tensor:
         return features.double() @ self.weight.T + self.bias
@@ -42,49 +56,98 @@ def normalised(features: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.normalize(features.double(), dim=-1)
 
 
+def probe_objective(probe: LinearProbe, features: torch.Tensor, labels: torch.Tensor, c: float,
+                    centre: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean cross-entropy + ‖W − centre‖² / (2 C N): scikit-learn's `LogisticRegression` objective
+    (C · Σ cross-entropy + ½‖W‖², the bias not penalised) divided by C N."""
+    anchor = 0 if centre is None else centre.double()
+    return torch.nn.functional.cross_entropy(probe.logits(features), labels.long()) + \
+        ((probe.weight - anchor) ** 2).sum() / (2 * c * len(labels))
+
+
 def fit_logistic(features: torch.Tensor, labels: torch.Tensor, classes: int, c: float,
                  start: LinearProbe | None = None, centre: torch.Tensor | None = None,
-                 max_iter: int = 500) -> LinearProbe:
-    """Multinomial logistic regression by L-BFGS: minimise mean cross-entropy + ‖W − centre‖² / (2 C N)
-    (centre 0 unless given), from `start` (zeros unless given)."""
+                 max_iter: int = MAX_ITERATIONS) -> LinearProbe:
+    """Multinomial logistic regression by L-BFGS to convergence: minimise `probe_objective` from `start`
+    (zeros unless given) until the gradient's largest entry is below GRADIENT_TOLERANCE × the objective, or `max_iter`
+    iterations (then `converged` is False)."""
     x, y = features.double(), labels.long()
-    weight = (start.weight.clone() if start else torch.zeros(classes, x.shape[1], dtype=torch.float64))
-    bias = (start.bias.clone() if start else torch.zeros(classes, dtype=torch.float64))
+    # At small C the penalty's curvature 1/(C N) dwarfs the data's: L-BFGS then crawls. Fitting W / s with
+    # s = √(C N) (up to 1) makes the penalty's curvature 1: the same minimum, reached in a few iterations.
+    scale = min(1.0, math.sqrt(c * len(y)))
+    weight = (start.weight.clone().double() / scale if start
+              else torch.zeros(classes, x.shape[1], dtype=torch.float64))
+    bias = (start.bias.clone().double() if start else torch.zeros(classes, dtype=torch.float64))
     weight.requires_grad_(True)
     bias.requires_grad_(True)
-    anchor = torch.zeros_like(weight) if centre is None else centre.double()
-    optimiser = torch.optim.LBFGS([weight, bias], lr=1, max_iter=max_iter, tolerance_grad=1e-9,
-                                  tolerance_change=1e-12, history_size=20, line_search_fn="strong_wolfe")
+    optimiser = torch.optim.LBFGS([weight, bias], lr=1, max_iter=min(1000, max_iter),
+                                  tolerance_grad=GRADIENT_TOLERANCE, tolerance_change=0, history_size=20,
+                                  line_search_fn="strong_wolfe")
 
     def loss() -> torch.Tensor:
         optimiser.zero_grad()
-        value = torch.nn.functional.cross_entropy(x @ weight.T + bias, y) + \
-            ((weight - anchor) ** 2).sum() / (2 * c * len(y))
+        value = probe_objective(LinearProbe(weight * scale, bias), x, y, c, centre)
         value.backward()
         return value
 
-    optimiser.step(loss)
-    return LinearProbe(weight.detach(), bias.detach())
+    def unconverged() -> bool:
+        """Whether the gradient's largest entry is above GRADIENT_TOLERANCE relative to the objective (near a
+        separable optimum the objective itself is tiny, and an absolute bound would stop far from it)."""
+        value = float(loss().detach())
+        optimiser.param_groups[0]["tolerance_grad"] = GRADIENT_TOLERANCE * value
+        return float(max(weight.grad.abs().max(), bias.grad.abs().max())) > GRADIENT_TOLERANCE * value
+
+    iterations = 0
+    while unconverged() and iterations < max_iter:
+        before = optimiser.state[weight].get("n_iter", 0)
+        optimiser.step(loss)
+        done = optimiser.state[weight]["n_iter"] - before
+        iterations += done
+        if done == 0:  # no step possible: the line search found no lower point (flat to float64)
+            break
+    converged = not unconverged()
+    return LinearProbe(weight.detach() * scale, bias.detach(), iterations, converged)
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return float((logits.argmax(dim=1) == labels).double().mean()) if len(labels) else float("nan")
 
 
-def sweep_c(train: tuple[torch.Tensor, torch.Tensor], validation: tuple[torch.Tensor, torch.Tensor], classes: int,
-            start: LinearProbe | None = None, centre: torch.Tensor | None = None) -> float:
-    """The C with the best validation accuracy (ties: the smaller C, the stronger regularisation): the grid, then
-    half and quarter decades around its best."""
-    def score(c: float) -> float:
-        return accuracy(fit_logistic(*train, classes, c, start, centre).logits(validation[0]), validation[1])
+@dataclass
+class Sweep:
+    """The chosen C, the validation accuracy of every C visited, and the fits that did not converge."""
 
-    scores = {c: score(c) for c in C_GRID}
-    best = max(scores, key=lambda c: (scores[c], -c))
-    for step in (10 ** 0.5, 10 ** 0.25):
-        for c in (best / step, best * step):
-            scores.setdefault(c, score(c))
-        best = max(scores, key=lambda c: (scores[c], -c))
-    return best
+    c: float
+    scores: dict[float, float]
+    unconverged: list[float]
+
+
+def sweep_c(train: tuple[torch.Tensor, torch.Tensor], validation: tuple[torch.Tensor, torch.Tensor], classes: int,
+            start: LinearProbe | None = None, centre: torch.Tensor | None = None) -> Sweep:
+    """The CLIP paper's parametric binary search for C (see C_START, C_REFINEMENTS): the best validation
+    accuracy (ties: the smaller C, the stronger regularisation). Each fit starts from the converged fit of
+    the nearest C already visited (the problem is convex: a warm start changes the speed, not the answer)."""
+    fits: dict[float, LinearProbe] = {}
+    scores: dict[float, float] = {}
+
+    def score(c: float) -> None:
+        if c in scores:
+            return
+        nearest = min(fits, key=lambda known: abs(math.log10(known / c)), default=None)
+        fits[c] = fit_logistic(*train, classes, c, fits[nearest] if nearest is not None else start, centre)
+        scores[c] = accuracy(fits[c].logits(validation[0]), validation[1])
+
+    def best() -> float:
+        return max(scores, key=lambda c: (scores[c], -c))
+
+    for c in C_START:
+        score(c)
+    for decades in C_REFINEMENTS:
+        peak = best()
+        for c in (peak / 10 ** decades, peak * 10 ** decades):
+            if C_START[0] <= c <= C_START[-1]:
+                score(c)
+    return Sweep(best(), scores, sorted(c for c, fit in fits.items() if not fit.converged))
 
 
 def draw_shots(labels: np.ndarray, shots: int | None, seed: int) -> np.ndarray:
@@ -139,7 +202,7 @@ class FewShotResult:
     """One learner's logits on the test images and the hyper-parameters it chose."""
 
     logits: torch.Tensor
-    chosen: dict[str, float | str]
+    chosen: dict[str, float | str | int | bool]
 
 
 def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, fit: np.ndarray, held: np.ndarray,
@@ -150,13 +213,20 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, fit: np.ndarray, 
     start = LinearProbe(text_weights.double(), torch.zeros(classes, dtype=torch.float64)) \
         if text_weights is not None else None
     drawn = np.sort(np.concatenate([fit, held]))
+    unconverged: list[float] = []
     if len(held):
-        c = sweep_c((x[fit], train_y[fit]), (x[held], train_y[held]), classes, start, text_weights)
-        how = "validation sweep"
+        sweep = sweep_c((x[fit], train_y[fit]), (x[held], train_y[held]), classes, start, text_weights)
+        c, how, unconverged = sweep.c, "validation sweep (the CLIP paper's parametric search)", sweep.unconverged
     else:
         c, how = 1.0, "default (no image to spare for validation)"
     probe = fit_logistic(x[drawn], train_y[drawn], classes, c, start, text_weights)
-    return FewShotResult(probe.logits(test), {"C": c, "C_chosen_by": how})
+    if not probe.converged:
+        unconverged.append(c)
+    if unconverged:
+        log.warning("the linear probe did not converge within %d L-BFGS iterations at C = %s: its answer there "
+                    "may differ from a converged one", MAX_ITERATIONS, ", ".join(f"{u:.3g}" for u in unconverged))
+    return FewShotResult(probe.logits(test), {"C": c, "C_chosen_by": how, "iterations": probe.iterations,
+                                              "converged": not unconverged})
 
 
 def tip_adapter(train_x: torch.Tensor, train_y: torch.Tensor, fit: np.ndarray, held: np.ndarray,
@@ -180,10 +250,10 @@ def shots_list(text: str) -> list[int | None]:
     for part in (p.strip() for p in text.split(",") if p.strip()):
         if part == "all":
             values.append(None)
-        elif part.isdigit() and int(part) > 0:
+        elif part.isdigit() and 0 < int(part) <= MAX_SHOTS:
             values.append(int(part))
         else:
-            raise ValueError(f"shots must be positive whole numbers or `all`, not {part!r}")
+            raise ValueError(f"shots must be whole numbers from 1 to {MAX_SHOTS:,} or `all`, not {part[:30]!r}")
     if not values:
         raise ValueError("no shot count given")
     return values

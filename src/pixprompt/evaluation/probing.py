@@ -2,6 +2,7 @@
 dataset beside zero-shot, over shot counts and random draws; one record per (method, shots, draw)."""
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from pixprompt.prompts.templates import PromptSet
 
 METHODS = ("linear", "linear-zs-init", "tip-adapter")
 RESNET_METHOD = "resnet50-linear"
+
+log = logging.getLogger(__name__)
 
 
 def _valid(features: FeatureSet) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,11 +73,22 @@ def probe_records(model: VisionLanguageModel, train: ImageDataset, test: ImageDa
 
     records = [record("zero-shot", zero_shot_test, test_y, shots=0, seed=None, train_images=0)]
     labels = train_y.numpy()
+    drawn_shots: set[int | str] = set()
     for count in shots:
+        most = int(np.bincount(labels).max())
+        actual: int | str = "all" if count is None else min(count, most)
+        if count is not None and count > most:
+            log.warning("--shots %d: the training set has at most %d image(s) per class, so %d per class are drawn",
+                        count, most, most)
+        if actual in drawn_shots:
+            log.warning("--shots %s draws the same images as a smaller count: left out", count)
+            continue
+        drawn_shots.add(actual)
         for seed in range(seeds):
             drawn = fewshot.draw_shots(labels, count, seed)
             fit, held = fewshot.carve_validation(drawn, labels, seed)
-            common = {"shots": count if count is not None else "all", "seed": seed, "train_images": len(drawn)}
+            common = {"shots": actual, "shots_requested": count if count is not None else "all", "seed": seed,
+                      "train_images": len(drawn)}
             for method in methods:
                 if method == "tip-adapter":
                     result = fewshot.tip_adapter(train_x, train_y, fit, held, test_x, zero_shot_train,
