@@ -149,3 +149,9 @@ def test_serve_shows_probabilities_at_the_fitted_temperature(loaded_models, colo
     expected = (scores / 3.0).softmax(dim=1)[0].tolist()  # the page shows 4 decimals
     assert [answers[3.0][name] for name in ("red", "green", "blue")] == pytest.approx(expected, abs=1e-4)
     assert answers[1.0] != answers[3.0]
+
+
+def test_calibrating_vote_ensembles_is_refused_before_the_model_loads(colours, capsys):
+    code, _, err = run_cli(capsys, "eval", "--model", "no-such-model-is-loaded", "--dataset", f"folder:{colours}",
+                           "--ensemble", "embedding,vote", "--calibrate", f"folder:{colours}")
+    assert code == 2 and "vote ensembling gives vote shares" in err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -167,6 +168,33 @@ def test_multilabel_ap_equals_clip_benchmark_and_scikit_learn():
     assert metrics["mean_average_precision"] == pytest.approx(float(np.mean(sklearn)), abs=1e-12)
 
 
+def test_multilabel_map_counts_absent_classes_as_clip_benchmark_does():
+    import torch
+    from clip_benchmark.metrics.zeroshot_classification import average_precision_per_class
+
+    from pixprompt.evaluation.metrics import multilabel_metrics
+
+    generator = torch.Generator().manual_seed(1)
+    scores = torch.randn(40, 6, generator=generator)
+    targets = (torch.rand(40, 6, generator=generator) < 0.4).int()
+    targets[:, [1, 4]] = 0  # two classes without a positive image
+    metrics = multilabel_metrics(scores, targets, list("abcdef"))
+    assert metrics["mean_average_precision"] == pytest.approx(float(average_precision_per_class(scores, targets)
+                                                                    .mean()), abs=1e-6)
+    assert metrics["classes_without_positives"] == ["b", "e"] and metrics["per_class_ap"]["b"] is None
+
+
+def test_a_multilabel_webdataset_is_scored_by_map(tiny_model_dirs, tmp_path, capsys):
+    from cli_runner import model_args, run_cli
+
+    root = webdataset(tmp_path / "wds", ["cat", "dog", "car"], [(0,), (1, 2), (0, 2), (1,)])
+    code, out, err = run_cli(capsys, "eval", *model_args(tiny_model_dirs["open_clip_clip"]), "--dataset",
+                             f"wds:{root}", "--templates", "raw", "--json", "--no-cache")
+    assert code == 0, err
+    (record,) = json.loads(out)
+    assert record["metric"] == "mean_average_precision" and record["score"] == record["mean_average_precision"]
+
+
 def test_voc2007_eval_reports_map_over_the_images_classes(tmp_path, loaded_models, tiny_model_dirs, capsys):
     from cli_runner import model_args, run_cli
     from pixprompt.evaluation import evaluate
@@ -228,3 +256,25 @@ def test_readme_lists_every_named_dataset_and_suite():
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     for name in [*catalog(), *SUITES]:
         assert f"`{name}`" in readme or f"suite: {name}" in readme or f"suite:\n{name}" in readme, name
+
+
+def test_every_catalog_entry_maps_clip_benchmarks_own_class_names():
+    """CLIP_benchmark's shipped en_classnames.json is what its webdatasets' classnames.txt hold: every catalog
+    entry with a wds/ copy must map every one of those names (CLEVR's `three` is the paper's `3`)."""
+    import os
+
+    import clip_benchmark
+
+    from pixprompt.data.catalog import catalog
+    from pixprompt.data.sources.named import webdataset_label_map
+
+    shipped = json.loads(Path(os.path.dirname(clip_benchmark.__file__), "datasets", "en_classnames.json").read_text())
+    checked = []
+    for entry in catalog().values():
+        key = (entry.wds or "").removeprefix("vtab/")
+        if entry.names != "paper" or key not in shipped:  # wds: its own names; others are read by code
+            continue
+        mapping = webdataset_label_map(entry, shipped[key])  # refuses any name it cannot map
+        assert len(set(mapping)) == len(mapping), entry.name  # and never two names onto one class
+        checked.append(entry.name)
+    assert "clevr_count" in checked and len(checked) >= 10

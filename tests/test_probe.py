@@ -91,6 +91,12 @@ def test_the_sweep_is_the_clip_papers_search_and_chooses_the_references_c():
     assert {c: sweep.scores[c] for c in reference if c > 1e-6} == {c: v for c, v in reference.items() if c > 1e-6}
 
 
+def loaded_scale(model_dir) -> float:
+    from pixprompt import load_model
+
+    return load_model(str(model_dir), device="cpu").logit_scale
+
+
 def test_tip_adapter_is_its_formula():
     generator = torch.Generator().manual_seed(0)
     zero_shot = torch.randn(5, 3, generator=generator)
@@ -156,6 +162,8 @@ def test_probe_cli_records_every_method_shot_and_draw(tiny_model_dirs, colours, 
         "default (no image to spare for validation)"}
     two_shot = [r for r in records if r["shots"] == 2 and r["method"] == "tip-adapter"]
     assert all(r["chosen_by"] == "validation search" and r["alpha"] > 0 for r in two_shot)
+    scale = loaded_scale(tiny_model_dirs["open_clip_clip"])
+    assert [r["logit_scale"] for r in two_shot] == [pytest.approx(scale)] * len(two_shot)  # the model's own
     rows = {(r["method"], r["shots"]): r for r in summary(records)}
     linear = [r["score"] for r in records if r["method"] == "linear" and r["shots"] == 2]
     assert rows[("linear", 2)]["score %"] == round(100 * float(np.mean(linear)), 2)

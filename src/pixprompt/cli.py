@@ -145,6 +145,9 @@ def calibration_from_args(args: argparse.Namespace):
 
     if not args.calibrate:
         return None
+    if "vote" in [e.strip() for e in getattr(args, "ensemble", "embedding").split(",")]:
+        raise UsageError("--calibrate fits a temperature to probabilities, and vote ensembling gives vote shares: "
+                         "use --ensemble embedding or logits with it")
     return load_dataset(args.calibrate, DatasetOptions(args.calibrate_data_dir))
 
 

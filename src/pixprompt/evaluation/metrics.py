@@ -92,14 +92,16 @@ def average_precision(scores: np.ndarray, positives: np.ndarray) -> float | None
 
 
 def multilabel_metrics(scores: torch.Tensor, targets: torch.Tensor, classnames: Sequence[str]) -> dict[str, Any]:
-    """Mean average precision over the classes present (`targets`: (N, C) 0/1), each class's AP, and `top1`: the
-    share of images whose best-scored class is one of theirs."""
+    """Mean average precision as CLIP_benchmark computes it (`targets`: (N, C) 0/1): over every class, a class
+    without a positive image counting 0 (named in `classes_without_positives`, its `per_class_ap` null); each
+    class's AP; and `top1`: the share of images whose best-scored class is one of theirs."""
     values, truth = scores.double().numpy(), targets.bool().numpy()
     per_class = {name: average_precision(values[:, c], truth[:, c]) for c, name in enumerate(classnames)}
-    present = [ap for ap in per_class.values() if ap is not None]
     best = values.argmax(axis=1) if len(values) else np.zeros(0, dtype=int)
     return {
-        "mean_average_precision": float(np.mean(present)) if present else float("nan"),
+        "mean_average_precision": float(np.mean([ap or 0.0 for ap in per_class.values()])) if per_class
+        else float("nan"),
+        "classes_without_positives": [name for name, ap in per_class.items() if ap is None],
         "per_class_ap": per_class,
         "top1": float(truth[np.arange(len(best)), best].mean()) if len(best) else float("nan"),
     }

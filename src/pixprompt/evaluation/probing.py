@@ -93,6 +93,7 @@ def probe_records(model: VisionLanguageModel, train: ImageDataset, test: ImageDa
                 if method == "tip-adapter":
                     result = fewshot.tip_adapter(train_x, train_y, fit, held, test_x, zero_shot_train,
                                                  zero_shot_test, classes)
+                    result.chosen["logit_scale"] = classifier.logit_scale  # the paper writes 100 (OpenAI's)
                 else:
                     result = fewshot.linear_probe(train_x, train_y, fit, held, test_x, classes,
                                                   text_weights if method == "linear-zs-init" else None)

@@ -107,12 +107,13 @@ def label_matrix(label_sets: Sequence[tuple[int, ...]], rows: torch.Tensor, num_
     return targets
 
 
-def main_metric(dataset_name: str) -> str:
-    """The metric a dataset is summed up by: its catalog entry's (the CLIP paper's choice), else top-1."""
+def main_metric(dataset_name: str, multi_label: bool = False) -> str:
+    """The metric a dataset is summed up by: its catalog entry's (the CLIP paper's choice), else mean average
+    precision for a multi-label dataset and top-1 for the others."""
     from pixprompt.data.catalog import catalog
 
     entry = catalog().get(dataset_name)
-    return entry.metric if entry else "top1"
+    return entry.metric if entry else "mean_average_precision" if multi_label else "top1"
 
 
 def text_classifier(model: VisionLanguageModel, classnames: Sequence[str], prompt_set: PromptSet,
@@ -186,7 +187,7 @@ def evaluate(model: VisionLanguageModel, dataset: ImageDataset, prompt_sets: Seq
     item_indices = features.valid.nonzero().flatten()
     thumbnails = Thumbnails(dataset)
     facts = run_facts(model.info, dataset, features)
-    metric = main_metric(dataset.name)
+    metric = main_metric(dataset.name, dataset.multi_label)
     targets = label_matrix(dataset.label_sets, item_indices, len(dataset.classnames)) if dataset.multi_label else None
     records = []
     for prompt_set in prompt_sets:

@@ -72,15 +72,20 @@ def _is_webdataset(root: Path) -> bool:
     return (root / "test" / "nshards.txt").is_file()
 
 
+def webdataset_label_map(entry: CatalogEntry, wds_classnames: list[str]) -> list[int]:
+    """For each class of the entry's CLIP_benchmark copy (its classnames.txt, in label order), the catalog's
+    class of the same name (aliases first: CLIP_benchmark writes CLEVR's counts `three`, the paper `3`)."""
+    return label_map(replace(entry, labels="name"), wds_classnames, catalog_classnames(entry))
+
+
 def _from_webdataset(entry: CatalogEntry, root: Path) -> ImageDataset:
     """The entry from a CLIP_benchmark webdataset: its own names (`names: wds`), or the catalog's, mapped by name."""
     dataset = load_webdataset(str(root))
     dataset.name = entry.name
     if entry.names == "wds":
         return dataset
-    by_name = replace(entry, labels="name")
     classnames = catalog_classnames(entry)
-    mapping = label_map(by_name, dataset.classnames, classnames)
+    mapping = webdataset_label_map(entry, dataset.classnames)
     dataset.classnames, dataset.default_templates = classnames, entry.name
     dataset.labels = [mapping[label] for label in dataset.labels]
     return dataset
