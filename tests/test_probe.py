@@ -208,6 +208,7 @@ def test_shots_beyond_the_training_set_are_recorded_as_drawn(tiny_model_dirs, co
     assert [(r["shots"], r["shots_requested"], r["train_images"]) for r in probes] == [(1, 4, 3)] * 3  # 3 seeds
     assert "--shots 4: the training set has at most 1 image(s) per class" in err
     assert "--shots 16 draws the same images as a smaller count: left out" in err
+    assert "probe 3/3: linear, 1 shot(s), draw 2 done in" in err and "s left" in err  # one line per fit
     assert "4-shot" not in out and "16-shot" not in out
 
 

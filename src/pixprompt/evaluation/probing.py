@@ -3,6 +3,7 @@ dataset beside zero-shot, over shot counts and random draws; one record per (met
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from pixprompt.evaluation.metrics import classification_metrics
 from pixprompt.evaluation.runs import main_metric, run_facts, scores, text_classifier
 from pixprompt.features.cache import FeatureSet, extract_features
 from pixprompt.models.base import VisionLanguageModel
+from pixprompt.progress import announce
 from pixprompt.prompts.templates import PromptSet
 
 METHODS = ("linear", "linear-zs-init", "tip-adapter")
@@ -73,17 +75,19 @@ def probe_records(model: VisionLanguageModel, train: ImageDataset, test: ImageDa
 
     records = [record("zero-shot", zero_shot_test, test_y, shots=0, seed=None, train_images=0)]
     labels = train_y.numpy()
-    drawn_shots: set[int | str] = set()
-    for count in shots:
-        most = int(np.bincount(labels).max())
-        actual: int | str = "all" if count is None else min(count, most)
-        if count is not None and count > most:
-            log.warning("--shots %d: the training set has at most %d image(s) per class, so %d per class are drawn",
-                        count, most, most)
-        if actual in drawn_shots:
-            log.warning("--shots %s draws the same images as a smaller count: left out", count)
-            continue
-        drawn_shots.add(actual)
+    counts = _drawable(shots, int(np.bincount(labels).max()))
+    fits = len(counts) * seeds * (len(methods) + (backbone is not None))
+    done, started = 0, time.perf_counter()
+
+    def progress(what: str) -> None:
+        """One line per fitted learner, with the time left at the pace so far (a sweep can take minutes)."""
+        nonlocal done
+        done += 1
+        elapsed = time.perf_counter() - started
+        left = elapsed / done * (fits - done)
+        announce(f"probe {done}/{fits}: {what} done in {elapsed:.0f} s so far, about {left:.0f} s left")
+
+    for count, actual in counts:
         for seed in range(seeds):
             drawn = fewshot.draw_shots(labels, count, seed)
             fit, held = fewshot.carve_validation(drawn, labels, seed)
@@ -98,9 +102,28 @@ def probe_records(model: VisionLanguageModel, train: ImageDataset, test: ImageDa
                     result = fewshot.linear_probe(train_x, train_y, fit, held, test_x, classes,
                                                   text_weights if method == "linear-zs-init" else None)
                 records.append(record(method, result.logits, test_y, **common, **result.chosen))
+                progress(f"{method}, {actual} shot(s), draw {seed}")
             if backbone is not None:
                 records.append(_supervised_record(record, backbone, encoded, fit, held, classes, supervised, common))
+                progress(f"{RESNET_METHOD}, {actual} shot(s), draw {seed}")
     return records
+
+
+def _drawable(shots: Sequence[int | None], most: int) -> list[tuple[int | None, int | str]]:
+    """(requested, drawn) shots per class for each requested count: a count beyond the training set's largest
+    class draws that class's all (warned), and a count that would draw the same images as an earlier one is
+    left out (warned), so no row claims shots that were not drawn."""
+    counts: list[tuple[int | None, int | str]] = []
+    for count in shots:
+        actual: int | str = "all" if count is None else min(count, most)
+        if count is not None and count > most:
+            log.warning("--shots %d: the training set has at most %d image(s) per class, so %d per class are drawn",
+                        count, most, most)
+        if actual in [drawn for _, drawn in counts]:
+            log.warning("--shots %s draws the same images as a smaller count: left out", count)
+            continue
+        counts.append((count, actual))
+    return counts
 
 
 def _supervised_record(record, backbone: list[FeatureSet], encoded: list[FeatureSet], fit: np.ndarray,
