@@ -169,7 +169,12 @@ def test_probe_cli_records_every_method_shot_and_draw(tiny_model_dirs, colours, 
     assert rows[("linear", 2)]["score %"] == round(100 * float(np.mean(linear)), 2)
     assert "mean over draws" in out
     assert (tmp_path / "probe_figures" / "few-shot.png").stat().st_size > 1000
-    assert "zero-shot" in (tmp_path / "probe.html").read_text().lower()
+    html = (tmp_path / "probe.html").read_text()
+    assert "Few-shot learners (mean over draws" in html and "linear-zs-init" in html and "resnet50-linear" in html
+    assert "<h2>Results</h2>" not in html  # probe records are never shown as zero-shot rows
+    from pixprompt.reports import figures
+
+    assert figures.zero_shot(records) == [records[0]]  # nor plotted as zero-shot accuracies
 
 
 def test_probe_refuses_training_sets_with_other_classes(tiny_model_dirs, colours, tmp_path, capsys):

@@ -39,8 +39,14 @@ def first_per_template_set(records: Sequence[Record]) -> list[Record]:
 
 
 def zero_shot(records: Sequence[Record]) -> list[Record]:
-    """Records of zero-shot runs (the supervised baseline's have no template set)."""
-    return [r for r in records if r.get("templates")]
+    """Records of zero-shot runs: the supervised baseline's have no template set, a few-shot learner's record
+    (`probe`) names another method."""
+    return [r for r in records if r.get("templates") and r.get("method", "zero-shot") == "zero-shot"]
+
+
+def probes(records: Sequence[Record]) -> list[Record]:
+    """Records of `pixprompt probe` (each learner's, and the zero-shot one it is compared with)."""
+    return [r for r in records if r.get("method") and "shots" in r]
 
 
 def best_per_model_and_dataset(records: Sequence[Record],

@@ -79,11 +79,12 @@ def report_figures(records: Sequence[Record], max_each: int = 4) -> list[ReportF
     from pixprompt.evaluation.suites import robustness
 
     zero_shot = figures.zero_shot(records)
+    plain = [r for r in records if r not in figures.probes(records) or r in zero_shot]  # no probe's top-1
     made = [ReportFigure("accuracy-by-template-set", "Accuracy per template set and model",
-                         figures.png_bytes(figures.accuracy_by_template_set(records)))]
-    if any(r.get("params") for r in records):
+                         figures.png_bytes(figures.accuracy_by_template_set(plain)))]
+    if any(r.get("params") for r in plain):
         made.append(ReportFigure("accuracy-vs-parameters", "Accuracy against parameter count",
-                                 figures.png_bytes(figures.accuracy_vs_parameters(records))))
+                                 figures.png_bytes(figures.accuracy_vs_parameters(plain))))
     by_templates = best_per_model_and_dataset(
         sorted(zero_shot, key=lambda r: -len(r.get("per_template_accuracy") or {})),
         lambda r: len(r.get("per_template_accuracy") or {}) > 1)
@@ -104,7 +105,7 @@ def report_figures(records: Sequence[Record], max_each: int = 4) -> list[ReportF
         made.append(ReportFigure(f"selection-{i}", f"Template selection: {figures.model_label(record)}, "
                                  f"{record['candidates']} on {record['dataset']}",
                                  figures.png_bytes(figures.selection_path(record))))
-    probes = [r for r in records if r.get("method")]
+    probes = figures.probes(records)
     if probes:
         rows = summary(probes)
         made.append(ReportFigure("few-shot", "Few-shot learners against zero-shot",
@@ -119,10 +120,18 @@ def report_figures(records: Sequence[Record], max_each: int = 4) -> list[ReportF
 def results_tables(records: Sequence[Record]) -> list[dict[str, Any]]:
     """The summary table, and the zero-shot results beside the papers' reported accuracies."""
     from pixprompt.evaluation.grid import paper_table
+    from pixprompt.evaluation.probing import summary
     from pixprompt.evaluation.suites import group_table, robustness
     from pixprompt.reports.reference import reported
 
-    tables = [{"title": "Results", "columns": summary_columns(records), "rows": [summary_row(r) for r in records]}]
+    probes = figures.probes(records)
+    others = [r for r in records if r not in probes]
+    tables = [{"title": "Results", "columns": summary_columns(others), "rows": [summary_row(r) for r in others]}] \
+        if others else []
+    if probes:
+        tables.append({"title": "Few-shot learners (mean over draws ± their standard deviation)",
+                       "columns": ["method", "shots", "draws", "score %", "± %", "metric"], "rows": summary(probes),
+                       "note": "Each (method, shots) over its random draws of training images; zero-shot once."})
     zero_shot = figures.zero_shot(records)
     if zero_shot:
         templates = list(dict.fromkeys(r["templates"] for r in zero_shot))
