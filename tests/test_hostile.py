@@ -296,14 +296,14 @@ def test_report_on_crafted_records_is_one_line_and_writes_nothing(tmp_path, caps
 
 # -- memory amplification ----------------------------------------------------------------------------------------
 def test_a_one_pixel_wide_strip_costs_a_small_multiple_of_its_decoded_size(tiny_model_dirs, tmp_path):
-    """A 250 KB PNG of 1×64,000,000 pixels (inside the default pixel budget): classify's peak memory grows by
-    at most 5× its 183 MB of RGB (Pillow keeps 12 bytes per pixel of such a strip; 3 GB before the fix)."""
+    """A 60 KB PNG of 1×16,000,000 pixels (a quarter of the default pixel budget, which 1×64,000,000 also fits):
+    classify's peak memory grows by at most 5× its 46 MB of RGB (Pillow keeps 12 bytes per pixel of such a strip,
+    one copy; three copies, 36 bytes per pixel, before the fix)."""
     from PIL import Image
 
-    from pixprompt.data.images import DEFAULT_MAX_PIXELS
-
+    pixels = 16_000_000
     strip = tmp_path / "strip.png"
-    Image.new("RGB", (1, DEFAULT_MAX_PIXELS), (10, 200, 30)).save(strip)
+    Image.new("RGB", (1, pixels), (10, 200, 30)).save(strip)
     script = ("import resource, sys\nfrom pathlib import Path\nfrom pixprompt import load_model\n"
               "from pixprompt.evaluation.predict import classify\nfrom pixprompt.prompts import build_classifier, "
               "resolve_templates\nmodel = load_model(sys.argv[1], device='cpu')\n"
@@ -317,7 +317,7 @@ def test_a_one_pixel_wide_strip_costs_a_small_multiple_of_its_decoded_size(tiny_
                              str(strip)], capture_output=True, text=True, timeout=300)
     error, grown_kb = result.stdout.split()
     assert error == "None", result.stderr
-    assert int(grown_kb) * 1024 < 5 * 3 * DEFAULT_MAX_PIXELS
+    assert int(grown_kb) * 1024 < 5 * 3 * pixels
 
 
 def test_concurrent_web_decodes_share_one_memory_budget():
