@@ -152,10 +152,7 @@ def check_settings(ranks: Ranks) -> None:
         failed = next((s for s in sizes if isinstance(s, _Failed)), None)
         if failed:
             return f"rank {failed.rank} of {ranks.world}: {failed.message}"
-        other = next((r for r, s in enumerate(sizes) if s != sizes[0]), None)
-        return None if other is None else (
-            f"the ranks cut the data into shards of different sizes: rank 0 uses {sizes[0]} items, rank {other} "
-            f"{sizes[other]} (PIXPROMPT_SHARD_SIZE differs): give every rank the same value")
+        return _sizes_differ(sizes)
 
     verdict, _ = exchange(mine, ranks, judge)
     if verdict:
@@ -227,7 +224,7 @@ def sharded(shards: Iterable[T], work: Callable[[int, T], R], ranks: Ranks | Non
             except Exception as error:  # reported by rank 0 for the whole job
                 slot = _Slot(size, slot.identity, _Failed(ranks.rank, first_line(error, 300)))
         verdict, gathered = exchange(slot, ranks, lambda slots: _verdict(slots, group, round_number,  # noqa: B023
-                                                                         ranks, size, identify))
+                                                                         ranks, identify))
         if verdict == _END:
             return
         if verdict:
@@ -237,16 +234,23 @@ def sharded(shards: Iterable[T], work: Callable[[int, T], R], ranks: Ranks | Non
                 yield round_number * ranks.world + offset, shard, got.result
 
 
-def _verdict(slots: list[_Slot], group: list, round_number: int, ranks: Ranks, size: int,
+def _sizes_differ(sizes: list[int]) -> str | None:
+    """One line naming the first rank whose shard size differs from rank 0's, or None."""
+    other = next((rank for rank, size in enumerate(sizes) if size != sizes[0]), None)
+    return None if other is None else (
+        f"the ranks cut the data into shards of different sizes: rank 0 uses {sizes[0]} items, rank {other} "
+        f"{sizes[other]} (PIXPROMPT_SHARD_SIZE differs): give every rank the same value")
+
+
+def _verdict(slots: list[_Slot], group: list, round_number: int, ranks: Ranks,
              identify: Callable[[Any], str]) -> str | None:
     """Rank 0's judgement of one round: a failure or a mismatch (one line), the end of the data, or None."""
     failed = next((s.result for s in slots if isinstance(s.result, _Failed)), None)
     if failed:
         return f"rank {failed.rank} of {ranks.world} failed: {failed.message}"
-    for rank, slot in enumerate(slots):
-        if slot.shard_size != size:
-            return (f"the ranks cut the data into shards of different sizes: rank 0 uses {size} items, rank {rank} "
-                    f"{slot.shard_size} (PIXPROMPT_SHARD_SIZE differs): give every rank the same value")
+    differ = _sizes_differ([slot.shard_size for slot in slots])
+    if differ:
+        return differ
     for rank, slot in enumerate(slots):
         number = round_number * ranks.world + rank
         expected = identify(group[rank]) if rank < len(group) else None

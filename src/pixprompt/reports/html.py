@@ -79,7 +79,8 @@ def report_figures(records: Sequence[Record], max_each: int = 4) -> list[ReportF
     from pixprompt.evaluation.suites import robustness
 
     zero_shot = figures.zero_shot(records)
-    plain = [r for r in records if r not in figures.probes(records) or r in zero_shot]  # no probe's top-1
+    probe_ids = {id(r) for r in figures.probes(records)} - {id(r) for r in zero_shot}
+    plain = [r for r in records if id(r) not in probe_ids]  # no probe learner's top-1 among zero-shot figures
     made = [ReportFigure("accuracy-by-template-set", "Accuracy per template set and model",
                          figures.png_bytes(figures.accuracy_by_template_set(plain)))]
     if any(r.get("params") for r in plain):
@@ -125,7 +126,8 @@ def results_tables(records: Sequence[Record]) -> list[dict[str, Any]]:
     from pixprompt.reports.reference import reported
 
     probes = figures.probes(records)
-    others = [r for r in records if r not in probes]
+    probe_ids = {id(r) for r in probes}
+    others = [r for r in records if id(r) not in probe_ids]
     tables = [{"title": "Results", "columns": summary_columns(others), "rows": [summary_row(r) for r in others]}] \
         if others else []
     if probes:

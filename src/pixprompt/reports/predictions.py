@@ -228,7 +228,7 @@ class PredictionFile:
             return False
         try:
             self._verified(part)
-        except (OSError, ValueError, UnicodeDecodeError) as error:
+        except (OSError, ValueError) as error:  # UnicodeDecodeError is a ValueError
             log.warning("%s: part %s is damaged (%s): its images are classified again", self.path, part.name,
                         error)
             self._remove(part)
@@ -270,7 +270,7 @@ class PredictionFile:
     def _checked(self, part: Path) -> bytes:
         try:
             return self._verified(part)
-        except (OSError, ValueError, UnicodeDecodeError) as error:
+        except (OSError, ValueError) as error:  # UnicodeDecodeError is a ValueError
             raise InputFailedError(f"part {part.name} of {self.path} changed while this run was writing it "
                                    f"({error}); nothing was joined: run the same command again") from None
 
@@ -278,11 +278,11 @@ class PredictionFile:
         """Release the lock; a parts folder that holds no part (a refused or failed run) is removed."""
         if self._lock < 0:
             return
-        if self.parts.is_dir() and not self.parts.is_symlink() and not self.joined and not self._scan_quiet():
+        if self.parts.is_dir() and not self.parts.is_symlink() and not self.joined and not self._holds_parts():
             shutil.rmtree(self.parts, ignore_errors=True)
         os.close(self._lock)
         self._lock = -1
 
-    def _scan_quiet(self) -> bool:
+    def _holds_parts(self) -> bool:
         """Whether the parts folder holds any part."""
         return any(self._PART.match(entry.name) for entry in os.scandir(self.parts))
