@@ -233,7 +233,7 @@ def test_damaged_or_mismatched_weights_are_one_clear_line(tiny_model_dirs, tmp_p
 
 
 # -- resources ------------------------------------------------------------------------------------------------
-def test_ctrl_c_keeps_finished_chunks_and_the_next_run_says_it_resumed(tiny_model_dirs, messy_folder, tmp_path,
+def test_ctrl_c_keeps_finished_chunks_and_the_next_run_says_what_it_found(tiny_model_dirs, messy_folder, tmp_path,
                                                                         capsys, monkeypatch):
     args = ["eval", "--model", tiny_model_dirs["open_clip_clip"], "--device", "cpu", "--workers", "0",
             "--batch-size", "4", "--cache-dir", tmp_path / "cache", "--dataset", f"folder:{messy_folder}",
@@ -244,7 +244,7 @@ def test_ctrl_c_keeps_finished_chunks_and_the_next_run_says_it_resumed(tiny_mode
     assert "interrupted after 8 of 29 images: the 8 encoded in this run are kept in the cache" in err
     code, out, err = run_cli(capsys, *args)
     total = 12 + len(UNREADABLE) + len(ODD_BUT_VALID)
-    assert code == 0 and f"resuming from the cache: 8 of {total} images already encoded" in err
+    assert code == 0 and f"encoding {total - 8} of {total} images (8 found in the cache)" in err
 
 
 # -- soak ---------------------------------------------------------------------------------------------------

@@ -50,7 +50,7 @@ def test_the_lazy_names_are_the_real_objects():
 
 @pytest.mark.parametrize("argv", [
     ["--help"], ["classify", "--help"], ["eval", "--help"], ["bench", "--help"], ["serve", "--help"],
-    ["report", "--help"], ["baseline", "--help"], ["models", "--help"],
+    ["report", "--help"], ["baseline", "--help"], ["models", "--help"], ["datasets"],
     ["classify", "missing.jpg", "--model", "ViT-B-32", "--labels", "a,b"],
     ["classify", ".", "--model", "ViT-B-32", "--labels", "a,a"],
     ["classify", ".", "--model", "ViT-B-32", "--labels", "a,b", "--templates", "nope"],
@@ -65,10 +65,46 @@ def test_help_and_usage_errors_import_no_model_library(argv, tmp_path):
     assert outcome["heavy"] == [] and outcome["code"] in (0, 2)
 
 
-def test_a_cached_model_listing_imports_no_model_library(tmp_path):
+def test_listings_import_no_model_library_even_the_first_time(tmp_path):
+    """The shipped catalog answers a first `models` for its open_clip release; `datasets` needs no torch."""
     import os
+
+    from pixprompt.models.catalog import _library_version, shipped_catalog
 
     env = {**os.environ, "PIXPROMPT_CACHE": str(tmp_path)}
     first = imported_after(cli("models", "--filter", "ViT-B-32", "--json"), env=env)
-    assert first["code"] == 0 and "open_clip" in first["heavy"]  # the first listing reads open_clip's configs
+    if shipped_catalog()["open_clip_version"] == _library_version("open_clip_torch"):
+        assert first == {"code": 0, "heavy": []}
+    else:  # another open_clip: its entries are read once, then cached
+        assert first["code"] == 0 and "open_clip" in first["heavy"]
     assert imported_after(cli("models", "--filter", "ViT-B-32", "--json"), env=env) == {"code": 0, "heavy": []}
+    assert imported_after(cli("datasets", "--json")) == {"code": 0, "heavy": []}
+
+
+def test_the_shipped_model_catalog_is_open_clips():
+    """Each shipped parameter count equals the architecture's built on the meta device (a sample), every config
+    digest equals the installed open_clip's where the shipped release is the installed one, and a changed
+    config is counted afresh rather than given an old count."""
+    import open_clip
+
+    from pixprompt.models.catalog import (
+        _library_version,
+        _open_clip_entries,
+        _open_clip_params,
+        _parameter_count,
+        config_digest,
+        shipped_catalog,
+    )
+
+    shipped = shipped_catalog()
+    architectures = shipped["architectures"]
+    if shipped["open_clip_version"] == _library_version("open_clip_torch"):
+        assert shipped["entries"] == [entry.to_dict() for entry in _open_clip_entries()]
+        assert all(known["config"] == config_digest(open_clip.get_model_config(name) or {})
+                   for name, known in architectures.items())
+    sample = ["RN50", "ViT-B-32", "ViT-L-14", "ViT-B-16-SigLIP", "convnext_base"]
+    for name in sample:
+        assert _parameter_count(name, architectures) == _open_clip_params(name), name
+    assert architectures["ViT-B-32"]["params"] == 151_277_313  # OpenAI's ViT-B/32, as the CLIP repository counts
+    changed = {"ViT-B-32": {**architectures["ViT-B-32"], "config": "0" * 16, "params": 1}}
+    assert _parameter_count("ViT-B-32", changed) == architectures["ViT-B-32"]["params"]

@@ -12,6 +12,7 @@ from pathlib import Path
 from pixprompt import progress
 from pixprompt.data.images import DEFAULT_MAX_PIXELS
 from pixprompt.errors import PixpromptError, UsageError
+from pixprompt.reports.tables import SUMMARY_LAYOUT, Layout
 from pixprompt.storage import write_output
 
 log = logging.getLogger("pixprompt")
@@ -193,7 +194,9 @@ def run_models(args: argparse.Namespace) -> int:
         raise UsageError(f"no model matches {args.filter!r}: try a shorter --filter")
     # columns by importance: a narrow terminal drops the last ones first
     emit(rows, args.format, ["name", "pretrained", "backend", "params", "image_size", "scoring", "quick_gelu",
-                             "embed_dim", "context_length"])
+                             "embed_dim", "context_length"],
+         layout=Layout(keys=2, whole=("name", "pretrained"), stack=False,
+                       droppable=("context_length", "embed_dim", "scoring", "image_size", "quick_gelu", "backend")))
     return 0
 
 
@@ -277,6 +280,7 @@ def _classify(args: argparse.Namespace, classnames: list[str], prompt_sets: list
     from pixprompt import distributed  # torch: only once the arguments are sound
     from pixprompt.data.datasets import files_identity
     from pixprompt.evaluation.predict import iter_predictions
+    from pixprompt.evaluation.runs import text_classifier
     from pixprompt.prompts.store import classifier_for
 
     model = model_from_args(args)
@@ -291,8 +295,9 @@ def _classify(args: argparse.Namespace, classnames: list[str], prompt_sets: list
         log.warning("only one class (%s): a softmax over one class gives it 100%% for every image; add the "
                     "classes it should be told apart from", classnames[0])
     # the text side is built once, by rank 0, which scores every image
-    classifiers = [classifier_for(model, classnames, prompt_set, args.classifier) for prompt_set in prompt_sets] \
-        if ranks.is_main else []
+    classifiers = [classifier_for(model, classnames, prompt_set, args.classifier) if args.classifier
+                   else text_classifier(model, classnames, prompt_set, cache_from_args(args))
+                   for prompt_set in prompt_sets] if ranks.is_main else []
     if calibration and ranks.is_main:
         from dataclasses import replace
 
@@ -301,8 +306,10 @@ def _classify(args: argparse.Namespace, classnames: list[str], prompt_sets: list
         classifiers = [replace(c, temperature=temperature_on(model, calibration, calibration_features, p,
                                                              cache_from_args(args), args.ensemble))
                        for c, p in zip(classifiers, prompt_sets)]
-        for prompt_set, classifier in zip(prompt_sets, classifiers):
-            log.info("%s: temperature %.4g fitted on %s", prompt_set.name, classifier.temperature, calibration.name)
+        if not args.quiet:
+            for prompt_set, classifier in zip(prompt_sets, classifiers):
+                print(f"pixprompt: {prompt_set.name}: temperature {classifier.temperature:.4g} fitted on "
+                      f"{calibration.name} (probabilities are the model's scores / T)", file=sys.stderr)
     stream = iter_predictions(model, classifiers, iter_images(args.inputs), args.top_k, args.ensemble,
                               args.batch_size, args.workers, jpeg_draft=args.draft_jpeg, max_pixels=args.max_pixels,
                               cache_root=cache_from_args(args), threshold=args.threshold if args.multi_label else None)
@@ -332,16 +339,16 @@ def _classify(args: argparse.Namespace, classnames: list[str], prompt_sets: list
     if output is not None:
         write_output(output.finish, args.output)
         if not args.quiet:
-            print(f"pixprompt: {images} images × {len(prompt_sets)} template set(s) written to {args.output}",
-                  file=sys.stderr)
+            sets = progress.counted(len(prompt_sets), "template set")
+            print(f"pixprompt: {progress.counted(images, 'image')} × {sets} written to {args.output}", file=sys.stderr)
     elif args.format == "json":
         emit(rows, "json")
     else:
         table, columns = _classify_table(rows, several_sets=len(prompt_sets) > 1, once=args.format == "table",
                                          threshold=args.threshold if args.multi_label else None)
-        emit(table, args.format, columns)
+        emit(table, args.format, columns, layout=Layout(elide=("image", "templates"), droppable=("rank",)))
     if failed:
-        log.error("%d of %d image(s) could not be classified", failed, images)
+        log.error("%d of %s could not be classified", failed, progress.counted(images, "image"))
         return 1
     return 0
 
@@ -537,7 +544,7 @@ def report_records(args: argparse.Namespace, records: list[dict]) -> None:
     if args.format == "json":
         emit(records, "json")
     else:
-        emit([summary_row(r) for r in records], args.format, summary_columns(records))
+        emit([summary_row(r) for r in records], args.format, summary_columns(records), layout=SUMMARY_LAYOUT)
     if args.output:
         write_output(lambda: write_records(records, args.output), args.output)
     if args.report:
@@ -661,7 +668,8 @@ def run_probe(args: argparse.Namespace) -> int:
     if args.format == "json":
         emit(records, "json")
     else:
-        emit(rows, args.format, columns, title=f"{test.name}: mean over draws (± their standard deviation)")
+        emit(rows, args.format, columns, title=f"{test.name}: mean over draws (± their standard deviation)",
+             layout=Layout(elide=("method",)))
         sentence = zero_shot_sentence(rows)
         if sentence and args.format == "table":
             print(sentence)
@@ -737,15 +745,16 @@ def run_select_templates(args: argparse.Namespace) -> int:
         path = [{"step": n + 1, "added template": s["template"], "accuracy %": round(100 * s["accuracy"], 2)}
                 for n, s in enumerate(record["selection_path"])]
         emit(path, args.format, ["step", "added template", "accuracy %"],
-             title=f"forward selection from {candidates.name} on {validation.name}")
+             title=f"forward selection from {candidates.name} on {validation.name}",
+             layout=Layout(elide=("added template",)))
         emit(record["comparison"], args.format, ["templates", "count", "selection set %", "held-out %"],
-             title="chosen set against all candidates")
+             title="chosen set against all candidates", layout=Layout(elide=("templates",)))
     if args.output:
         from pixprompt.prompts.templates import template_file_text
         from pixprompt.storage import write_text_atomic
 
-        comment = (f"{len(record['chosen'])} templates chosen from {candidates.name} by greedy forward selection "
-                   f"on {validation.name} with {record['model']} (pixprompt select-templates)")
+        comment = (f"{progress.counted(len(record['chosen']), 'template')} chosen from {candidates.name} by greedy "
+                   f"forward selection on {validation.name} with {record['model']} (pixprompt select-templates)")
         write_output(lambda: write_text_atomic(args.output, template_file_text(record["chosen"], comment)),
                      args.output)
     if args.report:
@@ -778,7 +787,9 @@ def run_bench(args: argparse.Namespace) -> int:
     else:
         table, columns = paper_table(records, grid.templates)
         if args.format != "json":
-            emit(table, args.format, columns)
+            emit(table, args.format, columns, layout=Layout(keys=2, elide=("model", "dataset", "reference"),
+                                                            droppable=[c for c in columns if c.startswith("reproduced")]
+                                                            + ["reference"]))
     if args.format == "json":
         emit(records, "json")
     write_table_outputs(args, records, table, columns)
@@ -793,12 +804,14 @@ def suite_tables(records: list[dict], datasets: list[str], output_format: str) -
 
     table, columns = suite_table(records, datasets)
     if output_format != "json":
-        emit(table, output_format, columns, title="main metric per dataset (%; – : not available)")
+        emit(table, output_format, columns, title="main metric per dataset (%; – : not available)",
+             layout=Layout(elide=("dataset",)))
         groups, group_columns = group_table(records)
-        emit(groups, output_format, group_columns, title="means per group (%)")
+        emit(groups, output_format, group_columns, title="means per group (%)", layout=Layout(elide=("model",)))
         shifts = robustness(records)
         if shifts:
-            emit(shifts["rows"], output_format, shifts["columns"], title="ImageNet distribution shifts (top-1 %)")
+            emit(shifts["rows"], output_format, shifts["columns"], title="ImageNet distribution shifts (top-1 %)",
+                 layout=Layout(elide=("model",)))
     return table, columns
 
 

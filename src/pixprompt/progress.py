@@ -16,6 +16,11 @@ ENABLED = True
 PLAIN_LINE_SECONDS = 30.0
 
 
+def counted(number: int, noun: str, plural: str | None = None) -> str:
+    """`1 image`, `2 images`, `10,000 images`: a count with its noun in the right number."""
+    return f"{number:,} {noun if number == 1 else plural or noun + 's'}"
+
+
 def announce(message: str) -> None:
     """One line on stderr saying what slow step starts now (nothing when progress is disabled)."""
     if ENABLED:

@@ -18,10 +18,10 @@ def imagenet_wnids() -> tuple[str, ...]:
 
 @lru_cache(maxsize=1)
 def imagenet_classnames() -> tuple[str, ...]:
-    """The 1000 class names in the cleaned form the CLIP authors used (from open_clip)."""
-    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
-
-    return tuple(IMAGENET_CLASSNAMES)
+    """The 1000 class names in the cleaned form the CLIP authors used, one per line as open_clip's
+    `zero_shot_metadata.IMAGENET_CLASSNAMES` has them (shipped as data: listing them needs no torch)."""
+    text = resources.files("pixprompt.resources").joinpath("imagenet_classnames.txt").read_text(encoding="utf-8")
+    return tuple(text.splitlines())
 
 
 def wnid_names(wnids: Sequence[str]) -> list[str]:
@@ -36,8 +36,6 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 def cifar100_classes() -> tuple[str, ...]:
     """CIFAR-100's 100 fine labels in label order (torchvision's `fine_label_names`), shipped as data."""
     return tuple(resources.files("pixprompt.resources").joinpath("cifar100_classes.txt").read_text().split())
-
-
 
 
 @lru_cache(maxsize=None)

@@ -101,8 +101,6 @@ class ImageDataset:
     default_templates: str = "standard"
     #: WordNet ids of the classes, for ImageNet and its subsets (used to map supervised logits).
     wnids: list[str] = field(default_factory=list)
-    #: The whole dataset's feature-cache group, kept by subsets so that they share its cached features.
-    parent_group: str = ""
     #: Multi-label datasets (VOC 2007): the classes present in each image; their `labels` are all -1.
     label_sets: list[tuple[int, ...]] | None = None
 
@@ -123,17 +121,11 @@ class ImageDataset:
         keep = [round(i * len(self) / count) for i in range(count)]
         return replace(self, images=replace(self.images, paths=[self.images.paths[i] for i in keep]),
                        labels=[self.labels[i] for i in keep], split=f"{self.split}[{count} of {len(self)}]",
-                       parent_group=self.cache_group,
                        label_sets=None if self.label_sets is None else [self.label_sets[i] for i in keep])
 
     @property
     def multi_label(self) -> bool:
         return self.label_sets is not None
-
-    @property
-    def cache_group(self) -> str:
-        """The name its cached features are kept under: subsets share the whole dataset's."""
-        return self.parent_group or f"{self.name}-{self.split}"
 
     def decoded_with(self, draft_size: int | None = None,
                      max_pixels: int | None = DEFAULT_MAX_PIXELS) -> ImageDataset:
@@ -153,6 +145,9 @@ class DatasetOptions:
     data_dir: str | None = None
     class_map: str | None = None
     download: bool = True
+    #: How the user gives `data_dir` and `download`, as messages name them (a bench config has no flags).
+    data_dir_option: str = "--data-dir"
+    download_option: str = "allow the download"
 
 
 def load_dataset(spec: str, options: DatasetOptions | None = None) -> ImageDataset:

@@ -47,6 +47,7 @@ class LinearProbe:
     bias: torch.Tensor  # (C,)
     iterations: int = 0
     converged: bool = True
+    objective: float = math.nan  # probe_objective where the fit stopped
 
     def logits(self, features: torch.Tensor) -> torch.Tensor:
         return features.double() @ self.weight.T + self.bias
@@ -60,53 +61,69 @@ def probe_objective(probe: LinearProbe, features: torch.Tensor, labels: torch.Te
                     centre: torch.Tensor | None = None) -> torch.Tensor:
     """Mean cross-entropy + ‖W − centre‖² / (2 C N): scikit-learn's `LogisticRegression` objective
     (C · Σ cross-entropy + ½‖W‖², the bias not penalised) divided by C N."""
-    anchor = 0 if centre is None else centre.double()
-    return torch.nn.functional.cross_entropy(probe.logits(features), labels.long()) + \
-        ((probe.weight - anchor) ** 2).sum() / (2 * c * len(labels))
+    return objective_and_gradient(features.double(), labels.long(), c, probe.weight.double(), probe.bias.double(),
+                                  None if centre is None else centre.double())[0]
 
 
 def fit_logistic(features: torch.Tensor, labels: torch.Tensor, classes: int, c: float,
                  start: LinearProbe | None = None, centre: torch.Tensor | None = None,
                  max_iter: int = MAX_ITERATIONS) -> LinearProbe:
-    """Multinomial logistic regression by L-BFGS to convergence: minimise `probe_objective` from `start`
+    """Multinomial logistic regression by L-BFGS (float64) to convergence: minimise `probe_objective` from `start`
     (zeros unless given) until the gradient's largest entry is below GRADIENT_TOLERANCE × the objective, or `max_iter`
-    iterations (then `converged` is False)."""
+    iterations, or no lower point can be found (then `converged` is False)."""
     x, y = features.double(), labels.long()
+    anchor = None if centre is None else centre.double()
     # At small C the penalty's curvature 1/(C N) dwarfs the data's: L-BFGS then crawls. Fitting W / s with
     # s = √(C N) (up to 1) makes the penalty's curvature 1: the same minimum, reached in a few iterations.
     scale = min(1.0, math.sqrt(c * len(y)))
-    weight = (start.weight.clone().double() / scale if start
-              else torch.zeros(classes, x.shape[1], dtype=torch.float64))
-    bias = (start.bias.clone().double() if start else torch.zeros(classes, dtype=torch.float64))
-    weight.requires_grad_(True)
-    bias.requires_grad_(True)
+    weight = (start.weight.double() / scale if start else torch.zeros(classes, x.shape[1], dtype=torch.float64))
+    bias = start.bias.double() if start else torch.zeros(classes, dtype=torch.float64)
+    weight, bias = weight.clone(), bias.clone()
     optimiser = torch.optim.LBFGS([weight, bias], lr=1, max_iter=min(1000, max_iter),
                                   tolerance_grad=GRADIENT_TOLERANCE, tolerance_change=0, history_size=20,
                                   line_search_fn="strong_wolfe")
 
     def loss() -> torch.Tensor:
-        optimiser.zero_grad()
-        value = probe_objective(LinearProbe(weight * scale, bias), x, y, c, centre)
-        value.backward()
+        value, weight.grad, bias.grad = objective_and_gradient(x, y, c, weight * scale, bias, anchor)
+        weight.grad.mul_(scale)
         return value
 
-    def unconverged() -> bool:
-        """Whether the gradient's largest entry is above GRADIENT_TOLERANCE relative to the objective (near a
-        separable optimum the objective itself is tiny, and an absolute bound would stop far from it)."""
-        value = float(loss().detach())
+    def gradient_and_objective() -> tuple[float, float]:
+        """The gradient's largest entry and the objective. L-BFGS's own stopping bound is set relative to the
+        objective: near a separable optimum the objective itself is tiny, and an absolute bound would stop far
+        from it."""
+        value = float(loss())
         optimiser.param_groups[0]["tolerance_grad"] = GRADIENT_TOLERANCE * value
-        return float(max(weight.grad.abs().max(), bias.grad.abs().max())) > GRADIENT_TOLERANCE * value
+        return float(max(weight.grad.abs().max(), bias.grad.abs().max())), value
 
-    iterations = 0
-    while unconverged() and iterations < max_iter:
-        before = optimiser.state[weight].get("n_iter", 0)
+    gradient, value = gradient_and_objective()
+    while gradient > GRADIENT_TOLERANCE * value and optimiser.state[weight].get("n_iter", 0) < max_iter:
         optimiser.step(loss)
-        done = optimiser.state[weight]["n_iter"] - before
-        iterations += done
-        if done == 0:  # no step possible: the line search found no lower point (flat to float64)
+        previous = value
+        gradient, value = gradient_and_objective()
+        if not value < previous:  # no lower point found: flat to float64
             break
-    converged = not unconverged()
-    return LinearProbe(weight.detach() * scale, bias.detach(), iterations, converged)
+    return LinearProbe(weight * scale, bias, optimiser.state[weight].get("n_iter", 0),
+                       gradient <= GRADIENT_TOLERANCE * value, value)
+
+
+def objective_and_gradient(x: torch.Tensor, y: torch.Tensor, c: float, weight: torch.Tensor, bias: torch.Tensor,
+                           centre: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`probe_objective` and its gradient with respect to the weight and the bias, in closed form: one
+    matrix product each way and one pass of exponentials over the (images × classes) logits, in place."""
+    n = len(y)
+    rows = torch.arange(n)
+    logits = torch.addmm(bias, x, weight.T)
+    logits -= logits.max(dim=1, keepdim=True).values
+    true_logit = logits[rows, y]
+    probabilities = logits.exp_()
+    totals = probabilities.sum(dim=1)
+    offset = weight if centre is None else weight - centre
+    value = (totals.log() - true_logit).mean() + (offset ** 2).sum() / (2 * c * n)
+    probabilities /= totals[:, None]
+    probabilities[rows, y] -= 1
+    probabilities /= n
+    return value, torch.addmm(offset, probabilities.T, x, beta=1 / (c * n)), probabilities.sum(dim=0)
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -115,27 +132,27 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
 
 @dataclass
 class Sweep:
-    """The chosen C, the validation accuracy of every C visited, and the fits that did not converge."""
+    """The chosen C, the validation accuracy and the converged objective (on the fitting images) of every C
+    visited, and the fits that did not converge."""
 
     c: float
     scores: dict[float, float]
+    objectives: dict[float, float]
     unconverged: list[float]
 
 
 def sweep_c(train: tuple[torch.Tensor, torch.Tensor], validation: tuple[torch.Tensor, torch.Tensor], classes: int,
             start: LinearProbe | None = None, centre: torch.Tensor | None = None) -> Sweep:
     """The CLIP paper's parametric binary search for C (see C_START, C_REFINEMENTS): the best validation
-    accuracy (ties: the smaller C, the stronger regularisation). Each fit starts from the converged fit of
-    the nearest C already visited (the problem is convex: a warm start changes the speed, not the answer)."""
+    accuracy (ties: the smaller C, the stronger regularisation). Each fit starts from `warm_start` over the
+    fits already made (the problem is convex: a start changes the speed, never the answer)."""
     fits: dict[float, LinearProbe] = {}
     scores: dict[float, float] = {}
 
     def score(c: float) -> None:
-        if c in scores:
-            return
-        nearest = min(fits, key=lambda known: abs(math.log10(known / c)), default=None)
-        fits[c] = fit_logistic(*train, classes, c, fits[nearest] if nearest is not None else start, centre)
-        scores[c] = accuracy(fits[c].logits(validation[0]), validation[1])
+        if c not in scores:
+            fits[c] = fit_logistic(*train, classes, c, warm_start(c, fits) or start, centre)
+            scores[c] = accuracy(fits[c].logits(validation[0]), validation[1])
 
     def best() -> float:
         return max(scores, key=lambda c: (scores[c], -c))
@@ -147,7 +164,20 @@ def sweep_c(train: tuple[torch.Tensor, torch.Tensor], validation: tuple[torch.Te
         for c in (peak / 10 ** decades, peak * 10 ** decades):
             if C_START[0] <= c <= C_START[-1]:
                 score(c)
-    return Sweep(best(), scores, sorted(c for c, fit in fits.items() if not fit.converged))
+    return Sweep(best(), scores, {c: fit.objective for c, fit in fits.items()},
+                 sorted(c for c, fit in fits.items() if not fit.converged))
+
+
+def warm_start(c: float, fits: dict[float, LinearProbe]) -> LinearProbe | None:
+    """A start for the fit at `c`: between two visited C, their fits interpolated linearly in log C (the
+    solution path is smooth in log C, so this lies nearer than either); beyond them all, the nearest fit."""
+    below, above = [k for k in fits if k < c], [k for k in fits if k > c]
+    if not (below and above):
+        return fits[min(fits, key=lambda k: abs(math.log(c / k)))] if fits else None
+    low, high = max(below), min(above)
+    share = math.log(c / low) / math.log(high / low)  # 0 at `low`, 1 at `high`
+    return LinearProbe(torch.lerp(fits[low].weight, fits[high].weight, share),
+                       torch.lerp(fits[low].bias, fits[high].bias, share))
 
 
 def draw_shots(labels: np.ndarray, shots: int | None, seed: int) -> np.ndarray:

@@ -89,7 +89,10 @@ def available_datasets(grid: Grid) -> list[Any]:
     datasets = []
     for entry in grid.datasets:
         try:
-            options = DatasetOptions(entry.get("data_dir"), entry.get("class_map"), entry.get("download", True))
+            options = DatasetOptions(entry.get("data_dir"), entry.get("class_map"), entry.get("download", True),
+                                     data_dir_option=f"data_root: DIR (holding DIR/{entry['dataset']}) in the config"
+                                     if "suite" in entry else "data_dir: in the config",
+                                     download_option="set download: true in the config")
             datasets.append(load_dataset(entry["dataset"], options))
         except (UnavailableError, UsageError) as error:  # a suite's: not under data_root, or not as expected there
             if "suite" not in entry:
@@ -152,8 +155,9 @@ def paper_table(records: list[dict[str, Any]], templates: list[str]) -> tuple[li
         paper = row["reported CLIP T11"] if row["reported CLIP T11"] is not None else row["reported SigLIP T3"]
         ours = row.get(templates_column(templates[0]))
         row["delta"] = round(ours - paper, 2) if paper is not None and ours is not None else None
-    columns = ["model", "reference", "dataset", "reported CLIP T11", "reported SigLIP T3",
-               *[templates_column(t) for t in templates], "delta", *[f"reproduced {t}" for t in templates]]
+    # the papers' figure, ours and their difference first; a narrow terminal leaves out the last ones first
+    columns = ["model", "dataset", "reported CLIP T11", "reported SigLIP T3", *[templates_column(t) for t in templates],
+               "delta", "reference", *[f"reproduced {t}" for t in templates]]
     return list(rows.values()), columns
 
 

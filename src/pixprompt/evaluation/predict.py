@@ -12,7 +12,7 @@ from pixprompt.data.images import DEFAULT_MAX_PIXELS
 from pixprompt.features.cache import FeatureStore, ShardEncoder, ShardFeatures
 from pixprompt.models.base import VisionLanguageModel
 from pixprompt.paths import resolve_cache
-from pixprompt.progress import announce, progress_bar
+from pixprompt.progress import announce, counted, progress_bar
 from pixprompt.prompts.classifier import ZeroShotClassifier
 
 #: What an image is called when no class is probable enough (`classify --min-probability`).
@@ -62,9 +62,9 @@ def iter_predictions(model: VisionLanguageModel, classifiers: Sequence[ZeroShotC
     """
     root = resolve_cache(cache_root)
     ranks = distributed.current()
-    store = FeatureStore(root, model, "files-classify") if root else None
+    store = FeatureStore(root, model) if root else None
     draft = model.decode_size if jpeg_draft else None
-    images = encoded = 0
+    totals = [0, 0, 0]  # encoded, from the cache, failed
     with progress_bar(None, "classify", "img", show=ranks.is_main) as bar:
         encoder = ShardEncoder(model, store, batch_size, workers, bar)
 
@@ -76,14 +76,16 @@ def iter_predictions(model: VisionLanguageModel, classifiers: Sequence[ZeroShotC
                                                            lambda shard: files_identity(shard, draft)):
                 if number % ranks.world:  # another rank's images count here once received
                     bar.update(part.encoded)
-                images, encoded = images + len(shard), encoded + part.encoded
+                totals = [total + count for total, count in zip(totals, part.counts)]
                 yield number, shard, [shard_predictions(c, part, shard, top_k, ensemble, threshold)
                                       for c in classifiers]
         except KeyboardInterrupt:
             encoder.say_interrupted()
             raise
     if ranks.is_main:
-        announce(f"{images} images: {encoded} encoded, {images - encoded} from the cache")
+        encoded, cached, failed = totals
+        announce(f"{counted(sum(totals), 'image')}: {encoded:,} encoded, {cached:,} from the cache"
+                 + (f", {failed:,} could not be read" if failed else ""))
 
 
 def shard_predictions(classifier: ZeroShotClassifier, part: ShardFeatures, paths: Sequence[Path], top_k: int,

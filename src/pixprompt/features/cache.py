@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,17 +111,26 @@ class ChunkIndex:
 
 
 class FeatureStore:
-    """The chunk files of one (model, dataset) pair.
+    """The chunk files of one model (with its weights, precision and decoding).
 
-    Each chunk stores a SHA-256 of its payload (features, keys, failures): a chunk whose bytes changed
-    on disk is removed with a warning and its images are encoded again.
+    An item's key is made from its id (a file's resolved path, size and modification time), never from the
+    command or dataset spec that reached it: `eval -d imagenette`, `eval -d imagenet --data-dir …` and
+    `classify` of the same files share their features. New chunks go to one folder per model; chunks that
+    older pixprompt releases kept in per-dataset folders beside it are read too. Each chunk stores a SHA-256 of
+    its payload (features, keys, failures): a chunk whose bytes changed on disk is removed with a warning and
+    its images are encoded again.
     """
 
-    def __init__(self, root: Path, model: VisionLanguageModel, group: str):
-        slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", group)
+    def __init__(self, root: Path, model: VisionLanguageModel):
         self.model_key = model_key(model)
-        self.folder = root / "features" / self.model_key / f"{slug}@v{CHUNK_FORMAT}"
+        self.folder = root / "features" / self.model_key / f"items@v{CHUNK_FORMAT}"
         self.writable = True  # until a write fails (disk full): then the run goes on uncached
+
+    def chunk_files(self) -> list[Path]:
+        """Every chunk of this model: the shared folder's and those of older per-dataset folders."""
+        for folder in self.folder.parent.glob(f"*@v{CHUNK_FORMAT}"):
+            remove_stale_partials(folder)
+        return sorted(self.folder.parent.glob(f"*@v{CHUNK_FORMAT}/chunk-*.safetensors"))
 
     def item_keys(self, item_ids: Iterable[str]) -> np.ndarray:
         """16-byte keys of the items, as a numpy bytes array."""
@@ -136,10 +144,9 @@ class FeatureStore:
 
     def index(self) -> ChunkIndex:
         """Every stored key (reading only the key arrays); unreadable chunks are removed."""
-        remove_stale_partials(self.folder)
         index = ChunkIndex()
         key_parts, chunk_parts, row_parts = [], [], []
-        for chunk in sorted(self.folder.glob("chunk-*.safetensors")):
+        for chunk in self.chunk_files():
             if not is_regular_file(chunk):  # a FIFO would hang the read, a link point anywhere
                 self._discard(chunk, ValueError("not a regular file"))
                 continue
@@ -164,7 +171,6 @@ class FeatureStore:
             index.keys, index.chunk, index.row = keys[order], np.concatenate(chunk_parts)[order], \
                 np.concatenate(row_parts)[order]
         return index
-
 
     @staticmethod
     def _discard(chunk: Path, error: BaseException) -> None:
@@ -229,8 +235,15 @@ class ShardFeatures:
     features: torch.Tensor | None
     valid: torch.Tensor
     failures: dict[int, str]
-    encoded: int
-    cached: int
+    encoded: int  # items given to the model (some may have failed)
+    cached: int  # items the cache answered: features, or a failure remembered from an earlier run
+    remembered: int = 0  # of those, remembered failures
+
+    @property
+    def counts(self) -> tuple[int, int, int]:
+        """(encoded, read from the cache, failed): every item in exactly one."""
+        failed = len(self.failures)
+        return self.encoded - (failed - self.remembered), self.cached - self.remembered, failed
 
 
 class ShardEncoder:
@@ -290,7 +303,8 @@ class ShardEncoder:
             if self.store and (new_rows or new_failed):
                 self.store.write(plan.keys[new_rows], matrix[new_rows] if new_rows else torch.zeros(0, 1),
                                  new_failed)
-        return ShardFeatures(matrix, valid, failures, encoded=len(todo), cached=count - len(todo))
+        return ShardFeatures(matrix, valid, failures, encoded=len(todo), cached=count - len(todo),
+                             remembered=len(plan.remembered))
 
 
 @dataclass
@@ -314,7 +328,7 @@ def extract_features(model: VisionLanguageModel, dataset: ImageDataset, cache_ro
     """
     ranks = distributed.current()
     images, count = dataset.images, len(dataset.images)
-    encoder = ShardEncoder(model, FeatureStore(cache_root, model, dataset.cache_group) if cache_root else None,
+    encoder = ShardEncoder(model, FeatureStore(cache_root, model) if cache_root else None,
                            batch_size, workers)
     shards = distributed.shard_ranges(count)
     plans: dict[int, ShardPlan] = {}
@@ -335,12 +349,10 @@ def extract_features(model: VisionLanguageModel, dataset: ImageDataset, cache_ro
             cached += 1
     to_encode = count - cached
     if ranks.is_main:
-        if encoder.store and 0 < to_encode < count:  # an earlier run stopped part-way (or the data changed)
-            log.warning("resuming from the cache: %d of %d images already encoded, %d to go", cached, count,
-                        to_encode)
         workers_note = f" on {ranks.world} processes" if ranks.world > 1 and to_encode else ""
-        announce(f"encoding {to_encode} of {count} images{workers_note}" if to_encode
-                 else f"all {count} images found in the cache")
+        found = f" ({cached:,} found in the cache)" if encoder.store and cached else ""
+        announce(f"encoding {to_encode:,} of {count:,} images{workers_note}{found}" if to_encode
+                 else f"all {count:,} images found in the cache")
 
     matrix: torch.Tensor | None = None
     valid = torch.zeros(count, dtype=torch.bool)

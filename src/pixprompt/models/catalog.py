@@ -1,8 +1,10 @@
 """What can be loaded, with facts about each, computed without downloading any weights."""
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+from importlib import resources
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -98,26 +100,76 @@ def _library_version(name: str) -> str:
         return "absent"
 
 
+#: open_clip's entries and parameter counts for one open_clip release, shipped with pixprompt so that a first
+#: listing imports neither torch nor open_clip (`python -m pixprompt.models.catalog` writes it).
+SHIPPED_CATALOG = "open_clip_models.json"
+
+
+def config_digest(config: dict) -> str:
+    """A short digest of an architecture's open_clip config: a shipped parameter count is used for another open_clip
+    release only where the config it was counted from is the same."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def build_catalog() -> dict:
+    """The catalog as shipped: the installed open_clip's entries, and every architecture's config digest and
+    parameter count (each built on the meta device: about a minute in all)."""
+    import open_clip
+
+    entries = [entry.to_dict() for entry in _open_clip_entries()]
+    return {"open_clip_version": _library_version("open_clip_torch"), "entries": entries,
+            "architectures": {name: {"config": config_digest(open_clip.get_model_config(name) or {}),
+                                     "params": _open_clip_params(name)}
+                              for name in sorted({entry["name"] for entry in entries})}}
+
+
+def shipped_catalog() -> dict:
+    """The catalog that ships with pixprompt (see SHIPPED_CATALOG)."""
+    return json.loads(resources.files("pixprompt.resources").joinpath(SHIPPED_CATALOG).read_text(encoding="utf-8"))
+
+
+def _cached_catalog(cache_file: Path | None, open_clip_version: str) -> dict | None:
+    """The user cache's catalog, when it was written for the installed open_clip by this pixprompt."""
+    if cache_file is None or not cache_file.is_file():
+        return None
+    try:
+        catalog = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(catalog, dict) or catalog.get("open_clip_version") != open_clip_version \
+            or not {"entries", "params"} <= catalog.keys():
+        return None  # another open_clip, or an older pixprompt's file
+    return catalog
+
+
+def _parameter_count(name: str, shipped: dict) -> int | None:
+    """An architecture's parameter count: the shipped one where its config is unchanged, else counted."""
+    import open_clip
+
+    known = shipped.get(name)
+    if known and known["config"] == config_digest(open_clip.get_model_config(name) or {}):
+        return known["params"]
+    return _open_clip_params(name)
+
+
 def list_models(name_filter: str = "", cache_file: Path | None = None) -> list[ModelInfo]:
     """Every open_clip (name, tag) pair and the well-known transformers ids matching `name_filter`.
 
-    open_clip's entries and parameter counts take seconds (importing it, building each architecture on the
-    meta device), so they are kept in `cache_file` for the installed open_clip version, counts as they are
-    first listed: a listing whose entries are all cached imports neither torch nor open_clip.
+    For the open_clip release pixprompt ships its catalog for, the listing is read from that file and imports
+    neither torch nor open_clip. For another release, open_clip's entries are read from it and kept in
+    `cache_file`, with the parameter counts as they are first listed: the shipped count where the architecture's
+    config is unchanged, else counted on the meta device.
     """
     open_clip_version = _library_version("open_clip_torch")
-    catalog = None
-    if cache_file is not None and cache_file.is_file():
-        try:
-            catalog = json.loads(cache_file.read_text())
-            if catalog.get("open_clip_version") != open_clip_version or not {"entries", "params"} <= catalog.keys():
-                catalog = None  # another open_clip, or an older pixprompt's file
-        except (OSError, ValueError):
-            catalog = None
-    changed = catalog is None
-    if catalog is None:
+    shipped = shipped_catalog()
+    catalog, changed = _cached_catalog(cache_file, open_clip_version), False
+    if catalog is None and shipped["open_clip_version"] == open_clip_version:
+        catalog = {"entries": shipped["entries"],
+                   "params": {name: known["params"] for name, known in shipped["architectures"].items()}}
+    elif catalog is None:
         catalog = {"open_clip_version": open_clip_version, "params": {},
                    "entries": [entry.to_dict() for entry in _open_clip_entries()]}
+        changed = True
     needle = name_filter.lower()
 
     def wanted(entry: dict) -> bool:
@@ -125,10 +177,16 @@ def list_models(name_filter: str = "", cache_file: Path | None = None) -> list[M
 
     matches = [entry for entry in catalog["entries"] if wanted(entry)]
     for name in sorted({entry["name"] for entry in matches} - catalog["params"].keys()):
-        catalog["params"][name] = _open_clip_params(name)
+        catalog["params"][name] = _parameter_count(name, shipped["architectures"])
         changed = True
     if changed and cache_file is not None:
         text = json.dumps(catalog, indent=0)
         cache_write(lambda: write_text_atomic(cache_file, text), cache_file)
     listed = [ModelInfo(**{**entry, "params": catalog["params"][entry["name"]]}) for entry in matches]
     return listed + [info for info in _transformers_entries() if wanted(info.to_dict())]
+
+
+if __name__ == "__main__":  # a maintainer's step when open_clip releases: rewrite the shipped catalog
+    target = Path(__file__).resolve().parents[1] / "resources" / SHIPPED_CATALOG
+    target.write_text(json.dumps(build_catalog(), indent=0, sort_keys=True) + "\n", encoding="utf-8")
+    print(f"wrote {target}")

@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 
 from pixprompt.errors import UsageError, first_line
 from pixprompt.models.base import Scoring, VisionLanguageModel
-from pixprompt.progress import announce
+from pixprompt.progress import announce, counted
 from pixprompt.prompts.ensembling import get_ensembler
 from pixprompt.prompts.labels import validate_classnames
 from pixprompt.prompts.templates import PromptSet
@@ -171,9 +171,9 @@ def build_classifier(model: VisionLanguageModel, classnames: Sequence[str], prom
     classnames = validate_classnames(classnames, unique=False)  # user input is checked where it enters
     prompts = prompt_set.prompts_for(classnames)
     flat = [prompt for class_prompts in prompts for prompt in class_prompts]
-    count = len(prompt_set.templates)
-    kind = f"{count} template{'s' * (count != 1)}" if prompt_set.is_templated else "their descriptions"
-    announce(f"building classifier: {len(classnames)} classes × {kind} ({len(flat)} prompts)")
+    kind = counted(len(prompt_set.templates), "template") if prompt_set.is_templated else "their descriptions"
+    announce(f"building classifier: {counted(len(classnames), 'class', 'classes')} × {kind} "
+             f"({counted(len(flat), 'prompt')})")
     prompt_class = torch.tensor([c for c, class_prompts in enumerate(prompts) for _ in class_prompts])
     embeddings = model.encode_text(flat, batch_size=batch_size, guard=guard)
     return ZeroShotClassifier(

@@ -7,7 +7,9 @@ import json
 import math
 import shutil
 import sys
+import textwrap
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pixprompt.models.info import display_model
@@ -17,24 +19,41 @@ Row = dict[str, Any]
 #: The headline columns of a result record, as tables and CSV/Markdown summaries show them.
 SUMMARY_COLUMNS = ["model", "pretrained", "dataset", "templates", "ensemble", "top1 %", "top5 %", "mean recall %",
                    "images", "skipped"]
+#: Beside the accuracies when records have them: mAP (multi-label), the fitted temperature with the expected
+#: calibration error before and after it (--calibrate), the open-set coverage and accuracy (--min-probability).
+EXTRA_COLUMNS = {"mAP %": "mean_average_precision", "T": "temperature", "ECE before %": "ece_uncalibrated",
+                 "ECE after %": "ece", "min P": "threshold", "coverage %": "coverage", "covered top1 %": "accuracy"}
 _PERCENT_OF = {"top1 %": "top1", "top5 %": "top5", "mean recall %": "mean_per_class_recall",
-               "mAP %": "mean_average_precision"}
+               "mAP %": "mean_average_precision", "ECE before %": "ece_uncalibrated", "ECE after %": "ece",
+               "coverage %": "coverage", "covered top1 %": "accuracy"}
+_OPEN_SET_COLUMNS = ("min P", "coverage %", "covered top1 %")
+
+
+def _record_value(record: dict, column: str) -> Any:
+    """The record's value behind a summary column (the open-set ones live in the record's `open_set`)."""
+    field = EXTRA_COLUMNS.get(column) or _PERCENT_OF.get(column, column)
+    source = (record.get("open_set") or {}) if column in _OPEN_SET_COLUMNS else record
+    return source.get(field)
 
 
 def summary_columns(records: Sequence[dict]) -> list[str]:
-    """The summary's columns: mean average precision beside the accuracies when a dataset is multi-label."""
-    if not any("mean_average_precision" in r for r in records):
-        return SUMMARY_COLUMNS
+    """The summary's columns: the extra ones (see EXTRA_COLUMNS) where any record has them, after the accuracies."""
+    extra = [c for c in EXTRA_COLUMNS if any(_record_value(r, c) is not None for r in records)]
+    if "T" not in extra and "ECE after %" in extra:
+        extra.remove("ECE after %")  # without calibration, one ECE is no comparison
     at = SUMMARY_COLUMNS.index("mean recall %") + 1
-    return [*SUMMARY_COLUMNS[:at], "mAP %", *SUMMARY_COLUMNS[at:]]
+    return [*SUMMARY_COLUMNS[:at], *extra, *SUMMARY_COLUMNS[at:]]
 
 
 def summary_row(record: dict) -> dict:
     """A record's headline numbers: accuracies in percent (the columns say so), local models by folder name."""
-    row = {k: record.get(_PERCENT_OF.get(k, k)) for k in [*SUMMARY_COLUMNS, "mAP %"]}
+    row = {k: _record_value(record, k) for k in [*SUMMARY_COLUMNS, *EXTRA_COLUMNS]}
     row["model"] = display_model(row["model"])
     for column in _PERCENT_OF:
-        row[column] = round(100 * row[column], 2) if row[column] is not None else None
+        value = row[column]
+        row[column] = round(100 * value, 2) if isinstance(value, (int, float)) and math.isfinite(value) else None
+    if isinstance(row["T"], float):
+        row["T"] = round(row["T"], 3)
     return row
 
 
@@ -49,45 +68,150 @@ def format_cell(value: Any, float_format: str = ".4g", missing: str = "-") -> st
     return str(value)
 
 
-def fit_table(rows: Sequence[Row], columns: Sequence[str], width: int | None) -> list[str]:
-    """Lines of an aligned table no wider than `width` (None: any width).
+@dataclass(frozen=True)
+class Layout:
+    """How a table gives way to a narrow terminal, each step only while it is still too wide:
 
-    No cell is ever split: columns that do not fit are left out, the last ones first (callers list
-    columns by importance), and a closing line names them. Numbers are right-aligned.
-    """
-    cells = [[format_cell(row.get(column), ".2f" if column.endswith("%") else ".4g") for column in columns]
-             for row in rows]
-    widths = [max([len(column), *(len(line[i]) for line in cells)]) for i, column in enumerate(columns)]
-    shown = list(range(len(columns)))
-    while width and len(shown) > 1 and sum(widths[i] for i in shown) + 2 * (len(shown) - 1) > width:
-        shown.pop()
-    def is_number(value: Any) -> bool:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    1. a column with one value in every row (two rows or more) moves to a line above the table;
+    2. the `elide` columns are shortened (the middle elided, a path's file name kept), then the `droppable`
+       columns are left out in that order and a closing line names them;
+    3. if that is not enough, the table is split into stacked blocks that hold every column (none left out,
+       none elided but where it is too wide for its block, the keys last), each repeating the first `keys`;
+       with `stack` False, the other text columns are shortened instead. `whole` columns are never shortened.
 
-    numeric = [any(is_number(row.get(column)) for row in rows)
-               and all(row.get(column) is None or is_number(row.get(column)) for row in rows) for column in columns]
+    No cell is split across lines, and no other column is ever left out."""
 
-    def line(texts: Sequence[str]) -> str:
-        return "  ".join(texts[i].rjust(widths[i]) if numeric[i] else texts[i].ljust(widths[i])
-                         for i in shown).rstrip()
+    keys: int = 1
+    elide: Sequence[str] = ()
+    droppable: Sequence[str] = ()
+    #: Columns never shortened (names a user copies into a command).
+    whole: Sequence[str] = ()
+    #: False: never stacked; after the drops, the other text columns are shortened instead.
+    stack: bool = True
 
-    lines = [line(list(columns)), "  ".join("─" * widths[i] for i in shown)]
-    lines += [line(texts) for texts in cells]
-    hidden = [columns[i] for i in range(len(columns)) if i not in shown]
-    if hidden:
-        note = f"(not shown: {', '.join(hidden)}; a wider terminal or --json shows them)"
-        lines.append(note if not width or len(note) <= width else f"({len(hidden)} more columns: widen or use --json)")
+
+#: How a summary gives way in a narrow terminal: the accuracies are never left out.
+SUMMARY_LAYOUT = Layout(elide=("model", "pretrained", "dataset", "templates"), droppable=("skipped", "images"))
+#: An elided column keeps at least this many characters (or its header's width).
+ELIDED_WIDTH = 16
+
+
+def elide(text: str, width: int) -> str:
+    """`text` in at most `width` characters: the middle replaced by `…`, a path's file name kept whole where it fits."""
+    if len(text) <= width:
+        return text
+    if width < 3:
+        return text[:width]
+    cut = text.rfind("/", 0, len(text) - 1)
+    tail = text[cut:] if cut >= 0 and len(text) - cut + 1 <= width else text[len(text) - (width - 1) // 2:]
+    return text[:width - 1 - len(tail)] + "…" + tail
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+class _Table:
+    """The cells of a table as text, each column's width and alignment."""
+
+    def __init__(self, rows: Sequence[Row], columns: Sequence[str]):
+        self.rows = len(rows)
+        self.cells = {c: [format_cell(row.get(c), ".2f" if c.endswith("%") else ".4g") for row in rows]
+                      for c in columns}
+        self.natural = {c: max([len(c), *map(len, self.cells[c])]) for c in columns}
+        self.widths = dict(self.natural)
+        self.numeric = {c: any(_is_number(row.get(c)) for row in rows)
+                        and all(row.get(c) is None or _is_number(row.get(c)) for row in rows) for c in columns}
+
+    def span(self, shown: Sequence[str]) -> int:
+        return sum(self.widths[c] for c in shown) + 2 * (len(shown) - 1)
+
+    def shrink(self, shown: Sequence[str], candidates: Sequence[str], width: int) -> None:
+        """Shorten `candidates` (the widest first, one character at a time, down to their floor) while `shown`
+        is wider than `width`."""
+        floors = {c: max(len(c), min(self.natural[c], ELIDED_WIDTH)) for c in candidates}
+        while self.span(shown) > width and (wider := [c for c in floors if self.widths[c] > floors[c]]):
+            self.widths[max(wider, key=self.widths.__getitem__)] -= 1
+
+    def grow(self, shown: Sequence[str], candidates: Sequence[str], width: int) -> None:
+        """Give room left under `width` back to shortened `candidates`, the shortest first."""
+        while self.span(shown) < width and (short := [c for c in candidates if self.widths[c] < self.natural[c]]):
+            self.widths[min(short, key=self.widths.__getitem__)] += 1
+
+    def lines(self, block: Sequence[str], bold: bool) -> list[str]:
+        def line(texts: Sequence[str]) -> str:
+            return "  ".join(elide(t, self.widths[c]).rjust(self.widths[c]) if self.numeric[c]
+                             else elide(t, self.widths[c]).ljust(self.widths[c]) for c, t in zip(block, texts)).rstrip()
+
+        header = line(block)
+        return [f"\x1b[1m{header}\x1b[0m" if bold else header, "  ".join("─" * self.widths[c] for c in block),
+                *(line([self.cells[c][i] for c in block]) for i in range(self.rows))]
+
+
+def fit_table(rows: Sequence[Row], columns: Sequence[str], width: int | None, layout: Layout = Layout(),
+              bold: bool = False) -> list[str]:
+    """Lines of an aligned table no wider than `width` (None: any width, every column whole), given way as
+    `layout` says. Numbers are right-aligned; `bold` marks each header line with the terminal's bold."""
+    table = _Table(rows, columns)
+    shown = list(columns)
+    if not width or table.span(shown) <= width:
+        return table.lines(shown, bold)
+    folded = [c for c in shown[layout.keys:] if table.rows >= 2 and len(set(table.cells[c])) == 1]
+    for column in folded:  # the first ones first, only as many as the width needs
+        if table.span(shown) <= width:
+            folded = folded[:folded.index(column)]
+            break
+        shown.remove(column)
+    elided, dropped = [c for c in layout.elide if c in shown], []
+    table.shrink(shown, elided, width)
+    for column in layout.droppable:
+        if table.span(shown) > width and column in shown[layout.keys:]:
+            shown.remove(column)
+            dropped.append(column)
+    table.grow(shown, elided, width)
+    def shortenable(block: Sequence[str]) -> list[str]:
+        return [c for c in block if not table.numeric[c] and c not in layout.whole]
+
+    if table.span(shown) <= width:
+        blocks = [shown]
+    elif not layout.stack:
+        blocks = [shown]
+        table.shrink(shown, shortenable(shown), width)
+    else:  # stacked blocks hold every column: none left out, elided ones whole where their block has room
+        shown, dropped = [c for c in columns if c not in folded], []
+        table.widths = dict(table.natural)
+        blocks = _blocks(table, shown, layout.keys, width)
+        for block in blocks:  # a text column too wide for its block is shortened there, the keys last
+            table.shrink(block, [c for c in shortenable(block) if c not in block[:layout.keys]], width)
+            table.shrink(block, shortenable(block), width)
+    lines = textwrap.wrap("same in every row: " + "; ".join(f"{c} {table.cells[c][0]}" for c in folded), width) \
+        if folded else []
+    for number, block in enumerate(blocks):
+        lines += [""] * (number > 0) + table.lines(block, bold)
+    if dropped:
+        lines += textwrap.wrap(f"(not shown: {', '.join(dropped)}; a wider terminal or --json shows them)", width)
     return lines
 
 
-def print_table(rows: Sequence[Row], columns: Sequence[str] | None = None, title: str | None = None) -> None:
-    """A table sized to the terminal on stdout; a pipe or file gets every column."""
+def _blocks(table: _Table, shown: list[str], keys: int, width: int) -> list[list[str]]:
+    """`shown` cut into blocks no wider than `width` where that can be (a single column wider than the room left
+    beside the keys gets a block of its own), each starting with the first `keys` columns."""
+    leading, blocks = shown[:keys], []
+    for column in shown[keys:]:
+        if blocks and table.span([*blocks[-1], column]) <= width:
+            blocks[-1].append(column)
+        else:
+            blocks.append([*leading, column])
+    return blocks or [leading]
+
+
+def print_table(rows: Sequence[Row], columns: Sequence[str] | None = None, title: str | None = None,
+                layout: Layout = Layout()) -> None:
+    """A table sized to the terminal on stdout (see `Layout`); a pipe or file gets every column whole."""
     columns = list(columns or (rows[0].keys() if rows else []))
     terminal = sys.stdout.isatty()
     width = shutil.get_terminal_size().columns if terminal else None
-    lines = fit_table(rows, columns, width)
-    if terminal:  # a bold header where a terminal shows it
-        lines[0] = f"\x1b[1m{lines[0]}\x1b[0m"
+    lines = fit_table(rows, columns, width, layout, bold=terminal)
     sys.stdout.write("\n".join(([title] if title else []) + lines) + "\n")
 
 
@@ -149,10 +273,11 @@ FORMATS = {"json": to_json, "csv": to_csv, "markdown": to_markdown}
 
 
 def emit(rows: Sequence[Row], output_format: str = "table", columns: Sequence[str] | None = None,
-         title: str | None = None) -> None:
-    """Print rows to stdout in the chosen format (`table`, `json`, `csv`, `markdown`)."""
+         title: str | None = None, layout: Layout = Layout()) -> None:
+    """Print rows to stdout in the chosen format (`table`, `json`, `csv`, `markdown`); `layout` says how a table
+    gives way to a narrow terminal."""
     if output_format == "table":
-        print_table(rows, columns, title)
+        print_table(rows, columns, title, layout)
     elif output_format == "json":
         sys.stdout.write(to_json(rows) + "\n")
     else:

@@ -21,9 +21,9 @@ from pixprompt.prompts.labels import read_text_file, validate_classnames
 log = logging.getLogger(__name__)
 
 
-def _require_dir(path: str | None, dataset: str) -> Path:
+def _require_dir(path: str | None, dataset: str, option: str = "--data-dir") -> Path:
     if not path:
-        raise UsageError(f"dataset {dataset} needs --data-dir (the folder that holds its images)")
+        raise UsageError(f"dataset {dataset} needs {option} (the folder that holds its images)")
     root = Path(path).expanduser()
     if not root.is_dir():
         raise UnavailableError(f"data folder {root} for dataset {dataset} does not exist")
@@ -93,27 +93,28 @@ def _wnid_dataset(name: str, root: Path, class_wnids: Sequence[str], templates: 
 @source("imagenet")
 def load_imagenet(_: str, options: DatasetOptions) -> ImageDataset:
     """ImageNet-1k val from `val/<wnid>/` folders (torchvision's layout); any subset of classes works."""
-    return _wnid_dataset("imagenet", _require_dir(options.data_dir, "imagenet"), imagenet_wnids(), "imagenet")
+    root = _require_dir(options.data_dir, "imagenet", options.data_dir_option)
+    return _wnid_dataset("imagenet", root, imagenet_wnids(), "imagenet")
 
 
 @source("imagenet-sketch")
 def load_imagenet_sketch(_: str, options: DatasetOptions) -> ImageDataset:
     """ImageNet-Sketch (Wang et al., 2019): 50 000 sketches in `sketch/<wnid>/` folders, all 1000 classes."""
-    root = _require_dir(options.data_dir, "imagenet-sketch")
+    root = _require_dir(options.data_dir, "imagenet-sketch", options.data_dir_option)
     return _wnid_dataset("imagenet-sketch", root, imagenet_wnids(), "imagenet")
 
 
 @source("imagenet-a")
 def load_imagenet_a(_: str, options: DatasetOptions) -> ImageDataset:
     """ImageNet-A (natural adversarial examples): `imagenet-a/<wnid>/`, scored over its 200 classes."""
-    root = _require_dir(options.data_dir, "imagenet-a")
+    root = _require_dir(options.data_dir, "imagenet-a", options.data_dir_option)
     return _wnid_dataset("imagenet-a", root, shifted_wnids("imagenet-a"), "imagenet")
 
 
 @source("imagenet-r")
 def load_imagenet_r(_: str, options: DatasetOptions) -> ImageDataset:
     """ImageNet-R (renditions): `imagenet-r/<wnid>/`, scored over its 200 classes."""
-    root = _require_dir(options.data_dir, "imagenet-r")
+    root = _require_dir(options.data_dir, "imagenet-r", options.data_dir_option)
     return _wnid_dataset("imagenet-r", root, shifted_wnids("imagenet-r"), "imagenet")
 
 
@@ -121,7 +122,7 @@ def load_imagenet_r(_: str, options: DatasetOptions) -> ImageDataset:
 def load_imagenet_v2(_: str, options: DatasetOptions) -> ImageDataset:
     """ImageNet-V2 MatchedFrequency (Recht et al., 2019): class-index folders `0/ … 999/` (as its archive
     `imagenetv2-matched-frequency-format-val/` unpacks), scored over the 1000 ImageNet classes."""
-    root = _require_dir(options.data_dir, "imagenet-v2")
+    root = _require_dir(options.data_dir, "imagenet-v2", options.data_dir_option)
     nested = root / "imagenetv2-matched-frequency-format-val"
     root = nested if nested.is_dir() else root
     folders = [f for f in class_folders(root) if f.name.isdigit() and int(f.name) < 1000]
@@ -153,7 +154,7 @@ def load_objectnet(_: str, options: DatasetOptions) -> ImageDataset:
     """ObjectNet 1.0 (Barbu et al., 2019), its 113 classes that overlap ImageNet, named and mapped by the
     dataset's own mapping files, as CLIP_benchmark reads it: classes are ObjectNet's labels (lower case) in
     folder order; images of the other classes are left out."""
-    root = _require_dir(options.data_dir, "objectnet")
+    root = _require_dir(options.data_dir, "objectnet", options.data_dir_option)
     mappings, images = _objectnet_files(root)
     try:
         label_of = json.loads((mappings / "folder_to_objectnet_label.json").read_text("utf-8"))
@@ -174,7 +175,7 @@ def load_objectnet(_: str, options: DatasetOptions) -> ImageDataset:
 def load_imagenette(_: str, options: DatasetOptions) -> ImageDataset:
     """Imagenette val: a `val/<wnid>/` folder, or torchvision's download into the pixprompt cache."""
     if options.data_dir:
-        root = _require_dir(options.data_dir, "imagenette")
+        root = _require_dir(options.data_dir, "imagenette", options.data_dir_option)
     else:
         root = cache_root() / "datasets" / "imagenette"
         if not any(root.glob("imagenette2*/val")):

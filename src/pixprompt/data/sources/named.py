@@ -106,7 +106,7 @@ def _open_torchvision(entry: CatalogEntry, root: Path, options: DatasetOptions) 
     except RuntimeError:
         if not entry.read.get("download", True) or "download" not in inspect.signature(cls.__init__).parameters:
             raise UnavailableError(f"dataset {entry.name} is not in {root} and torchvision cannot download it: "
-                                   "fetch it as its publisher says and pass --data-dir") from None
+                                   f"fetch it as its publisher says and pass {options.data_dir_option}") from None
         return torchvision_download(entry.name, lambda: cls(str(root), **args, download=True), options)
 
 
@@ -179,8 +179,8 @@ def _from_folders(entry: CatalogEntry, root: Path, options: DatasetOptions) -> I
         folder_root = _folder_root(entry, root)
     if folder_root is None:
         how = f" or a CLIP_benchmark webdataset (wds/{entry.wds})" if entry.wds else ""
-        raise UnavailableError(f"dataset {entry.name}: no class folders in {root}: give --data-dir the folder "
-                               f"that holds {entry.read['folders']}/<class>/…{how}")
+        raise UnavailableError(f"dataset {entry.name}: no class folders in {root}: give {options.data_dir_option} "
+                               f"the folder that holds {entry.read['folders']}/<class>/…{how}")
     folders = class_folders(folder_root)
     classnames = catalog_classnames(entry)
     mapping = label_map(entry, [folder.name for folder in folders], classnames)
@@ -199,9 +199,11 @@ def load_named(entry: CatalogEntry, options: DatasetOptions) -> ImageDataset:
     if entry.read.get("wds"):
         if options.data_dir:
             raise UnavailableError(f"{root} is not a CLIP_benchmark webdataset of {entry.name} (test/nshards.txt "
-                                   f"is missing): give its folder, or leave out --data-dir to fetch wds/{entry.wds}")
+                                   f"is missing): give its folder, or leave out {options.data_dir_option} to fetch "
+                                   f"wds/{entry.wds}")
         if not options.download:
-            raise UnavailableError(f"dataset {entry.name} is not on disk: pass --data-dir, or allow the download")
+            raise UnavailableError(f"dataset {entry.name} is not on disk: pass {options.data_dir_option}, or "
+                                   f"{options.download_option}")
         return _from_webdataset(entry, fetch_hosted(entry.wds))
     if "folders" in entry.read:
         return _from_folders(entry, root, options)

@@ -15,12 +15,13 @@ from pixprompt.paths import cache_root
 
 def torchvision_download(name: str, build: Callable[[], Any], options: DatasetOptions) -> Any:
     if not options.download:
-        raise UnavailableError(f"dataset {name} is not on disk: pass --data-dir, or allow the download")
+        raise UnavailableError(f"dataset {name} is not on disk: pass {options.data_dir_option}, or "
+                               f"{options.download_option}")
     try:
         return build()
     except Exception as error:  # offline, or a broken partial download
         raise UnavailableError(f"could not download {name} with torchvision ({str(error).splitlines()[0]}): "
-                               f"download it elsewhere and pass --data-dir") from None
+                               f"download it elsewhere and pass {options.data_dir_option}") from None
 
 
 def _cifar(name: str, options: DatasetOptions) -> ImageDataset:

@@ -258,7 +258,7 @@ def fetch_hosted(name: str, split: str = "test") -> Path:
     if not hub_reachable():
         raise UnavailableError(
             f"dataset wds/{name} is not in the Hugging Face cache and the Hub cannot be reached (offline?)\n"
-            f"  on a connected machine: huggingface-cli download --repo-type dataset {repository}\n"
+            f"  on a connected machine: hf download --repo-type dataset {repository}\n"
             f"  or give a local copy: --dataset wds:/path/to/wds_{name.replace('/', '-')}")
     try:
         return Path(snapshot_download(repository, repo_type="dataset", allow_patterns=patterns))
