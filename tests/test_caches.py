@@ -63,3 +63,20 @@ def test_a_partly_cached_dataset_says_what_was_found(tiny_model_dirs, imagenette
     code, _, err = run_cli(capsys, "eval", *common, "--dataset", f"folder:{imagenette_layout}")
     assert code == 0 and "encoding 15 of 20 images (5 found in the cache)" in err
     assert "resuming" not in err and "WARNING" not in err
+
+
+def test_bench_suite_warnings_name_the_config_keys_not_eval_flags(tiny_model_dirs, tmp_path, capsys):
+    config = tmp_path / "grid.yaml"
+    config.write_text(f"models:\n  - model: {tiny_model_dirs['open_clip_clip']}\nsuite: clip\n"
+                      f"data_root: {tmp_path / 'nothing-here'}\ndownload: false\ntemplates: [raw]\n")
+    code, _, err = run_cli(capsys, "bench", "--config", config, "--device", "cpu", "--workers", "0")
+    warnings = [line for line in err.splitlines() if "left out" in line]
+    assert code == 2 and len(warnings) >= 20
+    assert all("--data-dir" not in line and "allow the download" not in line for line in warnings)
+    assert any("data_root: DIR (holding DIR/cifar10) in the config" in line for line in warnings)
+
+
+def test_classify_says_the_temperature_it_fitted(tiny_model_dirs, colours, capsys):
+    code, _, err = run_cli(capsys, "classify", colours / "red", *model_args(tiny_model_dirs["open_clip_clip"]),
+                           "--labels", "red,green,blue", "--calibrate", f"folder:{colours}", "--no-cache")
+    assert code == 0 and "pixprompt: standard: temperature " in err and f"fitted on folder:{colours.name}" in err

@@ -302,7 +302,7 @@ def test_results_survive_an_output_file_on_a_full_disk(tiny_model_dirs, colours,
                                            "No space left on device"
     monkeypatch.setenv("PIXPROMPT_CACHE", str(full_disk / "cache"))
     code, out, err = run_cli(capsys, "models", "--filter", "ViT-B-32-256", "--json")
-    assert code == 0 and json.loads(out)  # the listing needs no cache (for another open_clip it warns it cannot keep it)
+    assert code == 0 and json.loads(out)  # the listing needs no cache (another open_clip: it warns it cannot keep it)
     assert shipped_catalog()["open_clip_version"] == _library_version("open_clip_torch") \
         or "No space left on device" in err
 

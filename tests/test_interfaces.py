@@ -39,6 +39,29 @@ def test_eval_report_is_one_self_contained_file_with_png_figures(tiny_model_dirs
     again = tmp_path / "again.html"
     assert main(["report", str(results), "-o", str(again), "--figures", str(tmp_path / "figs")]) == 0
     assert again.read_text().count("data:image/png;base64,") == len(pngs)
+    assert '<div class="scroll"><table>' in html  # a wide table scrolls within the page's margin
+
+
+def test_report_figures_keep_their_parts_apart(tiny_model_dirs, colours, tmp_path, capsys):
+    """Examples one row per class; the template-set legend beside the bars, not over them."""
+    from pixprompt.reports import figures
+
+    results = tmp_path / "results.json"
+    assert main(["eval", "--model", str(tiny_model_dirs["open_clip_clip"]), "--device", "cpu", "--workers", "0",
+                 "--dataset", f"folder:{colours}", "--templates", "raw,clip7", "--no-cache", "--quiet",
+                 "--examples", "3", "--output", str(results)]) == 0
+    records = json.loads(results.read_text())
+    grid = figures.example_grid(records[0])
+    rows = {}
+    for axis in grid.axes:
+        if axis.get_title(loc="left"):
+            rows.setdefault(round(axis.get_position().y0, 3), set()).add(axis.get_title(loc="left"))
+    assert len(rows) == 3 and all(len(titles) == 1 for titles in rows.values())  # one class per row
+    bars = figures.accuracy_by_template_set(records)
+    bars.canvas.draw()
+    (axis,) = bars.axes
+    legend = axis.get_legend().get_window_extent()
+    assert legend.x0 >= axis.get_window_extent().x1  # right of the plotting area
 
 
 def test_report_refuses_files_that_are_not_results(tmp_path, capsys):
@@ -221,11 +244,32 @@ def test_tutorial_notebook_runs_end_to_end_on_the_tiny_model(tiny_model_dirs, sh
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 4
-    assert (tmp_path / "pixels_to_prompts_report.html").is_file()
+    assert (tmp_path / "outputs" / "pixels_to_prompts_report.html").is_file()  # where .gitignore covers it
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "raw (1 template):" in text and "( 1 templates)" not in text
     assert "raw 59.0% → 'a photo of a {}.' 61.9% → 80 templates 63.3%" in text  # from the shipped figures
     assert "do worse alone than together" in text and "here, ensembling" in text  # measured, not asserted
+
+
+def test_tutorial_notebook_offline_stops_with_the_short_message(tmp_path, monkeypatch):
+    """Its default model without weights or network: one message saying what to do, in Python's terms."""
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    notebook = nbformat.read(Path(__file__).resolve().parents[1] / "notebooks" / "pixels_to_prompts.ipynb", 4)
+    for name in ("MODEL", "PRETRAINED", "DATA", "MAX_IMAGES"):
+        monkeypatch.delenv(f"PIXPROMPT_NOTEBOOK_{name}", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf-home"))
+    with pytest.raises(CellExecutionError):
+        NotebookClient(notebook, timeout=300, kernel_name="python3",
+                       resources={"metadata": {"path": str(tmp_path)}}).execute()
+    (error,) = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs
+                if o.output_type == "error"]
+    assert error.ename == "SystemExit" and error.evalue.startswith("cannot load ViT-B-32: the weights of")
+    assert 'In Python: pixprompt.load_model("ViT-B-32-quickgelu", "/path/open_clip_pytorch_model.bin")' in error.evalue
+    assert "UnavailableError" not in "".join(error.traceback) and len(error.traceback) <= 3
 
 
 # -- console --------------------------------------------------------------------------------------------------
@@ -259,6 +303,10 @@ def test_browser_shows_the_servers_refusals_as_messages(live_server, shared_data
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#templates option")) > 1)
         assert "2,000 prompts" in driver.find_element(By.ID, "model").text
         driver.find_element(By.ID, "files").send_keys(str(image))
+        driver.find_element(By.ID, "labels").send_keys("tench, church")
+        driver.find_element(By.ID, "classify").click()  # an answer first: the refusal must not stand beside it
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#prompt-list li"))
+        driver.find_element(By.ID, "labels").clear()
         driver.find_element(By.ID, "labels").send_keys(", ".join(f"class {i}" for i in range(100)))
         Select(driver.find_element(By.ID, "templates")).select_by_value("clip80")
         driver.find_element(By.ID, "classify").click()
@@ -266,6 +314,11 @@ def test_browser_shows_the_servers_refusals_as_messages(live_server, shared_data
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(str(ARTIFACTS / "serve-prompt-cap.png"))
         assert driver.find_element(By.ID, "error").text.startswith("100 classes × 80 templates = 8,000 prompts")
+        assert not driver.find_elements(By.CSS_SELECTOR, "#prompt-list li, #results .result")
+        # Starlette's and FastAPI's refusals carry `detail`, as text or as a list: the page shows their words
+        assert driver.execute_script("return serverMessage({detail: 'Bad boundary'}, 400)") == "Bad boundary"
+        assert driver.execute_script("return serverMessage({detail: [{msg: 'Field required'}]}, 422)") == \
+            "Field required"
         Select(driver.find_element(By.ID, "templates")).select_by_value("custom")
         custom = driver.find_element(By.ID, "custom")
         custom.clear()

@@ -81,11 +81,12 @@ def test_no_network_fails_in_seconds_with_three_short_lines(empty_hub_cache, mon
                  "--quiet"])
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
-    assert code == 3 and time.perf_counter() - started < 10 and len(lines) == 3
+    assert code == 3 and time.perf_counter() - started < 10 and len(lines) == 4
     assert lines[0] == "pixprompt: error: the weights of ViT-B-32 (openai) are not on this machine and 127.0.0.1 " \
                        "cannot be reached (no network?)."
     assert "`hf download timm/vit_base_patch32_clip_224.openai`" in lines[1]
     assert "--pretrained /path/open_clip_pytorch_model.bin" in lines[2]
+    assert lines[3].startswith('In Python: pixprompt.load_model("ViT-B-32-quickgelu", "/path/open_clip_pytorch')
     assert max(len(line) for line in lines) < 200
 
 
@@ -110,7 +111,7 @@ def test_a_failed_download_keeps_the_hint_short(empty_hub_cache, monkeypatch):
         with pytest.raises(UnavailableError) as raised:
             load_model("ViT-B-32", "openai", device="cpu")
     message = str(raised.value)
-    assert "Last error" not in message and len(message.splitlines()) == 3
+    assert "Last error" not in message and len(message.splitlines()) == 4  # what failed, then offline_hint
     assert "hf download timm/vit_base_patch32_clip_224.openai" in message
 
 

@@ -60,6 +60,21 @@ def test_the_probe_reaches_scikit_learns_converged_objective_at_every_c(c):
     assert float(fewshot.probe_objective(ours, x, train_y, c)) <= reference * (1 + 1e-6)
 
 
+@pytest.mark.parametrize("c", [1e-2, 1.0, 30.0])
+def test_a_small_gradient_alone_does_not_stop_a_fit_the_certificate_does(c, monkeypatch):
+    """With a lax gradient bound (1e-3 of the objective) a fit would stop short of the optimum; the distance bound
+    (strong convexity in W, the Hessian's diagonal for the bias) keeps it going until within CERTIFIED_GAP."""
+    train_x, train_y = clusters(0, 40)
+    x = fewshot.normalised(train_x)
+    reference = sklearn_objective(converged_sklearn(x, train_y, c), x, train_y, c)
+    monkeypatch.setattr(fewshot, "GRADIENT_TOLERANCE", 1e-3)
+    ours = fewshot.fit_logistic(x, train_y, 4, c)
+    assert ours.converged and ours.objective == pytest.approx(float(fewshot.probe_objective(ours, x, train_y, c)))
+    assert ours.objective - reference <= fewshot.CERTIFIED_GAP * reference
+    monkeypatch.setattr(fewshot, "CERTIFIED_GAP", 1e30)  # the certificate off: the lax bound stops it short
+    assert fewshot.fit_logistic(x, train_y, 4, c).objective - reference > 1e-6 * reference
+
+
 def test_the_sweep_is_the_clip_papers_search_and_chooses_the_references_c():
     """The seven starting values, then halved intervals down to 1/8 decade; the chosen C equals the one a sweep of
     converged scikit-learn fits chooses by the same protocol."""

@@ -29,8 +29,15 @@ log = logging.getLogger(__name__)
 #: the interval around the best halved, down to eight steps per decade (steps of 1, ½, ¼ and ⅛ decade).
 C_START = tuple(10.0 ** e for e in range(-6, 7, 2))
 C_REFINEMENTS = (1.0, 0.5, 0.25, 0.125)
-#: A fit is converged when the largest entry of its objective's gradient is below this times the objective.
+#: A fit is converged when the largest entry of its objective's gradient is below GRADIENT_TOLERANCE times the
+#: objective and its distance to the minimum is below CERTIFIED_GAP times the objective: the penalty makes the
+#: objective at least 1/(C N)-strongly convex in W, so W's part is at most ‖∇_W‖² C N / 2; the unpenalised bias's
+#: is estimated from its Hessian's diagonal. A small gradient alone is no proof: from a warm start it can be small
+#: while the fit lies far along directions of little curvature. Where the bound stays too loose (large C), a
+#: gradient below GRADIENT_FLOOR times the objective stands for it.
 GRADIENT_TOLERANCE = 1e-7
+CERTIFIED_GAP = 3e-7
+GRADIENT_FLOOR = 1e-9
 #: L-BFGS iterations per fit at most. The CLIP paper caps 1,000; at large C (nearly separable data) a converged
 #: answer needs more, so pixprompt goes on to convergence and says so when a fit still stops short.
 MAX_ITERATIONS = 20_000
@@ -69,8 +76,8 @@ def fit_logistic(features: torch.Tensor, labels: torch.Tensor, classes: int, c: 
                  start: LinearProbe | None = None, centre: torch.Tensor | None = None,
                  max_iter: int = MAX_ITERATIONS) -> LinearProbe:
     """Multinomial logistic regression by L-BFGS (float64) to convergence: minimise `probe_objective` from `start`
-    (zeros unless given) until the gradient's largest entry is below GRADIENT_TOLERANCE × the objective, or `max_iter`
-    iterations, or no lower point can be found (then `converged` is False)."""
+    (zeros unless given) until converged (see GRADIENT_TOLERANCE), or `max_iter` iterations, or no lower point can
+    be found (then `converged` is False)."""
     x, y = features.double(), labels.long()
     anchor = None if centre is None else centre.double()
     # At small C the penalty's curvature 1/(C N) dwarfs the data's: L-BFGS then crawls. Fitting W / s with
@@ -83,34 +90,49 @@ def fit_logistic(features: torch.Tensor, labels: torch.Tensor, classes: int, c: 
                                   tolerance_grad=GRADIENT_TOLERANCE, tolerance_change=0, history_size=20,
                                   line_search_fn="strong_wolfe")
 
-    def loss() -> torch.Tensor:
-        value, weight.grad, bias.grad = objective_and_gradient(x, y, c, weight * scale, bias, anchor)
+    def loss(curvature: bool = False) -> torch.Tensor:
+        value, weight.grad, bias.grad, bias_curvature = objective_and_gradient(x, y, c, weight * scale, bias, anchor,
+                                                                               curvature)
         weight.grad.mul_(scale)
-        return value
+        return (value, bias_curvature) if curvature else value
 
-    def gradient_and_objective() -> tuple[float, float]:
-        """The gradient's largest entry and the objective. L-BFGS's own stopping bound is set relative to the
-        objective: near a separable optimum the objective itself is tiny, and an absolute bound would stop far
-        from it."""
-        value = float(loss())
-        optimiser.param_groups[0]["tolerance_grad"] = GRADIENT_TOLERANCE * value
-        return float(max(weight.grad.abs().max(), bias.grad.abs().max())), value
+    def measure() -> tuple[float, float, float]:
+        """The objective, the gradient's largest entry and the estimated distance to the minimum (see
+        CERTIFIED_GAP): ‖∇_W‖² C N / 2, a bound for the weights, plus Σ ∂_b² / (2 ∂²_bb) for the unpenalised
+        bias (its Hessian's diagonal)."""
+        value, bias_curvature = loss(curvature=True)
+        largest = float(max(weight.grad.abs().max(), bias.grad.abs().max()))
+        weights_gap = float((weight.grad / scale).square().sum()) * c * len(y) / 2
+        bias_gap = float((bias.grad.square() / bias_curvature.clamp_min(1e-300)).sum()) / 2
+        return float(value), largest, weights_gap + bias_gap
 
-    gradient, value = gradient_and_objective()
-    while gradient > GRADIENT_TOLERANCE * value and optimiser.state[weight].get("n_iter", 0) < max_iter:
+    def converged(value: float, largest: float, gap: float) -> bool:
+        return largest <= GRADIENT_TOLERANCE * value and (gap <= CERTIFIED_GAP * value
+                                                          or largest <= GRADIENT_FLOOR * value)
+
+    # L-BFGS's own bound is relative to the objective (near a separable optimum the objective itself is tiny, and
+    # an absolute bound would stop far from it); tightened tenfold while the fit is not yet certified
+    tolerance = GRADIENT_TOLERANCE
+    value, largest, gap = measure()
+    while not converged(value, largest, gap) and optimiser.state[weight].get("n_iter", 0) < max_iter:
+        if largest <= tolerance * value:
+            tolerance = max(tolerance / 10, GRADIENT_FLOOR)
+        optimiser.param_groups[0]["tolerance_grad"] = tolerance * value
         optimiser.step(loss)
         previous = value
-        gradient, value = gradient_and_objective()
+        value, largest, gap = measure()
         if not value < previous:  # no lower point found: flat to float64
             break
     return LinearProbe(weight * scale, bias, optimiser.state[weight].get("n_iter", 0),
-                       gradient <= GRADIENT_TOLERANCE * value, value)
+                       converged(value, largest, gap), value)
 
 
 def objective_and_gradient(x: torch.Tensor, y: torch.Tensor, c: float, weight: torch.Tensor, bias: torch.Tensor,
-                           centre: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                           centre: torch.Tensor | None, bias_curvature: bool = False
+                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """`probe_objective` and its gradient with respect to the weight and the bias, in closed form: one
-    matrix product each way and one pass of exponentials over the (images × classes) logits, in place."""
+    matrix product each way and one pass of exponentials over the (images × classes) logits, in place; with
+    `bias_curvature`, also the diagonal of the objective's Hessian in the bias, (1/N) Σ p (1 − p)."""
     n = len(y)
     rows = torch.arange(n)
     logits = torch.addmm(bias, x, weight.T)
@@ -121,9 +143,10 @@ def objective_and_gradient(x: torch.Tensor, y: torch.Tensor, c: float, weight: t
     offset = weight if centre is None else weight - centre
     value = (totals.log() - true_logit).mean() + (offset ** 2).sum() / (2 * c * n)
     probabilities /= totals[:, None]
+    curvature = (probabilities * (1 - probabilities)).mean(dim=0) if bias_curvature else None
     probabilities[rows, y] -= 1
     probabilities /= n
-    return value, torch.addmm(offset, probabilities.T, x, beta=1 / (c * n)), probabilities.sum(dim=0)
+    return value, torch.addmm(offset, probabilities.T, x, beta=1 / (c * n)), probabilities.sum(dim=0), curvature
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:

@@ -32,7 +32,8 @@ def weights_source(backend: str, name: str, pretrained: str | None) -> str | Non
 
 
 def offline_hint(backend: str, name: str, pretrained: str | None, cache_dir: str | None) -> str:
-    """Two lines: the one command that fetches the weights on a connected machine, and the local alternative."""
+    """Three lines: the one command that fetches the weights on a connected machine, and the local alternative
+    as command-line options and as the Python call."""
     from huggingface_hub import constants
 
     cache = cache_dir or constants.HF_HUB_CACHE
@@ -40,21 +41,25 @@ def offline_hint(backend: str, name: str, pretrained: str | None, cache_dir: str
     into = f" --cache-dir {cache_dir}" if cache_dir else ""
     fetch = (f"On a connected machine: `hf download {source}{into}`, then copy {cache} here (or set HF_HOME to a "
              "copy).") if source else f"On a connected machine, load it once, then copy {cache} here."
-    local = local_command(name, pretrained) if backend == "open_clip" \
-        else "--model /path/to/folder (saved with save_pretrained)"
-    return f"{fetch}\nOr run from a local copy: {local} (README: Offline and local copies)."
+    model, weights, why = local_copy(name, pretrained) if backend == "open_clip" \
+        else ("/path/to/folder", None, " (saved with save_pretrained)")
+    options = f"--model {model}" + (f" --pretrained {weights}" if weights else "")
+    call = ", ".join(f'"{argument}"' for argument in (model, weights) if argument)
+    return (f"{fetch}\nOr run from a local copy: {options}{why}.\n"
+            f"In Python: pixprompt.load_model({call}) (README: Offline and local copies).")
 
 
-def local_command(name: str, pretrained: str | None) -> str:
-    """The options that load these weights from a local checkpoint file with the activation they were trained
-    with: a file says nothing of it, so OpenAI-trained weights need the `-quickgelu` config's name."""
+def local_copy(name: str, pretrained: str | None) -> tuple[str, str | None, str]:
+    """How to load these weights from a local copy: (model, weights file or None, why), with the activation they
+    were trained with: a checkpoint file says nothing of it, so OpenAI-trained weights need the `-quickgelu`
+    config's name."""
     if name.startswith(("hf-hub:", "local-dir:")):
-        return "--model local-dir:/path/to/folder (the repo's files: open_clip_config.json and the weights)"
+        return "local-dir:/path/to/folder", None, " (the repo's files: open_clip_config.json and the weights)"
     from pixprompt.models.open_clip_backend import needs_quick_gelu, quick_gelu_name
 
     model = quick_gelu_name(name) if needs_quick_gelu(name, pretrained) else name
     why = f" (QuickGELU: how the {pretrained} weights were trained)" if model != name else ", or an open_clip folder"
-    return f"--model {model} --pretrained /path/open_clip_pytorch_model.bin{why}"
+    return model, "/path/open_clip_pytorch_model.bin", why
 
 
 def _in_hub_cache(source: str, cache_dir: str | None) -> bool:
@@ -78,7 +83,7 @@ def hub_reachable(timeout: float = PROBE_SECONDS) -> bool:
 
 
 def require_weights_or_network(backend: str, name: str, pretrained: str | None, cache_dir: str | None) -> None:
-    """Refuse at once, in three lines, a load whose weights are neither cached nor downloadable now."""
+    """Refuse at once, in four lines, a load whose weights are neither cached nor downloadable now."""
     from huggingface_hub import constants
 
     source = weights_source(backend, name, pretrained)

@@ -79,7 +79,9 @@ def accuracy_by_template_set(records: Sequence[Record]) -> Figure:
         axis.set_xticks([m + 0.4 - width / 2 for m in range(len(models))], models, fontsize=8)
         axis.set_ylabel("top-1 (%)")
         axis.set_title(f"{dataset} (ensembling: {', '.join(modes) or 'none'})")
-        axis.legend(fontsize=7, title="templates", title_fontsize=7)
+        # beside the bars, never over them (nor over their labels)
+        axis.legend(fontsize=7, title="templates", title_fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+        axis.margins(y=0.12)
     figure.tight_layout()
     return figure
 
@@ -146,34 +148,44 @@ def confusions(record: Record, classnames: Sequence[str] | None = None, max_matr
     return figure
 
 
-def example_grid(record: Record, columns: int = 5) -> Figure:
-    """Thumbnails with the true class and the model's top-3, names whole; wrong predictions framed in red."""
-    from PIL import Image
-
+def example_grid(record: Record) -> Figure:
+    """Thumbnails with the true class and the model's top-3, names whole; wrong predictions framed in red. One
+    row per class, so that no class runs into another's row."""
     examples = [e for e in record.get("examples", []) if e.get("thumbnail")]
-    rows = max(1, -(-len(examples) // columns))
+    by_class: dict[str, list[dict]] = defaultdict(list)
+    for example in examples:
+        by_class[example["true"]].append(example)
+    rows, columns = max(1, len(by_class)), max([1, *map(len, by_class.values())])
     figure, axes = _subplots(rows, columns, figsize=(2.6 * columns, 3.4 * rows), squeeze=False)
     for axis in axes.flat:
         axis.axis("off")
-    for axis, example in zip(axes.flat, examples):
-        data = base64.b64decode(example["thumbnail"].split(",", 1)[1])
-        axis.imshow(Image.open(io.BytesIO(data)))
-        colour = "tab:green" if example["correct"] else "tab:red"
-        for spine in axis.spines.values():
-            spine.set_visible(True)
-            spine.set_color(colour)
-            spine.set_linewidth(3)
-        axis.set_xticks([])
-        axis.set_yticks([])
-        axis.axis("on")
-        axis.set_title(f"true: {example['true']}", fontsize=8.5, fontweight="bold", loc="left")
-        guesses = "\n".join(f"{rank}. {t['label']} {100 * t['probability']:.0f}%"
-                            for rank, t in enumerate(example["top"], start=1))
-        axis.set_xlabel(guesses, fontsize=8, color=colour, loc="left")
+    for row, class_examples in zip(axes, by_class.values()):
+        for axis, example in zip(row, class_examples):
+            _show_example(axis, example)
     figure.suptitle(f"Examples: {model_label(record)}, {record['templates']} on {record['dataset']} "
                     "(green: top-1 right, red: wrong)", fontsize=10)
     figure.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (3.4 * rows)))  # room for the title above the first row
     return figure
+
+
+def _show_example(axis: Any, example: dict) -> None:
+    """One thumbnail framed green (top-1 right) or red, its true class above and the top-3 below."""
+    from PIL import Image
+
+    data = base64.b64decode(example["thumbnail"].split(",", 1)[1])
+    axis.imshow(Image.open(io.BytesIO(data)))
+    colour = "tab:green" if example["correct"] else "tab:red"
+    for spine in axis.spines.values():
+        spine.set_visible(True)
+        spine.set_color(colour)
+        spine.set_linewidth(3)
+    axis.set_xticks([])
+    axis.set_yticks([])
+    axis.axis("on")
+    axis.set_title(f"true: {example['true']}", fontsize=8.5, fontweight="bold", loc="left")
+    guesses = "\n".join(f"{rank}. {t['label']} {100 * t['probability']:.0f}%"
+                        for rank, t in enumerate(example["top"], start=1))
+    axis.set_xlabel(guesses, fontsize=8, color=colour, loc="left")
 
 
 def robustness_scatter(shifts: dict[str, Any]) -> Figure:
@@ -288,5 +300,5 @@ def selection_path(record: Record) -> Figure:
 def png_bytes(figure: Figure) -> bytes:
     """The figure as PNG."""
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")  # no label or annotation clipped
     return buffer.getvalue()
