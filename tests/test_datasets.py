@@ -87,3 +87,12 @@ def test_objectnet_reads_its_overlapping_classes_as_clip_benchmark_does(tmp_path
     assert [str(p) for p in dataset.images.paths] == [path for path, _ in theirs.samples]
     assert dataset.labels == [theirs[i][1] for i in range(len(theirs))]
     assert Counter(dataset.classnames[label] for label in dataset.labels) == Counter(written)
+
+
+def test_the_shipped_imagenet_names_are_open_clips():
+    """`pixprompt datasets` reads ImageNet's names from pixprompt's data, without torch: the same 1000 open_clip has."""
+    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
+
+    from pixprompt.data.classnames import imagenet_classnames
+
+    assert imagenet_classnames() == tuple(IMAGENET_CLASSNAMES) and len(imagenet_classnames()) == 1000
