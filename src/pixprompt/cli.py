@@ -233,7 +233,7 @@ def _classnames_from_args(args: argparse.Namespace) -> tuple[list[str], str | No
     if args.dataset:
         if args.labels or args.labels_file:
             raise UsageError("give class names by --dataset or by --labels/--labels-file, not both")
-        from pixprompt.data.datasets import dataset_classnames
+        from pixprompt.data.catalog import dataset_classnames
 
         return dataset_classnames(args.dataset)
     return parse_labels(args.labels, args.labels_file), None
@@ -280,7 +280,7 @@ def _classify(args: argparse.Namespace, classnames: list[str], prompt_sets: list
     from pixprompt import distributed  # torch: only once the arguments are sound
     from pixprompt.data.datasets import files_identity
     from pixprompt.evaluation.predict import iter_predictions
-    from pixprompt.evaluation.runs import text_classifier
+    from pixprompt.evaluation.scoring import text_classifier
     from pixprompt.prompts.store import classifier_for
 
     model = model_from_args(args)

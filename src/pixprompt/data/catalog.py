@@ -112,7 +112,6 @@ def label_map(entry: CatalogEntry, source_names: Sequence[str], classnames: Sequ
 
 def listing(entry: CatalogEntry) -> dict[str, Any]:
     """What `pixprompt datasets` says of an entry; reads no image and downloads nothing."""
-    from pixprompt.data.datasets import dataset_classnames
     from pixprompt.prompts.templates import TEMPLATE_SETS
 
     try:
@@ -125,3 +124,31 @@ def listing(entry: CatalogEntry) -> dict[str, Any]:
             "multi_label": entry.multi_label, "metric": entry.metric, "obtained": entry.obtained,
             "names": entry.names, "names_from": entry.names_source, "suites": list(entry.suites), "group": entry.group,
             "reference": entry.reference}
+
+
+def dataset_classnames(spec: str) -> tuple[list[str], str]:
+    """Class names and default template set of a named dataset, without reading any image."""
+    from pixprompt.data.classnames import (
+        CIFAR10_CLASSES,
+        IMAGENETTE_WNIDS,
+        cifar100_classes,
+        imagenet_classnames,
+        imagenet_wnids,
+        shifted_wnids,
+        wnid_names,
+    )
+    from pixprompt.prompts.templates import CLIP_PAPER, paper_classnames
+
+    names = {
+        "imagenet": list(imagenet_classnames()), "imagenet-v2": list(imagenet_classnames()),
+        "imagenet-sketch": wnid_names(imagenet_wnids()), "imagenette": wnid_names(IMAGENETTE_WNIDS),
+        "imagenet-a": wnid_names(shifted_wnids("imagenet-a")), "imagenet-r": wnid_names(shifted_wnids("imagenet-r")),
+        "cifar10": list(CIFAR10_CLASSES), "cifar100": [c.replace("_", " ") for c in cifar100_classes()],
+    }
+    if spec in names:
+        return names[spec], "imagenet" if spec.startswith("imagenet") else spec
+    if spec in catalog() and spec in CLIP_PAPER:
+        return paper_classnames(spec), spec
+    known = sorted(names.keys() | (catalog().keys() & CLIP_PAPER.keys()))
+    raise UsageError(f"--dataset {spec!r} has no built-in class names: use one of {', '.join(known)} "
+                     "or --labels-file")

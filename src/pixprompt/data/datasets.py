@@ -153,7 +153,7 @@ class DatasetOptions:
 def load_dataset(spec: str, options: DatasetOptions | None = None) -> ImageDataset:
     """The dataset named by `spec` (`imagenet`, `folder:/photos`, `wds/vtab/cifar10`, …), with its class names and
     labels, read by the source registered for its kind."""
-    from pixprompt.data.sources import registered
+    from pixprompt.data.registry import registered
 
     sources = registered()
     kind, argument = ("wds/", spec[len("wds/"):]) if spec.startswith("wds/") else spec.partition(":")[::2]
@@ -164,33 +164,4 @@ def load_dataset(spec: str, options: DatasetOptions | None = None) -> ImageDatas
     return sources[kind].load(argument, options or DatasetOptions())
 
 
-def dataset_classnames(spec: str) -> tuple[list[str], str]:
-    """Class names and default template set of a named dataset, without reading any image."""
-    from pixprompt.data.catalog import catalog
-    from pixprompt.data.classnames import (
-        CIFAR10_CLASSES,
-        IMAGENETTE_WNIDS,
-        cifar100_classes,
-        imagenet_classnames,
-        imagenet_wnids,
-        shifted_wnids,
-        wnid_names,
-    )
-    from pixprompt.prompts.templates import CLIP_PAPER, paper_classnames
-
-    names = {
-        "imagenet": list(imagenet_classnames()), "imagenet-v2": list(imagenet_classnames()),
-        "imagenet-sketch": wnid_names(imagenet_wnids()), "imagenette": wnid_names(IMAGENETTE_WNIDS),
-        "imagenet-a": wnid_names(shifted_wnids("imagenet-a")), "imagenet-r": wnid_names(shifted_wnids("imagenet-r")),
-        "cifar10": list(CIFAR10_CLASSES), "cifar100": [c.replace("_", " ") for c in cifar100_classes()],
-    }
-    if spec in names:
-        return names[spec], "imagenet" if spec.startswith("imagenet") else spec
-    if spec in catalog() and spec in CLIP_PAPER:
-        return paper_classnames(spec), spec
-    known = sorted(names.keys() | (catalog().keys() & CLIP_PAPER.keys()))
-    raise UsageError(f"--dataset {spec!r} has no built-in class names: use one of {', '.join(known)} "
-                     "or --labels-file")
-
-
-__all__ = ["DatasetOptions", "ImageDataset", "dataset_classnames", "load_dataset"]
+__all__ = ["DatasetOptions", "ImageDataset", "load_dataset"]

@@ -6,7 +6,7 @@ import logging
 import os
 import stat
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -197,3 +197,33 @@ def thumbnail_data_uri(image: Image.Image, size: int = 96) -> str:
     buffer = io.BytesIO()
     thumbnail.save(buffer, "JPEG", quality=80)
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def class_folders(root: Path) -> list[Path]:
+    """The class folders of an image-folder dataset: its visible subfolders, sorted."""
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def files_by_class(folders: Sequence[Path], label_of: Callable[[str], int]) -> tuple[list[Path], list[int]]:
+    """Image paths and labels of class folders; classes whose folder has no images stay classes (warned)."""
+    paths, labels, empty = [], [], []
+    class_of: dict[str, str] = {}  # each image file (links resolved) → the first class folder holding it
+    shared: list[tuple[Path, str, str]] = []
+    for folder in folders:
+        images = walk_images(folder)
+        paths.extend(images)
+        labels.extend([label_of(folder.name)] * len(images))
+        if not images:
+            empty.append(folder.name)
+        for image in images:
+            first = class_of.setdefault(os.path.realpath(image), folder.name)
+            if first != folder.name:
+                shared.append((image, first, folder.name))
+    if empty and paths:
+        log.warning("%d class folder(s) hold no images: %s (they stay candidate classes, with no test images)",
+                    len(empty), ", ".join(empty[:10]) + (" …" if len(empty) > 10 else ""))
+    if shared:
+        image, first, second = shared[0]
+        log.warning("%d image(s) are counted in two classes through links, e.g. %s (in %s and %s): each is scored "
+                    "once per class folder", len(shared), image, first, second)
+    return paths, labels

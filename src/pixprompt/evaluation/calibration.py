@@ -11,6 +11,7 @@ import torch
 
 from pixprompt.data.datasets import ImageDataset
 from pixprompt.errors import UsageError
+from pixprompt.evaluation.scoring import scores, text_classifier
 from pixprompt.features.cache import FeatureSet
 from pixprompt.models.base import VisionLanguageModel
 from pixprompt.prompts.classifier import ZeroShotClassifier
@@ -87,8 +88,6 @@ def fit_temperature(classifier: ZeroShotClassifier, scores: torch.Tensor, labels
 def temperature_on(model: VisionLanguageModel, validation: ImageDataset, features: FeatureSet,
                    prompt_set: PromptSet, cache_root: Path | None, ensemble: str = "embedding") -> float:
     """The temperature fitted on `validation`'s encoded `features`, its own classes prompted with `prompt_set`."""
-    from pixprompt.evaluation.runs import scores, text_classifier
-
     if validation.multi_label:
         raise UsageError(f"{validation.name} is multi-label: calibrate on a single-label dataset")
     classifier = text_classifier(model, validation.classnames, prompt_set, cache_root)

@@ -15,7 +15,8 @@ from pixprompt.data.datasets import ImageDataset
 from pixprompt.errors import UsageError
 from pixprompt.evaluation import fewshot
 from pixprompt.evaluation.metrics import classification_metrics
-from pixprompt.evaluation.runs import main_metric, run_facts, scores, text_classifier
+from pixprompt.evaluation.runs import main_metric, run_facts
+from pixprompt.evaluation.scoring import scores, text_classifier
 from pixprompt.features.cache import FeatureSet, extract_features
 from pixprompt.models.base import VisionLanguageModel
 from pixprompt.progress import announce

@@ -1,10 +1,9 @@
 """One evaluation run: dataset → cached image features → one classifier per template set → metrics records."""
 from __future__ import annotations
 
-import json
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -22,23 +21,14 @@ from pixprompt.evaluation.metrics import (
     ranking_metrics,
     selective_accuracy,
 )
-from pixprompt.features.cache import FeatureSet, classifier_path, extract_features
+from pixprompt.evaluation.scoring import row_blocks, scores, text_classifier
+from pixprompt.features.cache import FeatureSet, extract_features
 from pixprompt.models.base import ModelInfo, VisionLanguageModel
 from pixprompt.paths import resolve_cache
 from pixprompt.prompts.classifier import ZeroShotClassifier
-from pixprompt.prompts.store import classifier_for
 from pixprompt.prompts.templates import PromptSet
-from pixprompt.storage import remove_stale_partials
 
 log = logging.getLogger(__name__)
-
-
-#: Images scored at once: scores of a block are (BLOCK_ROWS, classes), so memory does not grow with the data.
-BLOCK_ROWS = 4096
-
-
-def row_blocks(count: int) -> Iterator[slice]:
-    return (slice(start, min(start + BLOCK_ROWS, count)) for start in range(0, count, BLOCK_ROWS))
 
 
 def per_template_accuracy(classifier: ZeroShotClassifier, features: torch.Tensor,
@@ -92,13 +82,6 @@ def score_images(classifier: ZeroShotClassifier, features: torch.Tensor, labels:
                   np.concatenate(squared_error))
 
 
-def scores(classifier: ZeroShotClassifier, features: torch.Tensor, ensemble: str) -> torch.Tensor:
-    """Every image's score for every class (N, C), computed block by block (for sets whose N × C fits in memory:
-    multi-label datasets, probes' training and test sets, calibration sets)."""
-    parts = [classifier.scores(features[rows], ensemble) for rows in row_blocks(len(features))]
-    return torch.cat(parts) if parts else torch.zeros(0, classifier.num_classes)
-
-
 def label_matrix(label_sets: Sequence[tuple[int, ...]], rows: torch.Tensor, num_classes: int) -> torch.Tensor:
     """(len(rows), C) 0/1: the classes present in each of the dataset's items `rows`."""
     targets = torch.zeros(len(rows), num_classes, dtype=torch.bool)
@@ -114,17 +97,6 @@ def main_metric(dataset_name: str, multi_label: bool = False) -> str:
 
     entry = catalog().get(dataset_name)
     return entry.metric if entry else "mean_average_precision" if multi_label else "top1"
-
-
-def text_classifier(model: VisionLanguageModel, classnames: Sequence[str], prompt_set: PromptSet,
-                    cache_root: Path | None) -> ZeroShotClassifier:
-    """The classifier for these inputs, from the cache when it was built before."""
-    path = None
-    if cache_root is not None:
-        key = json.dumps([prompt_set.name, prompt_set.templates, sorted(prompt_set.descriptions.items())])
-        path = classifier_path(cache_root, model, classnames, key)
-        remove_stale_partials(path.parent)
-    return classifier_for(model, classnames, prompt_set, path, owned=True)
 
 
 def run_facts(info: ModelInfo, dataset: ImageDataset, features: FeatureSet) -> dict[str, Any]:

@@ -61,7 +61,8 @@ def select_templates(model: VisionLanguageModel, validation: ImageDataset, candi
                      batch_size: int | None = None, workers: int | None = None) -> dict[str, Any]:
     """Forward selection from `candidates` on `validation`; with `held_out`, the chosen and the whole candidate
     set's accuracy there. A record: the path, the chosen templates, the comparison ({} on ranks other than 0)."""
-    from pixprompt.evaluation.runs import run_facts, text_classifier
+    from pixprompt.evaluation.runs import run_facts
+    from pixprompt.evaluation.scoring import text_classifier
 
     encoded = [extract_features(model, data, cache_root, batch_size=batch_size, workers=workers)
                for data in (validation, held_out) if data is not None]

@@ -5,14 +5,13 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from pixprompt.data.classnames import IMAGENETTE_WNIDS, imagenet_wnids, shifted_wnids, wnid_names
 from pixprompt.data.datasets import DatasetOptions, FileImages, ImageDataset
-from pixprompt.data.images import walk_images
-from pixprompt.data.sources import source
+from pixprompt.data.images import class_folders, files_by_class
+from pixprompt.data.registry import source
 from pixprompt.data.sources.torchvision import torchvision_download
 from pixprompt.errors import UnavailableError, UsageError
 from pixprompt.paths import cache_root
@@ -28,35 +27,6 @@ def _require_dir(path: str | None, dataset: str, option: str = "--data-dir") -> 
     if not root.is_dir():
         raise UnavailableError(f"data folder {root} for dataset {dataset} does not exist")
     return root
-
-
-def class_folders(root: Path) -> list[Path]:
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
-def files_by_class(folders: Sequence[Path], label_of: Callable[[str], int]) -> tuple[list[Path], list[int]]:
-    """Image paths and labels of class folders; classes whose folder has no images stay classes (warned)."""
-    paths, labels, empty = [], [], []
-    class_of: dict[str, str] = {}  # each image file (links resolved) → the first class folder holding it
-    shared: list[tuple[Path, str, str]] = []
-    for folder in folders:
-        images = walk_images(folder)
-        paths.extend(images)
-        labels.extend([label_of(folder.name)] * len(images))
-        if not images:
-            empty.append(folder.name)
-        for image in images:
-            first = class_of.setdefault(os.path.realpath(image), folder.name)
-            if first != folder.name:
-                shared.append((image, first, folder.name))
-    if empty and paths:
-        log.warning("%d class folder(s) hold no images: %s (they stay candidate classes, with no test images)",
-                    len(empty), ", ".join(empty[:10]) + (" …" if len(empty) > 10 else ""))
-    if shared:
-        image, first, second = shared[0]
-        log.warning("%d image(s) are counted in two classes through links, e.g. %s (in %s and %s): each is scored "
-                    "once per class folder", len(shared), image, first, second)
-    return paths, labels
 
 
 def _require_two_classes(classnames: Sequence[str], origin: object) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 from PIL import Image
 
 from pixprompt.data.datasets import DatasetOptions, ImageDataset
-from pixprompt.data.sources import source
+from pixprompt.data.registry import source
 from pixprompt.errors import UnavailableError, UsageError, first_line
 
 

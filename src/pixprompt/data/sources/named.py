@@ -20,8 +20,8 @@ from PIL import Image
 
 from pixprompt.data.catalog import CatalogEntry, catalog, label_map
 from pixprompt.data.datasets import ArrayImages, DatasetOptions, FileImages, ImageDataset
-from pixprompt.data.sources import SOURCES, Source
-from pixprompt.data.sources.folders import class_folders, files_by_class
+from pixprompt.data.images import class_folders, files_by_class
+from pixprompt.data.registry import SOURCES, Source
 from pixprompt.data.sources.torchvision import torchvision_download
 from pixprompt.data.sources.webdataset import fetch_hosted, load_webdataset
 from pixprompt.errors import UnavailableError, UsageError

@@ -8,7 +8,8 @@ from typing import Any
 
 from pixprompt.data.classnames import CIFAR10_CLASSES, cifar100_classes
 from pixprompt.data.datasets import ArrayImages, DatasetOptions, FileImages, ImageDataset
-from pixprompt.data.sources import source
+from pixprompt.data.images import class_folders, files_by_class
+from pixprompt.data.registry import source
 from pixprompt.errors import UnavailableError, UsageError
 from pixprompt.paths import cache_root
 
@@ -30,7 +31,6 @@ def _cifar(name: str, options: DatasetOptions) -> ImageDataset:
 
     templates = name
     if options.data_dir and Path(options.data_dir).is_dir():
-        from pixprompt.data.sources.folders import class_folders, files_by_class
 
         root = Path(options.data_dir).expanduser()
         folders = class_folders(root)

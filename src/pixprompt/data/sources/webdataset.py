@@ -24,7 +24,7 @@ from PIL import Image
 
 from pixprompt.data.datasets import DatasetOptions, ImageDataset
 from pixprompt.data.images import DEFAULT_MAX_PIXELS, decode_rgb
-from pixprompt.data.sources import source
+from pixprompt.data.registry import source
 from pixprompt.errors import UnavailableError, UsageError, first_line
 
 IMAGE_EXTENSIONS = ("webp", "png", "jpg", "jpeg")
