@@ -183,14 +183,16 @@ def test_a_failure_inside_a_rank_stops_every_rank_and_rank_0_names_it(tiny_model
     job = torchrun(args, launch_env(tmp_path / "cache", RUN_MARKER=marker))
     deadline = time.monotonic() + TIMEOUT
     rank1 = rank_pid(marker, 1, deadline)
-    while True:  # a decoding worker of rank 1 (one per shard): kill the one alive now
-        workers = [pid for pid, parent in rank_processes(marker, 1).items() if parent == rank1]
-        try:
-            os.kill(workers[0], signal.SIGKILL)
-            break
-        except (IndexError, ProcessLookupError):
-            assert time.monotonic() < deadline and job.poll() is None
-            time.sleep(0.01)
+    # rank 1's decoding workers (one per shard), killed as they appear until the job ends: a worker killed just
+    # after its shard's last image fails nothing, so one kill alone would make the test a race
+    while job.poll() is None:
+        assert time.monotonic() < deadline
+        for pid in [pid for pid, parent in rank_processes(marker, 1).items() if parent == rank1]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.01)
     code, out, err = finished(job)
     assert code != 0 and out == ""
     (line,) = [line for line in err.splitlines() if line.startswith("pixprompt") and "error:" in line]

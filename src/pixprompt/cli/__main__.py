@@ -1,0 +1,6 @@
+"""`python -m pixprompt.cli`."""
+import sys
+
+from pixprompt.cli.app import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per sub-command, each registering itself with `pixprompt.cli.registry.command`."""

@@ -1,0 +1,67 @@
+"""`pixprompt bench`: its arguments and its handler."""
+from __future__ import annotations
+
+import argparse
+
+from pixprompt.cli.options import (
+    add_batch_options,
+    add_run_options,
+    cache_from_args,
+    check_run_outputs,
+)
+from pixprompt.cli.output import is_main_rank, write_table_outputs
+from pixprompt.cli.registry import command
+from pixprompt.reports.tables import Layout
+
+
+def _bench_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", "-c", required=True, help="YAML file: models, datasets, templates")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
+    add_batch_options(parser)
+    add_run_options(parser)
+
+
+@command("bench", "models × datasets × template sets, beside the accuracies the papers report", _bench_arguments)
+def run_bench(args: argparse.Namespace) -> int:
+    from pixprompt.evaluation.grid import load_grid, paper_table, run_grid
+    from pixprompt.reports import emit
+
+    check_run_outputs(args)
+    grid = load_grid(args.config)
+    records = run_grid(grid, device=args.device, precision=args.precision, cache_root=cache_from_args(args),
+                       batch_size=args.batch_size, workers=args.workers, jpeg_draft=args.draft_jpeg,
+                       max_pixels=args.max_pixels)
+    if not is_main_rank():
+        return 0
+    if grid.suites:
+        table, columns = suite_tables(records, [d["dataset"] for d in grid.datasets], args.format)
+    else:
+        table, columns = paper_table(records, grid.templates)
+        if args.format != "json":
+            emit(table, args.format, columns, layout=Layout(keys=2, elide=("model", "dataset", "reference"),
+                                                            droppable=[c for c in columns if c.startswith("reproduced")]
+                                                            + ["reference"]))
+    if args.format == "json":
+        emit(records, "json")
+    write_table_outputs(args, records, table, columns)
+    return 0
+
+
+def suite_tables(records: list[dict], datasets: list[str], output_format: str) -> tuple[list[dict], list[str]]:
+    """Print a suite run's tables (each dataset's main metric per model, group means, robustness on ImageNet's
+    shifts when they ran) unless JSON is asked for; return the first, which --output writes."""
+    from pixprompt.evaluation.suites import group_table, robustness, suite_table
+    from pixprompt.reports import emit
+
+    table, columns = suite_table(records, datasets)
+    if output_format != "json":
+        emit(table, output_format, columns, title="main metric per dataset (%; – : not available)",
+             layout=Layout(elide=("dataset",)))
+        groups, group_columns = group_table(records)
+        emit(groups, output_format, group_columns, title="means per group (%)", layout=Layout(elide=("model",)))
+        shifts = robustness(records)
+        if shifts:
+            emit(shifts["rows"], output_format, shifts["columns"], title="ImageNet distribution shifts (top-1 %)",
+                 layout=Layout(elide=("model",)))
+    return table, columns
