@@ -162,14 +162,16 @@ def list_models(name_filter: str = "", cache_file: Path | None = None) -> list[M
     """
     open_clip_version = _library_version("open_clip_torch")
     shipped = shipped_catalog()
-    catalog, changed = _cached_catalog(cache_file, open_clip_version), False
-    if catalog is None and shipped["open_clip_version"] == open_clip_version:
+    changed = False
+    if shipped["open_clip_version"] == open_clip_version:  # every count is there: no cache to read or write
         catalog = {"entries": shipped["entries"],
                    "params": {name: known["params"] for name, known in shipped["architectures"].items()}}
-    elif catalog is None:
-        catalog = {"open_clip_version": open_clip_version, "params": {},
-                   "entries": [entry.to_dict() for entry in _open_clip_entries()]}
-        changed = True
+    else:
+        catalog = _cached_catalog(cache_file, open_clip_version)
+        if catalog is None:
+            catalog = {"open_clip_version": open_clip_version, "params": {},
+                       "entries": [entry.to_dict() for entry in _open_clip_entries()]}
+            changed = True
     needle = name_filter.lower()
 
     def wanted(entry: dict) -> bool:

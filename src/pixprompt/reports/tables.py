@@ -23,17 +23,17 @@ SUMMARY_COLUMNS = ["model", "pretrained", "dataset", "templates", "ensemble", "t
 #: calibration error before and after it (--calibrate), the open-set coverage and accuracy (--min-probability).
 EXTRA_COLUMNS = {"mAP %": "mean_average_precision", "T": "temperature", "ECE before %": "ece_uncalibrated",
                  "ECE after %": "ece", "min P": "threshold", "coverage %": "coverage", "covered top1 %": "accuracy"}
-_PERCENT_OF = {"top1 %": "top1", "top5 %": "top5", "mean recall %": "mean_per_class_recall",
-               "mAP %": "mean_average_precision", "ECE before %": "ece_uncalibrated", "ECE after %": "ece",
-               "coverage %": "coverage", "covered top1 %": "accuracy"}
+#: The record field behind each summary column (a column not named here is its own field).
+_FIELD_OF = {"top1 %": "top1", "top5 %": "top5", "mean recall %": "mean_per_class_recall", **EXTRA_COLUMNS}
+#: Columns shown in percent of a 0…1 field.
+_PERCENT = [column for column in _FIELD_OF if column.endswith("%")]
 _OPEN_SET_COLUMNS = ("min P", "coverage %", "covered top1 %")
 
 
 def _record_value(record: dict, column: str) -> Any:
     """The record's value behind a summary column (the open-set ones live in the record's `open_set`)."""
-    field = EXTRA_COLUMNS.get(column) or _PERCENT_OF.get(column, column)
     source = (record.get("open_set") or {}) if column in _OPEN_SET_COLUMNS else record
-    return source.get(field)
+    return source.get(_FIELD_OF.get(column, column))
 
 
 def summary_columns(records: Sequence[dict]) -> list[str]:
@@ -49,7 +49,7 @@ def summary_row(record: dict) -> dict:
     """A record's headline numbers: accuracies in percent (the columns say so), local models by folder name."""
     row = {k: _record_value(record, k) for k in [*SUMMARY_COLUMNS, *EXTRA_COLUMNS]}
     row["model"] = display_model(row["model"])
-    for column in _PERCENT_OF:
+    for column in _PERCENT:
         value = row[column]
         row[column] = round(100 * value, 2) if isinstance(value, (int, float)) and math.isfinite(value) else None
     if isinstance(row["T"], float):
@@ -153,6 +153,10 @@ def fit_table(rows: Sequence[Row], columns: Sequence[str], width: int | None, la
     """Lines of an aligned table no wider than `width` (None: any width, every column whole), given way as
     `layout` says. Numbers are right-aligned; `bold` marks each header line with the terminal's bold."""
     table = _Table(rows, columns)
+
+    def shortenable(block: Sequence[str]) -> list[str]:
+        return [c for c in block if not table.numeric[c] and c not in layout.whole]
+
     shown = list(columns)
     if not width or table.span(shown) <= width:
         return table.lines(shown, bold)
@@ -169,9 +173,6 @@ def fit_table(rows: Sequence[Row], columns: Sequence[str], width: int | None, la
             shown.remove(column)
             dropped.append(column)
     table.grow(shown, elided, width)
-    def shortenable(block: Sequence[str]) -> list[str]:
-        return [c for c in block if not table.numeric[c] and c not in layout.whole]
-
     if table.span(shown) <= width:
         blocks = [shown]
     elif not layout.stack:
