@@ -2,7 +2,7 @@
 
 The real use is ImageNet 16-shot: 16,000 training features × 1,000 classes (512-d for ViT-B/32). The features
 here are synthetic (overlapping Gaussian clusters on the unit sphere, as L2-normalised CLIP features are), cut
-into the probe's fit and validation halves. pixprompt runs the CLIP paper's search (`fewshot.sweep_c`); then
+into the probe's fit and validation halves. pixprompt runs the CLIP paper's search (`logistic.sweep_c`); then
 scikit-learn's `LogisticRegression(lbfgs)` is fitted, converged, at every C pixprompt visited. Printed: both
 times, their ratio and the largest relative objective difference.
 
@@ -17,7 +17,7 @@ import time
 import numpy as np
 import torch
 
-from pixprompt.evaluation import fewshot
+from pixprompt.methods import logistic
 
 
 def synthetic(classes: int, per_class: int, dim: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -26,7 +26,7 @@ def synthetic(classes: int, per_class: int, dim: int, seed: int) -> tuple[torch.
     centres = np.random.default_rng(12345).normal(size=(classes, dim))
     labels = np.repeat(np.arange(classes), per_class)
     points = centres[labels] + rng.normal(scale=2.5, size=(len(labels), dim))
-    return fewshot.normalised(torch.tensor(points)), torch.tensor(labels)
+    return logistic.normalised(torch.tensor(points)), torch.tensor(labels)
 
 
 def main() -> None:
@@ -39,7 +39,7 @@ def main() -> None:
     fit = synthetic(args.classes, args.shots - half, args.dim, 0)
     held = synthetic(args.classes, half, args.dim, 1)
     started = time.perf_counter()
-    sweep = fewshot.sweep_c(fit, held, args.classes)
+    sweep = logistic.sweep_c(fit, held, args.classes)
     ours = time.perf_counter() - started
 
     from sklearn.linear_model import LogisticRegression
@@ -50,7 +50,7 @@ def main() -> None:
         started = time.perf_counter()
         model = LogisticRegression(C=c, max_iter=100_000, tol=1e-10).fit(fit[0].numpy(), fit[1].numpy())
         theirs += time.perf_counter() - started
-        reference = float(fewshot.probe_objective(fewshot.LinearProbe(torch.tensor(model.coef_),
+        reference = float(logistic.probe_objective(logistic.LinearProbe(torch.tensor(model.coef_),
                                                                       torch.tensor(model.intercept_)), *fit, c))
         difference = (sweep.objectives[c] - reference) / reference
         worst = max(worst, difference)

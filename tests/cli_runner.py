@@ -19,6 +19,11 @@ def model_args(folder) -> list[str]:
     return ["--model", str(folder), "--device", "cpu", "--workers", "0"]
 
 
+def eval_args(model_dir, dataset, *extra) -> list:
+    """`eval` of the tiny model on a folder dataset with raw templates, as JSON."""
+    return ["eval", *model_args(model_dir), "--dataset", f"folder:{dataset}", "--templates", "raw", "--json", *extra]
+
+
 def _no_constant(name: str):
     raise ValueError(f"not strict JSON: {name}")
 

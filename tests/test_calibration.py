@@ -11,9 +11,9 @@ import torch
 from cli_runner import model_args, run_cli
 from pixprompt.data.datasets import load_dataset
 from pixprompt.evaluation import evaluate
-from pixprompt.evaluation.calibration import fit_temperature
 from pixprompt.evaluation.metrics import calibration_metrics, expected_calibration_error, selective_accuracy
 from pixprompt.features.cache import extract_features
+from pixprompt.methods.temperature import fit_temperature
 from pixprompt.prompts import build_classifier, resolve_templates
 from pixprompt.reports.tables import finite
 

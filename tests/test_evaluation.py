@@ -96,6 +96,20 @@ def test_second_run_and_other_template_sets_encode_no_image(loaded_models, small
                                         cache_root=tmp_path / "cache", workers=0)[0]["top1"]
 
 
+def test_run_settings_are_the_keywords_as_one_value(loaded_models, small_folder, tmp_path):
+    from pixprompt.evaluation.settings import RunSettings
+
+    model, dataset = loaded_models["open_clip_clip"], load_dataset(f"folder:{small_folder}")
+    by_keywords = evaluate(model, dataset, resolve_templates("raw"), cache_root=tmp_path, workers=0)
+    settings = RunSettings(cache_root=tmp_path, workers=0)
+    by_value = evaluate(model, dataset, resolve_templates("raw"), settings=settings)
+    assert by_value[0]["cached_images"] == by_value[0]["images"] and by_value[0]["top1"] == by_keywords[0]["top1"]
+    overridden = evaluate(model, dataset, resolve_templates("raw"), settings=settings, cache_root=None)
+    assert overridden[0]["cached_images"] == 0
+    with pytest.raises(TypeError, match="cache_dir"):
+        evaluate(model, dataset, resolve_templates("raw"), cache_dir=tmp_path)
+
+
 def test_interrupted_run_resumes_with_the_same_result(loaded_models, small_folder, tmp_path, monkeypatch):
     model = loaded_models["open_clip_siglip"]
     dataset = load_dataset(f"folder:{small_folder}")

@@ -212,7 +212,7 @@ def stub_classifier(classes: int):
 def test_the_temperature_fit_converges_to_the_reference_minimum():
     from scipy.optimize import minimize_scalar
 
-    from pixprompt.evaluation.calibration import fit_temperature
+    from pixprompt.methods.temperature import fit_temperature
 
     generator = torch.Generator().manual_seed(0)
     labels = torch.randint(0, 5, (400,), generator=generator)
@@ -237,7 +237,7 @@ def test_the_temperature_fit_converges_to_the_reference_minimum():
 ])
 def test_calibration_sets_that_cannot_calibrate_are_refused_with_the_reason(case, said):
     from pixprompt.errors import UsageError
-    from pixprompt.evaluation.calibration import fit_temperature
+    from pixprompt.methods.temperature import fit_temperature
 
     labels = {"one image": torch.tensor([1]), "one class": torch.zeros(40, dtype=torch.long),
               "separable": torch.arange(40) % 3}[case]

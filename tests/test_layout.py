@@ -95,3 +95,15 @@ def test_the_circle_finder_finds_one():
     graph = import_graph()
     assert "pixprompt.data.registry" in graph["pixprompt.data.sources.folders"]
     assert "pixprompt.data.datasets" not in graph["pixprompt.data.registry"]  # only under TYPE_CHECKING
+
+
+def test_the_methods_layer_loads_no_model_or_dataset():
+    """`methods/` computes on arrays: none of its modules imports the layers that load models, datasets or
+    features, or those above it (a job belongs in `evaluation/`)."""
+    below_or_above = ("pixprompt.models", "pixprompt.data", "pixprompt.features", "pixprompt.evaluation",
+                      "pixprompt.reports", "pixprompt.cli", "pixprompt.web")
+    graph = import_graph()
+    methods = [name for name in graph if name.startswith("pixprompt.methods")]
+    assert len(methods) >= 6
+    reaching = {name: sorted(t for t in graph[name] if t.startswith(below_or_above)) for name in methods}
+    assert all(not targets for targets in reaching.values()), reaching

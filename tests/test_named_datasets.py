@@ -124,12 +124,13 @@ def test_catalog_is_consistent():
             assert name in CLIP_PAPER, name
         assert entry.suites or name == "imagenette"
         assert set(entry.suites) <= set(SUITES)
-        assert entry.metric in {"top1", "mean_per_class_recall", "mean_average_precision"}
+        assert entry.metric in {"top1", "mean_per_class_recall", "mean_average_precision", "mean_recall@1"}
     # every image dataset of the CLIP paper's Table 11, ImageNet included, is in its suite
     assert set(suite("clip")) == set(CLIP_PAPER) | {"imagenet"}
     assert suite("imagenet-shifts") == ["imagenet", "imagenet-v2", "imagenet-sketch", "imagenet-a", "imagenet-r",
                                         "objectnet"]
     assert len(suite("vtab")) == 19
+    assert suite("retrieval") == ["flickr30k", "mscoco_captions"]
     assert Counter(entries[n].group for n in suite("vtab")) == {"VTAB natural": 7, "VTAB specialized": 4,
                                                                 "VTAB structured": 8}
 
@@ -244,7 +245,9 @@ def test_datasets_command_lists_datasets_and_suites_without_downloading(capsys, 
     assert by_name["eurosat"]["classes"] == 10 and by_name["eurosat"]["templates"] == 3
     assert by_name["fer2013"]["templates"] == 6 and by_name["voc2007"]["multi_label"]
     assert by_name["caltech101"]["metric"] == "mean_per_class_recall"
-    assert {s["suite"]: s["datasets"] for s in listed["suites"]} == {"clip": 24, "imagenet-shifts": 6, "vtab": 19}
+    assert {s["suite"]: s["datasets"] for s in listed["suites"]} == {"clip": 24, "imagenet-shifts": 6, "vtab": 19,
+                                                                    "retrieval": 2}
+    assert by_name["flickr30k"]["metric"] == "mean_recall@1"
     code, out, _ = run_cli(capsys, "datasets", "--filter", "imagenet-shifts", "--csv")
     names = [line.split(",")[0] for line in out.splitlines()[1:] if line and not line.startswith("suite")]
     assert names[:6] == suite("imagenet-shifts")

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from cli_runner import model_args, run_cli
-from pixprompt.evaluation import fewshot
 from pixprompt.evaluation.probing import summary, zero_shot_sentence
+from pixprompt.methods import logistic, shots, tip_adapter
 
 
 def clusters(seed: int, per_class: int, classes: int = 4, dim: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
@@ -27,10 +27,10 @@ def test_linear_probe_equals_scikit_learn_at_the_same_c(c):
 
     train_x, train_y = clusters(0, 40)
     test_x, test_y = clusters(1, 200)
-    x, tx = fewshot.normalised(train_x), fewshot.normalised(test_x)
-    ours = fewshot.fit_logistic(x, train_y, 4, c)
+    x, tx = logistic.normalised(train_x), logistic.normalised(test_x)
+    ours = logistic.fit_logistic(x, train_y, 4, c)
     theirs = LogisticRegression(C=c, max_iter=5000, tol=1e-10).fit(x.numpy(), train_y.numpy())
-    ours_accuracy = fewshot.accuracy(ours.logits(tx), test_y)
+    ours_accuracy = logistic.accuracy(ours.logits(tx), test_y)
     theirs_accuracy = float((theirs.predict(tx.numpy()) == test_y.numpy()).mean())
     assert abs(ours_accuracy - theirs_accuracy) <= 0.005
     # the same optimum: sklearn's multinomial weights are ours up to a shift shared by every class
@@ -39,8 +39,8 @@ def test_linear_probe_equals_scikit_learn_at_the_same_c(c):
 
 
 def sklearn_objective(model, x: torch.Tensor, y: torch.Tensor, c: float) -> float:
-    probe = fewshot.LinearProbe(torch.tensor(model.coef_), torch.tensor(model.intercept_))
-    return float(fewshot.probe_objective(probe, x, y, c))
+    probe = logistic.LinearProbe(torch.tensor(model.coef_), torch.tensor(model.intercept_))
+    return float(logistic.probe_objective(probe, x, y, c))
 
 
 def converged_sklearn(x: torch.Tensor, y: torch.Tensor, c: float):
@@ -52,12 +52,12 @@ def converged_sklearn(x: torch.Tensor, y: torch.Tensor, c: float):
 @pytest.mark.parametrize("c", [1e-6, 1e-4, 1e4, 1e6])  # both ends of the grid, where a lax stop shows
 def test_the_probe_reaches_scikit_learns_converged_objective_at_every_c(c):
     train_x, train_y = clusters(0, 40)
-    x = fewshot.normalised(train_x)
-    ours = fewshot.fit_logistic(x, train_y, 4, c)
+    x = logistic.normalised(train_x)
+    ours = logistic.fit_logistic(x, train_y, 4, c)
     reference = sklearn_objective(converged_sklearn(x, train_y, c), x, train_y, c)
     assert ours.converged
     # never worse than the reference by more than 1e-6 (at C = 1e-6 scikit-learn's own stop is the laxer one)
-    assert float(fewshot.probe_objective(ours, x, train_y, c)) <= reference * (1 + 1e-6)
+    assert float(logistic.probe_objective(ours, x, train_y, c)) <= reference * (1 + 1e-6)
 
 
 @pytest.mark.parametrize("c", [1e-2, 1.0, 30.0])
@@ -65,14 +65,16 @@ def test_a_small_gradient_alone_does_not_stop_a_fit_the_certificate_does(c, monk
     """With a lax gradient bound (1e-3 of the objective) a fit would stop short of the optimum; the distance bound
     (strong convexity in W, the Hessian's diagonal for the bias) keeps it going until within CERTIFIED_GAP."""
     train_x, train_y = clusters(0, 40)
-    x = fewshot.normalised(train_x)
+    x = logistic.normalised(train_x)
     reference = sklearn_objective(converged_sklearn(x, train_y, c), x, train_y, c)
-    monkeypatch.setattr(fewshot, "GRADIENT_TOLERANCE", 1e-3)
-    ours = fewshot.fit_logistic(x, train_y, 4, c)
-    assert ours.converged and ours.objective == pytest.approx(float(fewshot.probe_objective(ours, x, train_y, c)))
-    assert ours.objective - reference <= fewshot.CERTIFIED_GAP * reference
-    monkeypatch.setattr(fewshot, "CERTIFIED_GAP", 1e30)  # the certificate off: the lax bound stops it short
-    assert fewshot.fit_logistic(x, train_y, 4, c).objective - reference > 1e-6 * reference
+    monkeypatch.setattr(logistic, "GRADIENT_TOLERANCE", 1e-3)
+    ours = logistic.fit_logistic(x, train_y, 4, c)
+    assert ours.converged and ours.objective == pytest.approx(float(logistic.probe_objective(ours, x, train_y, c)))
+    assert ours.objective - reference <= logistic.CERTIFIED_GAP * reference
+    monkeypatch.setattr(logistic, "CERTIFIED_GAP", 1e30)  # the certificate off: the lax bound stops it short
+    far = logistic.LinearProbe(torch.randn(4, x.shape[1], generator=torch.Generator().manual_seed(0)).double() * 3,
+                              torch.zeros(4, dtype=torch.float64))
+    assert logistic.fit_logistic(x, train_y, 4, c, far).objective - reference > 1e-6 * reference
 
 
 def test_the_sweep_is_the_clip_papers_search_and_chooses_the_references_c():
@@ -80,9 +82,9 @@ def test_the_sweep_is_the_clip_papers_search_and_chooses_the_references_c():
     converged scikit-learn fits chooses by the same protocol."""
     train_x, train_y = clusters(0, 20)
     held_x, held_y = clusters(2, 20)
-    x, hx = fewshot.normalised(train_x), fewshot.normalised(held_x)
-    sweep = fewshot.sweep_c((x, train_y), (hx, held_y), 4)
-    assert set(fewshot.C_START) <= set(sweep.scores) and not sweep.unconverged
+    x, hx = logistic.normalised(train_x), logistic.normalised(held_x)
+    sweep = logistic.sweep_c((x, train_y), (hx, held_y), 4)
+    assert set(logistic.C_START) <= set(sweep.scores) and not sweep.unconverged
     assert len(sweep.scores) <= 7 + 2 * 4
     reference: dict[float, float] = {}
 
@@ -93,7 +95,7 @@ def test_the_sweep_is_the_clip_papers_search_and_chooses_the_references_c():
     def best() -> float:
         return max(reference, key=lambda c: (reference[c], -c))
 
-    for c in fewshot.C_START:
+    for c in logistic.C_START:
         score(c)
     for decades in (1, 0.5, 0.25, 0.125):
         peak = best()
@@ -106,6 +108,26 @@ def test_the_sweep_is_the_clip_papers_search_and_chooses_the_references_c():
     assert {c: sweep.scores[c] for c in reference if c > 1e-6} == {c: v for c, v in reference.items() if c > 1e-6}
 
 
+def test_the_fit_score_objects_run_the_sweep_then_refit_on_the_whole_draw():
+    """LinearProbeClassifier: C from the sweep on (fit, held), then a converged fit on both, on the device asked;
+    TipAdapter: the paper's defaults without a held-out image, every drawn image a key."""
+    x, y = clusters(0, 20)
+    fit, held = shots.carve_validation(np.arange(len(y)), y.numpy(), seed=0)
+    probe = logistic.LinearProbeClassifier(4, device="cpu").fit(x, y, fit, held)
+    xn = logistic.normalised(x)
+    sweep = logistic.sweep_c((xn[fit], y[fit]), (xn[held], y[held]), 4)
+    assert probe.chosen["C"] == sweep.c and probe.chosen["converged"]
+    test_x, _ = clusters(1, 50)
+    reference = converged_sklearn(xn, y, sweep.c)
+    expected = torch.tensor(reference.decision_function(logistic.normalised(test_x).numpy()))
+    assert torch.allclose(probe.logits(test_x), expected, atol=1e-4)
+    zero_shot = torch.randn(len(y), 4, generator=torch.Generator().manual_seed(1))
+    adapter = tip_adapter.TipAdapter(4).fit(x, y, np.arange(len(y)), np.array([], dtype=int), zero_shot)
+    assert (adapter.chosen["alpha"], adapter.chosen["beta"]) == tip_adapter.TIP_DEFAULTS
+    assert torch.equal(adapter.logits(test_x[:3], zero_shot[:3]), tip_adapter.tip_adapter_logits(
+        zero_shot[:3], test_x[:3], x, tip_adapter.one_hot(y, 4), *tip_adapter.TIP_DEFAULTS))
+
+
 def loaded_scale(model_dir) -> float:
     from pixprompt import load_model
 
@@ -116,8 +138,8 @@ def test_tip_adapter_is_its_formula():
     generator = torch.Generator().manual_seed(0)
     zero_shot = torch.randn(5, 3, generator=generator)
     features, keys = torch.randn(5, 8, generator=generator), torch.randn(6, 8, generator=generator)
-    values = fewshot.one_hot(torch.tensor([0, 1, 2, 0, 1, 2]), 3)
-    got = fewshot.tip_adapter_logits(zero_shot, features, keys, values, alpha=2.0, beta=5.5)
+    values = tip_adapter.one_hot(torch.tensor([0, 1, 2, 0, 1, 2]), 3)
+    got = tip_adapter.tip_adapter_logits(zero_shot, features, keys, values, alpha=2.0, beta=5.5)
     f = features / features.norm(dim=1, keepdim=True)
     k = keys / keys.norm(dim=1, keepdim=True)
     expected = zero_shot.double() + 2.0 * torch.exp(-5.5 * (1 - f.double() @ k.double().T)) @ values
@@ -126,25 +148,25 @@ def test_tip_adapter_is_its_formula():
 
 def test_draws_are_per_class_seeded_and_validation_is_carved_from_them():
     labels = np.repeat(np.arange(3), 10)
-    drawn = fewshot.draw_shots(labels, 4, seed=7)
+    drawn = shots.draw_shots(labels, 4, seed=7)
     assert np.bincount(labels[drawn]).tolist() == [4, 4, 4]
-    assert np.array_equal(drawn, fewshot.draw_shots(labels, 4, seed=7))
-    assert not np.array_equal(drawn, fewshot.draw_shots(labels, 4, seed=8))
-    fit, held = fewshot.carve_validation(drawn, labels, seed=7)
+    assert np.array_equal(drawn, shots.draw_shots(labels, 4, seed=7))
+    assert not np.array_equal(drawn, shots.draw_shots(labels, 4, seed=8))
+    fit, held = shots.carve_validation(drawn, labels, seed=7)
     assert np.bincount(labels[held]).tolist() == [2, 2, 2] and set(fit) | set(held) == set(drawn)
-    one = fewshot.draw_shots(labels, 1, seed=0)
-    assert len(fewshot.carve_validation(one, labels, 0)[1]) == 0
-    assert len(fewshot.draw_shots(labels, None, 0)) == 30
-    assert fewshot.shots_list("1, 2,all") == [1, 2, None]
+    one = shots.draw_shots(labels, 1, seed=0)
+    assert len(shots.carve_validation(one, labels, 0)[1]) == 0
+    assert len(shots.draw_shots(labels, None, 0)) == 30
+    assert shots.shots_list("1, 2,all") == [1, 2, None]
     with pytest.raises(ValueError):
-        fewshot.shots_list("0")
+        shots.shots_list("0")
 
 
 def test_zs_init_probe_stays_near_zero_shot_with_strong_regularisation():
     train_x, train_y = clusters(0, 2)
     text = torch.randn(4, 16, dtype=torch.float64)
-    probe = fewshot.fit_logistic(fewshot.normalised(train_x), train_y, 4, 1e-6, centre=text,
-                                 start=fewshot.LinearProbe(text, torch.zeros(4, dtype=torch.float64)))
+    probe = logistic.fit_logistic(logistic.normalised(train_x), train_y, 4, 1e-6, centre=text,
+                                 start=logistic.LinearProbe(text, torch.zeros(4, dtype=torch.float64)))
     assert torch.allclose(probe.weight, text, atol=1e-3)
 
 

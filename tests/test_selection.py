@@ -6,7 +6,7 @@ import json
 import torch
 
 from cli_runner import model_args, run_cli
-from pixprompt.evaluation.selection import forward_selection
+from pixprompt.methods.template_selection import forward_selection
 
 
 def known_case() -> tuple[torch.Tensor, list[str], torch.Tensor, torch.Tensor]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import Any
 
 from pixprompt.data.images import DEFAULT_MAX_PIXELS
 from pixprompt.errors import UsageError
@@ -181,6 +182,14 @@ def cache_from_args(args: argparse.Namespace) -> Path | None:
     from pixprompt.paths import resolve_cache
 
     return None if args.no_cache else resolve_cache(args.cache_dir or True)
+
+
+def settings_from_args(args: argparse.Namespace, **evaluate_only: Any):
+    """The `RunSettings` every job of this command takes: cache, batch size and workers from the shared options,
+    plus `evaluate`'s own (`strict`, `examples_per_class`, …) where the command has them."""
+    from pixprompt.evaluation.settings import RunSettings
+
+    return RunSettings(cache_from_args(args), args.batch_size, args.workers, **evaluate_only)
 
 
 def dataset_from_args(args: argparse.Namespace):

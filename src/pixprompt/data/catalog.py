@@ -20,6 +20,7 @@ SUITES = {
     "clip": "the CLIP paper's Table 11 image datasets",
     "imagenet-shifts": "ImageNet, V2, Sketch, A, R, ObjectNet",
     "vtab": "VTAB's 19 tasks, in 3 groups",
+    "retrieval": "Flickr30k and MSCOCO image-text retrieval (recall@1, 5, 10 both ways)",
 }
 
 

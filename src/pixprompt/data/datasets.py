@@ -103,6 +103,9 @@ class ImageDataset:
     wnids: list[str] = field(default_factory=list)
     #: Multi-label datasets (VOC 2007): the classes present in each image; their `labels` are all -1.
     label_sets: list[tuple[int, ...]] | None = None
+    #: Retrieval datasets (Flickr30k, MSCOCO captions): each image's captions; they have no classes, and their
+    #: `labels` are all -1.
+    captions: list[tuple[str, ...]] | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -121,11 +124,16 @@ class ImageDataset:
         keep = [round(i * len(self) / count) for i in range(count)]
         return replace(self, images=replace(self.images, paths=[self.images.paths[i] for i in keep]),
                        labels=[self.labels[i] for i in keep], split=f"{self.split}[{count} of {len(self)}]",
-                       label_sets=None if self.label_sets is None else [self.label_sets[i] for i in keep])
+                       label_sets=None if self.label_sets is None else [self.label_sets[i] for i in keep],
+                       captions=None if self.captions is None else [self.captions[i] for i in keep])
 
     @property
     def multi_label(self) -> bool:
         return self.label_sets is not None
+
+    @property
+    def retrieval(self) -> bool:
+        return self.captions is not None
 
     def decoded_with(self, draft_size: int | None = None,
                      max_pixels: int | None = DEFAULT_MAX_PIXELS) -> ImageDataset:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -12,10 +11,9 @@ from pixprompt.data.datasets import ImageDataset
 from pixprompt.errors import UnavailableError, UsageError
 from pixprompt.evaluation.metrics import classification_metrics
 from pixprompt.evaluation.runs import run_facts
-from pixprompt.features.cache import extract_features
+from pixprompt.evaluation.settings import RunSettings, run_settings
 from pixprompt.models.base import ModelInfo
 from pixprompt.models.preprocessing import bounded
-from pixprompt.paths import resolve_cache
 
 RESNET50_WEIGHTS = ("IMAGENET1K_V1", "IMAGENET1K_V2")
 
@@ -60,15 +58,14 @@ def load_resnet50(weights_name: str, device: torch.device, penultimate: bool = F
     return SupervisedClassifier(module, weights.transforms(), info, device)
 
 
-def evaluate_supervised(model: SupervisedClassifier, dataset: ImageDataset,
-                        cache_root: Path | str | bool | None = True, batch_size: int | None = None,
-                        workers: int | None = None) -> dict[str, Any] | None:
+def evaluate_supervised(model: SupervisedClassifier, dataset: ImageDataset, settings: RunSettings | None = None,
+                        **options: Any) -> dict[str, Any] | None:
     """Metrics of an ImageNet classifier on an ImageNet(-subset) dataset, logits restricted to its classes
     (None on ranks other than 0 of a multi-process job)."""
     if not dataset.wnids:
         raise UsageError(f"the supervised baseline needs ImageNet classes; {dataset.name} has none "
                          "(use --dataset imagenet or imagenette)")
-    features = extract_features(model, dataset, resolve_cache(cache_root), batch_size=batch_size, workers=workers)
+    features = run_settings(settings, options).features(model, dataset)
     if features is None:
         return None
     index = {wnid: i for i, wnid in enumerate(imagenet_wnids())}

@@ -8,6 +8,7 @@ from typing import Any
 
 from pixprompt.data.images import DEFAULT_MAX_PIXELS
 from pixprompt.errors import UsageError
+from pixprompt.evaluation.settings import RunSettings, run_settings
 from pixprompt.progress import announce
 from pixprompt.prompts.labels import read_text_file
 
@@ -103,15 +104,16 @@ def available_datasets(grid: Grid) -> list[Any]:
     return datasets
 
 
-def run_grid(grid: Grid, device: str = "auto", precision: str = "auto",
-             cache_root: Path | str | bool | None = True,
-             batch_size: int | None = None, workers: int | None = None,
-             jpeg_draft: bool = False, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> list[dict[str, Any]]:
+def run_grid(grid: Grid, device: str = "auto", precision: str = "auto", jpeg_draft: bool = False,
+             max_pixels: int | None = DEFAULT_MAX_PIXELS, settings: RunSettings | None = None,
+             **options: Any) -> list[dict[str, Any]]:
     """Evaluate each model on each dataset with all template sets; each model is loaded once.
 
     `jpeg_draft` decodes JPEG files at reduced scale for each model, `max_pixels` skips larger images
-    (see `ImageDataset.decoded_with`).
+    (see `ImageDataset.decoded_with`); `settings` (see `RunSettings`) or its fields as keywords say how to encode
+    and cache.
     """
+    settings = run_settings(settings, options)
     from pixprompt.evaluation.runs import evaluate
     from pixprompt.models import load_model
     from pixprompt.prompts import resolve_templates
@@ -128,8 +130,7 @@ def run_grid(grid: Grid, device: str = "auto", precision: str = "auto",
             announce(f"[{model_number * len(datasets) + dataset_number + 1}/{jobs}] {entry['model']}{pretrained} "
                      f"on {dataset.name}")
             decoded = dataset.decoded_with(model.decode_size if jpeg_draft else None, max_pixels)
-            records += evaluate(model, decoded, prompt_sets[dataset.name], [grid.ensemble], cache_root, batch_size,
-                                workers)
+            records += evaluate(model, decoded, prompt_sets[dataset.name], [grid.ensemble], settings)
     return records
 
 

@@ -5,6 +5,7 @@ scikit-learn and CLIP_benchmark print it, never float32's 0.23000000417232513.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -147,3 +148,11 @@ def selective_accuracy(confidence: np.ndarray, correct: np.ndarray, threshold: f
     kept = confidence >= threshold
     return {"threshold": threshold, "coverage": float(kept.mean()) if len(kept) else float("nan"),
             "accuracy": float(correct[kept].mean()) if kept.any() else float("nan")}
+
+
+def spread(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value)."""
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, 0.0
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))

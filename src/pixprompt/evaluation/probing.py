@@ -1,11 +1,10 @@
-"""`pixprompt probe`: few-shot learners (see `fewshot`) on a training dataset's cached features, scored on a test
+"""`pixprompt probe`: few-shot learners (see `methods`) on a training dataset's cached features, scored on a test
 dataset beside zero-shot, over shot counts and random draws; one record per (method, shots, draw)."""
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,11 +12,14 @@ import torch
 
 from pixprompt.data.datasets import ImageDataset
 from pixprompt.errors import UsageError
-from pixprompt.evaluation import fewshot
-from pixprompt.evaluation.metrics import classification_metrics
+from pixprompt.evaluation.metrics import classification_metrics, spread
 from pixprompt.evaluation.runs import main_metric, run_facts
 from pixprompt.evaluation.scoring import scores, text_classifier
-from pixprompt.features.cache import FeatureSet, extract_features
+from pixprompt.evaluation.settings import RunSettings, run_settings
+from pixprompt.features.cache import FeatureSet
+from pixprompt.methods.logistic import LinearProbeClassifier
+from pixprompt.methods.shots import carve_validation, draw_shots
+from pixprompt.methods.tip_adapter import TipAdapter
 from pixprompt.models.base import VisionLanguageModel
 from pixprompt.progress import announce
 from pixprompt.prompts.templates import PromptSet
@@ -42,28 +44,28 @@ def _check_pair(train: ImageDataset, test: ImageDataset) -> None:
 
 def probe_records(model: VisionLanguageModel, train: ImageDataset, test: ImageDataset, prompt_set: PromptSet,
                   shots: Sequence[int | None], seeds: int = 3, methods: Sequence[str] = METHODS,
-                  cache_root: Path | None = None, batch_size: int | None = None, workers: int | None = None,
-                  supervised: Any = None, ensemble: str = "embedding") -> list[dict[str, Any]]:
+                  supervised: Any = None, ensemble: str = "embedding", settings: RunSettings | None = None,
+                  **options: Any) -> list[dict[str, Any]]:
     """Records of zero-shot (once) and of each method × shot count × draw (`seeds` draws: 0 … seeds−1).
 
     `supervised`, a ResNet-50 with its penultimate features (`load_resnet50(..., penultimate=True)`), adds its
-    linear probe on the same draws. Every rank encodes its share; rank 0 returns the records, others [].
+    linear probe on the same draws. `settings` (see `RunSettings`) or its fields as keywords say how to encode
+    and cache. Every rank encodes its share; rank 0 returns the records, others [].
     """
+    settings = run_settings(settings, options)
     _check_pair(train, test)
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         raise UsageError(f"unknown probe method(s) {', '.join(unknown)}: use {', '.join(METHODS)}")
-    encoded = [extract_features(model, data, cache_root, batch_size=batch_size, workers=workers)
-               for data in (train, test)]
-    backbone = [extract_features(supervised, data, cache_root, batch_size=batch_size, workers=workers)
-                for data in (train, test)] if supervised is not None else None
+    encoded = [settings.features(model, data) for data in (train, test)]
+    backbone = [settings.features(supervised, data) for data in (train, test)] if supervised is not None else None
     if encoded[1] is None:
         return []
     (train_x, train_y), (test_x, test_y) = _valid(encoded[0]), _valid(encoded[1])
     if not len(train_y) or not len(test_y):
         raise UsageError("the training or the test set has no readable image")
     classes = len(test.classnames)
-    classifier = text_classifier(model, test.classnames, prompt_set, cache_root)
+    classifier = text_classifier(model, test.classnames, prompt_set, settings.cache)
 
     zero_shot_train, zero_shot_test = scores(classifier, train_x, ensemble), scores(classifier, test_x, ensemble)
     text_weights = classifier.logit_scale * classifier.weights
@@ -90,19 +92,20 @@ def probe_records(model: VisionLanguageModel, train: ImageDataset, test: ImageDa
 
     for count, actual in counts:
         for seed in range(seeds):
-            drawn = fewshot.draw_shots(labels, count, seed)
-            fit, held = fewshot.carve_validation(drawn, labels, seed)
+            drawn = draw_shots(labels, count, seed)
+            fit, held = carve_validation(drawn, labels, seed)
             common = {"shots": actual, "shots_requested": count if count is not None else "all", "seed": seed,
                       "train_images": len(drawn)}
             for method in methods:
                 if method == "tip-adapter":
-                    result = fewshot.tip_adapter(train_x, train_y, fit, held, test_x, zero_shot_train,
-                                                 zero_shot_test, classes)
-                    result.chosen["logit_scale"] = classifier.logit_scale  # the paper writes 100 (OpenAI's)
+                    adapter = TipAdapter(classes).fit(train_x, train_y, fit, held, zero_shot_train)
+                    logits = adapter.logits(test_x, zero_shot_test)
+                    chosen = {**adapter.chosen, "logit_scale": classifier.logit_scale}  # the paper writes 100
                 else:
-                    result = fewshot.linear_probe(train_x, train_y, fit, held, test_x, classes,
-                                                  text_weights if method == "linear-zs-init" else None)
-                records.append(record(method, result.logits, test_y, **common, **result.chosen))
+                    probe = LinearProbeClassifier(classes, text_weights if method == "linear-zs-init" else None,
+                                                  model.device).fit(train_x, train_y, fit, held)
+                    logits, chosen = probe.logits(test_x), probe.chosen
+                records.append(record(method, logits, test_y, **common, **chosen))
                 progress(f"{method}, {actual} shot(s), draw {seed}")
             if backbone is not None:
                 records.append(_supervised_record(record, backbone, encoded, fit, held, classes, supervised, common))
@@ -131,9 +134,10 @@ def _supervised_record(record, backbone: list[FeatureSet], encoded: list[Feature
                        held: np.ndarray, classes: int, supervised: Any, common: dict[str, Any]) -> dict[str, Any]:
     """The supervised backbone's linear probe on the same drawn images, scored on the same test images."""
     train_items, test_items = (e.valid.nonzero().flatten() for e in encoded)
-    result = fewshot.linear_probe(backbone[0].features[train_items], encoded[0].labels[train_items], fit, held,
-                                  backbone[1].features[test_items], classes)
-    return record(RESNET_METHOD, result.logits, encoded[1].labels[test_items], **common, **result.chosen,
+    probe = LinearProbeClassifier(classes, device=supervised.device).fit(
+        backbone[0].features[train_items], encoded[0].labels[train_items], fit, held)
+    return record(RESNET_METHOD, probe.logits(backbone[1].features[test_items]), encoded[1].labels[test_items],
+                  **common, **probe.chosen,
                   probe_features=f"{supervised.info.name} {supervised.info.pretrained}")
 
 
@@ -144,7 +148,7 @@ def summary(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         groups.setdefault((r["method"], r["shots"]), []).append(r)
     rows = []
     for (method, shots), members in groups.items():
-        mean, deviation = fewshot.spread([m["score"] for m in members])
+        mean, deviation = spread([m["score"] for m in members])
         rows.append({"method": method, "shots": shots, "draws": len(members), "score %": round(100 * mean, 2),
                      "± %": round(100 * deviation, 2), "metric": members[0]["metric"]})
     return rows

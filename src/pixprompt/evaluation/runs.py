@@ -5,7 +5,6 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,9 +21,9 @@ from pixprompt.evaluation.metrics import (
     selective_accuracy,
 )
 from pixprompt.evaluation.scoring import row_blocks, scores, text_classifier
-from pixprompt.features.cache import FeatureSet, extract_features
+from pixprompt.evaluation.settings import RunSettings, run_settings
+from pixprompt.features.cache import FeatureSet
 from pixprompt.models.base import ModelInfo, VisionLanguageModel
-from pixprompt.paths import resolve_cache
 from pixprompt.prompts.classifier import ZeroShotClassifier
 from pixprompt.prompts.templates import PromptSet
 
@@ -115,12 +114,12 @@ def run_facts(info: ModelInfo, dataset: ImageDataset, features: FeatureSet) -> d
 
 
 def evaluate(model: VisionLanguageModel, dataset: ImageDataset, prompt_sets: Sequence[PromptSet],
-             ensembles: Sequence[str] = ("embedding",), cache_root: Path | str | bool | None = True,
-             batch_size: int | None = None, workers: int | None = None, strict: bool = False,
-             examples_per_class: int = 0, min_probability: float | None = None,
-             calibration: ImageDataset | None = None) -> list[dict[str, Any]]:
-    """Evaluate every template set × ensembling mode on one pass over the images; one record each.
+             ensembles: Sequence[str] = ("embedding",), settings: RunSettings | None = None,
+             **options: Any) -> list[dict[str, Any]]:
+    """Evaluate every template set × ensembling mode on one pass over the images; one record each (a retrieval
+    dataset, whose images have captions instead of classes, gets one retrieval record: see `retrieval_records`).
 
+    `settings` (see `RunSettings`), or its fields as keywords (`cache_root=`, `workers=`, …), say how.
     Image features and text classifiers are cached as the CLI caches them: by default (`cache_root=True`)
     in `pixprompt.paths.cache_root()` ($PIXPROMPT_CACHE, else the user cache folder), or in the folder
     given; `cache_root=None` or `False` encodes everything afresh and writes nothing.
@@ -134,11 +133,11 @@ def evaluate(model: VisionLanguageModel, dataset: ImageDataset, prompt_sets: Seq
     on that dataset (its own classes, the same templates); the record keeps `temperature` and the calibration
     before it (`ece_uncalibrated`, `nll_uncalibrated`).
     """
-    cache_root = resolve_cache(cache_root)
+    settings = run_settings(settings, options)
+    cache_root, calibration, min_probability = settings.cache, settings.calibration, settings.min_probability
     started = time.perf_counter()
-    calibration_features = extract_features(model, calibration, cache_root, batch_size=batch_size,
-                                            workers=workers) if calibration else None
-    features = extract_features(model, dataset, cache_root, batch_size=batch_size, workers=workers)
+    calibration_features = settings.features(model, calibration) if calibration else None
+    features = settings.features(model, dataset)
     if features is None:  # another rank's: rank 0 scores and reports
         return []
     for name, got, source in ((dataset.name, features, dataset), (calibration and calibration.name,
@@ -147,11 +146,16 @@ def evaluate(model: VisionLanguageModel, dataset: ImageDataset, prompt_sets: Seq
             first = min(got.failures) if got.failures else None
             example = f", e.g. {source.images.describe(first)}: {got.failures[first]}" if first is not None else ""
             raise UnavailableError(f"no image of {name} could be read: {len(got.failures)} skipped{example}")
-    if features.failures and strict:
+    if features.failures and settings.strict:
         first = min(features.failures)
         raise InputFailedError(f"{len(features.failures)} image(s) could not be read (--strict), first: "
                                f"{dataset.images.describe(first)}: {features.failures[first]}")
     image_seconds = time.perf_counter() - started
+    if dataset.retrieval:
+        from pixprompt.evaluation.retrieval import retrieval_records
+
+        return retrieval_records(model, dataset, features, cache_root, run_facts(model.info, dataset, features),
+                                 image_seconds)
     # the matrix itself when every image was read (no copy of the largest thing in memory)
     every = bool(features.valid.all())
     x = features.features if every else features.features[features.valid]
@@ -184,12 +188,12 @@ def evaluate(model: VisionLanguageModel, dataset: ImageDataset, prompt_sets: Seq
                                                           scored.squared_error)})
                 if min_probability is not None:
                     metrics["open_set"] = selective_accuracy(scored.confidence, scored.correct, min_probability)
-            if examples_per_class and not dataset.multi_label:
+            if settings.examples_per_class and not dataset.multi_label:
                 shown = replace(classifier, temperature=metrics.get("temperature", 1.0))
                 metrics["examples"] = example_predictions(
                     thumbnails, item_indices, y,
                     lambda rows, c=shown, e=ensemble: c.probabilities(c.scores(x[rows], e), e),
-                    dataset.classnames, examples_per_class)
+                    dataset.classnames, settings.examples_per_class)
             records.append({
                 **facts, "templates": prompt_set.name, "num_prompts": len(classifier.prompt_class),
                 "ensemble": ensemble, **metrics, "metric": metric, "score": metrics[metric],

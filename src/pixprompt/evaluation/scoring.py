@@ -31,11 +31,12 @@ def scores(classifier: ZeroShotClassifier, features: torch.Tensor, ensemble: str
 
 
 def text_classifier(model: VisionLanguageModel, classnames: Sequence[str], prompt_set: PromptSet,
-                    cache_root: Path | None) -> ZeroShotClassifier:
-    """The classifier for these inputs, from the cache when it was built before."""
+                    cache_root: Path | None, announcement: str | None = None) -> ZeroShotClassifier:
+    """The classifier for these inputs, from the cache when it was built before (`announcement`: what building
+    it is called, see `build_classifier`)."""
     path = None
     if cache_root is not None:
         key = json.dumps([prompt_set.name, prompt_set.templates, sorted(prompt_set.descriptions.items())])
         path = classifier_path(cache_root, model, classnames, key)
         remove_stale_partials(path.parent)
-    return classifier_for(model, classnames, prompt_set, path, owned=True)
+    return classifier_for(model, classnames, prompt_set, path, owned=True, announcement=announcement)

@@ -21,7 +21,7 @@ SHIFTS = tuple(name for name in suite("imagenet-shifts") if name != "imagenet")
 
 def score(record: Record) -> float:
     """A record's main metric (top-1 for records written before records named theirs)."""
-    return record.get("score", record["top1"])
+    return record["score"] if "score" in record else record["top1"]
 
 
 def scores_by_model(records: Sequence[Record]) -> dict[str, dict[str, float]]:

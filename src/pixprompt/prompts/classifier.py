@@ -165,15 +165,17 @@ def _checksum(tensors: dict[str, torch.Tensor], meta_json: str) -> str:
 
 def build_classifier(model: VisionLanguageModel, classnames: Sequence[str], prompt_set: PromptSet,
                      batch_size: int = 256,
-                     guard: Callable[[], AbstractContextManager] = nullcontext) -> ZeroShotClassifier:
+                     guard: Callable[[], AbstractContextManager] = nullcontext,
+                     announcement: str | None = None) -> ZeroShotClassifier:
     """Encode every class × prompt with the model's text tower and keep the embeddings for ensembling
-    (each batch inside `guard()`, see `VisionLanguageModel.encode_text`)."""
+    (each batch inside `guard()`, see `VisionLanguageModel.encode_text`); `announcement` replaces the line that
+    says so (for texts that are not class prompts)."""
     classnames = validate_classnames(classnames, unique=False)  # user input is checked where it enters
     prompts = prompt_set.prompts_for(classnames)
     flat = [prompt for class_prompts in prompts for prompt in class_prompts]
     kind = counted(len(prompt_set.templates), "template") if prompt_set.is_templated else "their descriptions"
-    announce(f"building classifier: {counted(len(classnames), 'class', 'classes')} × {kind} "
-             f"({counted(len(flat), 'prompt')})")
+    announce(announcement or f"building classifier: {counted(len(classnames), 'class', 'classes')} × {kind} "
+                              f"({counted(len(flat), 'prompt')})")
     prompt_class = torch.tensor([c for c, class_prompts in enumerate(prompts) for _ in class_prompts])
     embeddings = model.encode_text(flat, batch_size=batch_size, guard=guard)
     return ZeroShotClassifier(

@@ -40,7 +40,8 @@ def _stored(path: Path, owned: bool) -> ZeroShotClassifier | None:
 
 
 def classifier_for(model: VisionLanguageModel, classnames: Sequence[str], prompt_set: PromptSet,
-                   path: str | Path | None = None, owned: bool = False) -> ZeroShotClassifier:
+                   path: str | Path | None = None, owned: bool = False,
+                   announcement: str | None = None) -> ZeroShotClassifier:
     """Load the classifier at `path` if it matches, else build it (and save it there if a path is given).
 
     `owned`: the file is pixprompt's own cache entry, removed and rebuilt whatever is wrong with it.
@@ -57,7 +58,7 @@ def classifier_for(model: VisionLanguageModel, classnames: Sequence[str], prompt
             return stored
         if stored is not None:
             log.warning("classifier %s was built from other inputs or weights; rebuilding it", path)
-    classifier = build_classifier(model, classnames, prompt_set)
+    classifier = build_classifier(model, classnames, prompt_set, announcement=announcement)
     if path is not None:
         cache_write(lambda: classifier.save(path), path)
     return classifier

@@ -41,7 +41,7 @@ def load_records(paths: Sequence[str | Path]) -> list[Record]:
             raise UsageError(f"{path} is not a JSON results file ({error}): write one with --output FILE.json")\
                 from None
         rows = data if isinstance(data, list) else [data]
-        if not rows or not all(isinstance(r, dict) and "top1" in r and "model" in r for r in rows):
+        if not rows or not all(isinstance(r, dict) and "model" in r and ("top1" in r or is_retrieval(r)) for r in rows):
             raise UsageError(f"{path} holds no pixprompt result records (each needs model and top1)")
         for number, row in enumerate(rows, start=1):
             problem = record_problem(row)
@@ -55,12 +55,18 @@ def load_records(paths: Sequence[str | Path]) -> list[Record]:
 #: The fields every report figure and table reads, with the types pixprompt writes them in.
 TEXT_FIELDS = ("model", "dataset", "templates", "ensemble", "method", "pretrained", "split")
 NUMBER_FIELDS = ("top1", "top5", "mean_per_class_recall", "score", "images", "skipped", "params", "shots",
-                 "ece", "nll", "brier", "temperature", "mean_average_precision")
+                 "ece", "nll", "brier", "temperature", "mean_average_precision", "mean_recall@1")
+
+
+def is_retrieval(record: Record) -> bool:
+    """A retrieval record (recalls, no classes): in the report's tables, not in its classification figures."""
+    return record.get("task") == "retrieval"
 
 
 def record_problem(record: Record) -> str | None:
     """What makes `record` unlike a pixprompt record (a missing field, a field of the wrong type), or None."""
-    missing = [key for key in ("model", "dataset", "top1") if key not in record]
+    needed = ("model", "dataset", "mean_recall@1" if is_retrieval(record) else "top1")
+    missing = [key for key in needed if key not in record]
     if missing:
         return f"it has no {', '.join(missing)}"
     for key in TEXT_FIELDS:
@@ -74,9 +80,13 @@ def record_problem(record: Record) -> str | None:
 
 
 def report_figures(records: Sequence[Record], max_each: int = 4) -> list[ReportFigure]:
-    """Every figure the report shows, in order."""
+    """Every figure the report shows, in order (retrieval records have none: their recalls are in the tables)."""
     from pixprompt.evaluation.probing import summary, zero_shot_sentence
     from pixprompt.evaluation.suites import robustness
+
+    records = [r for r in records if not is_retrieval(r)]
+    if not records:
+        return []
 
     zero_shot = figures.zero_shot(records)
     probe_ids = {id(r) for r in figures.probes(records)} - {id(r) for r in zero_shot}
@@ -130,11 +140,12 @@ def results_tables(records: Sequence[Record]) -> list[dict[str, Any]]:
     others = [r for r in records if id(r) not in probe_ids]
     tables = [{"title": "Results", "columns": summary_columns(others), "rows": [summary_row(r) for r in others]}] \
         if others else []
+    classified = [r for r in records if not is_retrieval(r)]
     if probes:
         tables.append({"title": "Few-shot learners (mean over draws ± their standard deviation)",
                        "columns": ["method", "shots", "draws", "score %", "± %", "metric"], "rows": summary(probes),
                        "note": "Each (method, shots) over its random draws of training images; zero-shot once."})
-    zero_shot = figures.zero_shot(records)
+    zero_shot = figures.zero_shot(classified)
     if zero_shot:
         templates = list(dict.fromkeys(r["templates"] for r in zero_shot))
         rows, columns = paper_table(zero_shot, templates)
@@ -150,10 +161,11 @@ def results_tables(records: Sequence[Record]) -> list[dict[str, Any]]:
         rows, columns = group_table(records)
         tables.append({"title": "Means per group (main metric %)", "columns": columns, "rows": rows,
                        "note": "Each dataset's main metric (top-1; mean per-class recall for FGVC Aircraft, Pets, "
-                               "Caltech-101 and Flowers-102; mAP for VOC 2007, as the CLIP paper's Table 9), averaged "
+                               "Caltech-101 and Flowers-102; mAP for VOC 2007, as the CLIP paper's Table 9; the mean "
+                               "recall@1 of both directions for retrieval, as DataComp), averaged "
                                "over the datasets of each group that ran (ran/all in the header), as DataComp "
                                "reports them."})
-    shifts = robustness(records)
+    shifts = robustness(classified)
     if shifts:
         tables.append({"title": "ImageNet distribution shifts (top-1 %)", "columns": shifts["columns"],
                        "rows": shifts["rows"],

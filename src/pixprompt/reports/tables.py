@@ -22,7 +22,12 @@ SUMMARY_COLUMNS = ["model", "pretrained", "dataset", "templates", "ensemble", "t
 #: Beside the accuracies when records have them: mAP (multi-label), the fitted temperature with the expected
 #: calibration error before and after it (--calibrate), the open-set coverage and accuracy (--min-probability).
 EXTRA_COLUMNS = {"mAP %": "mean_average_precision", "T": "temperature", "ECE before %": "ece_uncalibrated",
-                 "ECE after %": "ece", "min P": "threshold", "coverage %": "coverage", "covered top1 %": "accuracy"}
+                 "ECE after %": "ece", "min P": "threshold", "coverage %": "coverage", "covered top1 %": "accuracy",
+                 **{f"{way} R@{k} %": f"{kind}_retrieval_recall@{k}"
+                    for way, kind in (("t→i", "image"), ("i→t", "text")) for k in (1, 5, 10)},
+                 "mean R@1 %": "mean_recall@1"}
+#: Columns left out when no record has a value there (retrieval records have no templates and no accuracy).
+_OPTIONAL_COLUMNS = ("templates", "ensemble", "top1 %", "top5 %", "mean recall %")
 #: The record field behind each summary column (a column not named here is its own field).
 _FIELD_OF = {"top1 %": "top1", "top5 %": "top5", "mean recall %": "mean_per_class_recall", **EXTRA_COLUMNS}
 #: Columns shown in percent of a 0…1 field.
@@ -42,7 +47,8 @@ def summary_columns(records: Sequence[dict]) -> list[str]:
     if "T" not in extra and "ECE after %" in extra:
         extra.remove("ECE after %")  # without calibration, one ECE is no comparison
     at = SUMMARY_COLUMNS.index("mean recall %") + 1
-    return [*SUMMARY_COLUMNS[:at], *extra, *SUMMARY_COLUMNS[at:]]
+    columns = [*SUMMARY_COLUMNS[:at], *extra, *SUMMARY_COLUMNS[at:]]
+    return [c for c in columns if c not in _OPTIONAL_COLUMNS or any(_record_value(r, c) is not None for r in records)]
 
 
 def summary_row(record: dict) -> dict:

@@ -7,10 +7,10 @@ from pixprompt.cli.options import (
     add_batch_options,
     add_data_options,
     add_run_options,
-    cache_from_args,
     check_run_outputs,
     dataset_from_args,
     decoded_as_asked,
+    settings_from_args,
 )
 from pixprompt.cli.output import report_records
 from pixprompt.cli.registry import command
@@ -34,11 +34,11 @@ def run_baseline(args: argparse.Namespace) -> int:
     check_run_outputs(args)
     dataset = dataset_from_args(args)
     device = resolve_device(args.device)
+    settings = settings_from_args(args)
     records = []
     for name in args.weights.split(","):
         model = load_resnet50(name.strip(), device)
-        record = evaluate_supervised(model, decoded_as_asked(args, dataset, model), cache_from_args(args),
-                                     args.batch_size, args.workers)
+        record = evaluate_supervised(model, decoded_as_asked(args, dataset, model), settings)
         records += [record] if record else []  # None on ranks other than 0
     report_records(args, records)
     return 0

@@ -6,8 +6,8 @@ import argparse
 from pixprompt.cli.options import (
     add_batch_options,
     add_run_options,
-    cache_from_args,
     check_run_outputs,
+    settings_from_args,
 )
 from pixprompt.cli.output import is_main_rank, write_table_outputs
 from pixprompt.cli.registry import command
@@ -29,9 +29,8 @@ def run_bench(args: argparse.Namespace) -> int:
 
     check_run_outputs(args)
     grid = load_grid(args.config)
-    records = run_grid(grid, device=args.device, precision=args.precision, cache_root=cache_from_args(args),
-                       batch_size=args.batch_size, workers=args.workers, jpeg_draft=args.draft_jpeg,
-                       max_pixels=args.max_pixels)
+    records = run_grid(grid, device=args.device, precision=args.precision, jpeg_draft=args.draft_jpeg,
+                       max_pixels=args.max_pixels, settings=settings_from_args(args))
     if not is_main_rank():
         return 0
     if grid.suites:

@@ -34,7 +34,8 @@ def run_datasets(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json_text({"datasets": rows, "suites": suites}))
         return 0
-    short_metric = {"top1": "top-1", "mean_per_class_recall": "mean recall", "mean_average_precision": "mAP"}
+    short_metric = {"top1": "top-1", "mean_per_class_recall": "mean recall", "mean_average_precision": "mAP",
+                    "mean_recall@1": "mean R@1"}
     shown = [{**row, "metric": short_metric[row["metric"]] + (" (multi-label)" if row["multi_label"] else ""),
               "suites": ", ".join(row["suites"])} for row in rows]
     emit(shown, args.format, ["name", "classes", "templates", "metric", "names", "suites", "obtained"],

@@ -9,13 +9,13 @@ from pixprompt.cli.options import (
     add_probability_options,
     add_prompt_options,
     add_run_options,
-    cache_from_args,
     calibration_from_args,
     check_run_outputs,
     dataset_from_args,
     decoded_as_asked,
     model_from_args,
     prompt_sets_from_args,
+    settings_from_args,
 )
 from pixprompt.cli.output import report_records
 from pixprompt.cli.registry import command
@@ -48,8 +48,9 @@ def run_eval(args: argparse.Namespace) -> int:
     calibration = calibration_from_args(args)
     model = model_from_args(args)
     examples = args.examples if args.examples is not None else 4 if args.report else 0
-    records = evaluate(model, decoded_as_asked(args, dataset, model), prompt_sets, ensembles, cache_from_args(args),
-                       args.batch_size, args.workers, args.strict, examples, args.min_probability,
-                       calibration and decoded_as_asked(args, calibration, model))
+    settings = settings_from_args(args, strict=args.strict, examples_per_class=examples,
+                                  min_probability=args.min_probability,
+                                  calibration=calibration and decoded_as_asked(args, calibration, model))
+    records = evaluate(model, decoded_as_asked(args, dataset, model), prompt_sets, ensembles, settings)
     report_records(args, records)
     return 0

@@ -8,13 +8,13 @@ from pixprompt.cli.options import (
     add_model_options,
     add_prompt_options,
     add_run_options,
-    cache_from_args,
     check_run_outputs,
     dataset_from_args,
     decoded_as_asked,
     model_from_args,
     positive_int,
     prompt_sets_from_args,
+    settings_from_args,
 )
 from pixprompt.cli.output import is_main_rank, write_table_outputs
 from pixprompt.cli.registry import command
@@ -44,7 +44,7 @@ def _probe_arguments(parser: argparse.ArgumentParser) -> None:
 @command("probe", "few-shot linear probes and Tip-Adapter on cached features, beside zero-shot", _probe_arguments)
 def run_probe(args: argparse.Namespace) -> int:
     from pixprompt.data.datasets import DatasetOptions, load_dataset
-    from pixprompt.evaluation.fewshot import shots_list
+    from pixprompt.methods.shots import shots_list
 
     check_run_outputs(args)
     try:
@@ -67,7 +67,7 @@ def run_probe(args: argparse.Namespace) -> int:
         supervised = load_resnet50(args.resnet50, resolve_device(args.device), penultimate=True)
     records = probe_records(model, decoded_as_asked(args, train, model), decoded_as_asked(args, test, model),
                             prompt_sets[0], shots, args.seeds, [m.strip() for m in args.methods.split(",")],
-                            cache_from_args(args), args.batch_size, args.workers, supervised)
+                            supervised, settings=settings_from_args(args))
     if not is_main_rank():
         return 0
     from pixprompt.reports import emit

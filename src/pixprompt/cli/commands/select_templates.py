@@ -10,11 +10,11 @@ from pixprompt.cli.options import (
     add_data_options,
     add_format_options,
     add_model_options,
-    cache_from_args,
     check_writable,
     dataset_from_args,
     decoded_as_asked,
     model_from_args,
+    settings_from_args,
 )
 from pixprompt.cli.output import is_main_rank, write_html_report
 from pixprompt.cli.registry import command
@@ -79,8 +79,7 @@ def run_select_templates(args: argparse.Namespace) -> int:
 
     model = model_from_args(args)
     record = select_templates(model, decoded_as_asked(args, validation, model), candidates,
-                              held_out and decoded_as_asked(args, held_out, model), cache_from_args(args),
-                              args.batch_size, args.workers)
+                              held_out and decoded_as_asked(args, held_out, model), settings_from_args(args))
     if not is_main_rank():
         return 0
     from pixprompt.reports import emit

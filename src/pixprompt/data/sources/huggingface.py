@@ -34,9 +34,24 @@ class HFImages:
         return f"row {index}"
 
 
+#: Columns of a retrieval table holding each image's captions (a list, or one string): nlphuji's Flickr30k and
+#: MSCOCO test sets, which DataComp reads, call it `caption`.
+CAPTION_COLUMNS = ("caption", "captions", "sentences", "text")
+
+
+def _captions(column: list, source: Path) -> list[tuple[str, ...]]:
+    captions = [tuple(value) if isinstance(value, (list, tuple)) else (value,) for value in column]
+    bad = next((row for row, texts in enumerate(captions)
+                if not texts or not all(isinstance(t, str) and t.strip() for t in texts)), None)
+    if bad is not None:
+        raise UsageError(f"hf dataset {source}: row {bad} has no caption text ({str(column[bad])[:60]!r})")
+    return [tuple(t.strip() for t in texts) for texts in captions]
+
+
 @source("hf", takes_path=True)
 def load_hf(path: str, options: DatasetOptions) -> ImageDataset:
-    """A Hugging Face `datasets` dataset saved with `save_to_disk`, or parquet file(s), with image+label."""
+    """A Hugging Face `datasets` dataset saved with `save_to_disk`, or parquet file(s), with image+label (or
+    image+captions: a retrieval dataset)."""
     try:
         import datasets
     except ImportError:
@@ -63,8 +78,13 @@ def load_hf(path: str, options: DatasetOptions) -> ImageDataset:
         table = table[split]
     image_column = next((c for c in ("image", "img") if c in table.column_names), None)
     label_column = next((c for c in ("label", "labels", "fine_label") if c in table.column_names), None)
+    caption_column = next((c for c in CAPTION_COLUMNS if c in table.column_names), None)
+    if image_column is not None and label_column is None and caption_column is not None:
+        return ImageDataset(f"hf:{source.name}", "all", [], HFImages(table, image_column), [-1] * len(table),
+                            captions=_captions(table[caption_column], source))
     if image_column is None or label_column is None:
-        raise UsageError(f"hf dataset {source} needs an image and a label column (has {table.column_names})")
+        raise UsageError(f"hf dataset {source} needs an image and a label column, or an image and a caption "
+                         f"column for retrieval (has {table.column_names})")
     feature = table.features[label_column]
     labels = list(table[label_column])
     if hasattr(feature, "names"):

@@ -5,7 +5,9 @@
     PATH/dataset_type.txt                           `multilabel` or `retrieval` (optional)
     PATH/<split>/nshards.txt                        N
     PATH/<split>/0.tar … N-1.tar                    samples KEY.webp|png|jpg|jpeg + KEY.cls (integer label),
-                                                    or KEY.npy (0/1 vector over the classes) when multi-label
+                                                    or KEY.npy (0/1 vector over the classes) when multi-label,
+                                                    or KEY.txt (the image's captions, one per line) for
+                                                    retrieval (no classnames.txt then)
 
 This is what `clip_benchmark.webdataset_builder` writes and what the `clip-benchmark/wds_*` repositories
 on the Hugging Face Hub hold. Tar shards are indexed once (member offsets) and images are read by
@@ -68,6 +70,9 @@ MAX_IMAGE_MEMBER_BYTES = 256 * 2**20
 #: A `.cls` member holds a number; a `.npy` label vector has one entry per class.
 MAX_CLS_BYTES = 64
 MAX_NPY_ENTRIES = 1 << 20
+#: A `.txt` member holds one image's captions, one per line (Flickr30k and COCO have 5).
+MAX_CAPTION_BYTES = 1 << 20
+MAX_CAPTIONS = 1000
 #: Leading bytes of compressed files: a shard is read in place by member offsets, so it must be a plain tar.
 COMPRESSED_MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd"}
 
@@ -146,8 +151,23 @@ def _label(tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo]) -> int | t
     return tuple(int(c) for c in np.flatnonzero(vector))
 
 
-def index_shards(shards: list[Path], max_pixels: int | None) -> tuple[TarImages, list[int | tuple[int, ...]]]:
-    """Every sample's image member and label (see `_label`), in shard and member order."""
+def _captions(tar: tarfile.TarFile, member: tarfile.TarInfo) -> tuple[str, ...]:
+    """A retrieval sample's captions (`.txt`, one per line, as CLIP_benchmark reads them), bounded in bytes and
+    count before they are read."""
+    if member.size > MAX_CAPTION_BYTES:
+        raise ValueError(f"{member.name} declares {member.size:,} bytes, more than an image's captions")
+    captions = tuple(line.strip() for line in tar.extractfile(member).read().decode("utf-8", "replace").splitlines()
+                     if line.strip())
+    if not captions or len(captions) > MAX_CAPTIONS:
+        raise ValueError(f"{member.name} holds {len(captions)} captions (1 to {MAX_CAPTIONS} expected)")
+    return captions
+
+
+def index_shards(shards: list[Path], max_pixels: int | None, retrieval: bool = False
+                 ) -> tuple[TarImages, list[int | tuple[int, ...]] | list[tuple[str, ...]]]:
+    """Every sample's image member and label (see `_label`), or with `retrieval` its captions (`_captions`), in
+    shard and member order."""
+    wanted = {"txt"} if retrieval else {"cls", "npy"}
     images = TarImages(shards, [], [], [], [], max_pixels)
     labels: list[int | tuple[int, ...]] = []
     for number, path in enumerate(shards):
@@ -165,14 +185,14 @@ def index_shards(shards: list[Path], max_pixels: int | None) -> tuple[TarImages,
                         samples.setdefault(key, {})[extension] = member
                 for members in samples.values():
                     image = next((members[e] for e in IMAGE_EXTENSIONS if e in members), None)
-                    if image is None or not {"cls", "npy"} & members.keys():
+                    if image is None or not wanted & members.keys():
                         continue  # a sample without an image or a label is no test item
                     if image.issparse() or image.size > MAX_IMAGE_MEMBER_BYTES:
                         raise ValueError(f"{image.name} declares {image.size:,} bytes"
                                          f"{' as a sparse member' if image.issparse() else ''}, not an image's")
                     if image.offset_data + image.size > size:
                         raise ValueError(f"truncated: {image.name} runs past the end of the file")
-                    labels.append(_label(tar, members))
+                    labels.append(_captions(tar, members["txt"]) if retrieval else _label(tar, members))
                     images.shard_of.append(number)
                     images.offsets.append(image.offset_data)
                     images.sizes.append(image.size)
@@ -205,15 +225,14 @@ def load_webdataset(path: str, split: str = "test", max_pixels: int | None = DEF
         raise UnavailableError(f"{root} is not a CLIP_benchmark webdataset: {split}/nshards.txt is missing")
     declared = _read_lines(root / "dataset_type.txt") if (root / "dataset_type.txt").is_file() else []
     kind = declared[0].lower() if declared else "classification"  # an empty file declares nothing
-    if kind not in ("classification", "multilabel"):
-        raise UsageError(f"{root} is a {kind} webdataset: pixprompt reads classification and multilabel ones")
+    if kind not in ("classification", "multilabel", "retrieval"):
+        raise UsageError(f"{root} is a {kind} webdataset: pixprompt reads classification, multilabel and "
+                         "retrieval ones")
+    if kind == "retrieval":
+        return _retrieval_webdataset(root, split, max_pixels)
     if not (root / "classnames.txt").is_file():
         raise UsageError(f"{root} has no classnames.txt: zero-shot classification needs the class names")
-    shards = [root / split / f"{number}.tar" for number in range(_shard_count(count_file))]
-    missing = [str(shard) for shard in shards if not shard.is_file()]
-    if missing:
-        raise UnavailableError(f"webdataset {root}: shard(s) {', '.join(missing[:3])} missing")
-    images, labels = index_shards(shards, max_pixels)
+    images, labels = index_shards(_shards(root, split), max_pixels)
     if not labels:
         raise UnavailableError(f"webdataset {root} holds no image with a .cls or .npy label in {split}/")
     classnames = _read_lines(root / "classnames.txt")
@@ -235,6 +254,22 @@ def load_webdataset(path: str, split: str = "test", max_pixels: int | None = DEF
     return ImageDataset(f"wds:{root.name}", split, classnames, images, [-1] * len(labels) if multi_label else labels,
                         str(templates) if templates.is_file() else "standard",
                         label_sets=labels if multi_label else None)
+
+
+def _shards(root: Path, split: str) -> list[Path]:
+    shards = [root / split / f"{number}.tar" for number in range(_shard_count(root / split / "nshards.txt"))]
+    missing = [str(shard) for shard in shards if not shard.is_file()]
+    if missing:
+        raise UnavailableError(f"webdataset {root}: shard(s) {', '.join(missing[:3])} missing")
+    return shards
+
+
+def _retrieval_webdataset(root: Path, split: str, max_pixels: int | None) -> ImageDataset:
+    """A retrieval webdataset's `split`: every image with its captions (`.txt`)."""
+    images, captions = index_shards(_shards(root, split), max_pixels, retrieval=True)
+    if not captions:
+        raise UnavailableError(f"webdataset {root} holds no image with a .txt caption member in {split}/")
+    return ImageDataset(f"wds:{root.name}", split, [], images, [-1] * len(captions), captions=captions)
 
 
 def hosted_repository(name: str) -> str:
