@@ -298,9 +298,10 @@ def birdsnap(root: Path) -> list[str]:
 
 
 def webdataset(root: Path, classnames: list[str], labels: list[int] | list[tuple[int, ...]],
-               templates: list[str] | None = None) -> Path:
+               templates: list[str] | None = None, metadata: list[tuple[int, ...]] | None = None) -> Path:
     """A CLIP_benchmark webdataset folder: test/0.tar with KEY.webp + KEY.cls samples (KEY.npy 0/1 vectors and
-    dataset_type.txt `multilabel` when the labels are tuples), classnames.txt."""
+    dataset_type.txt `multilabel` when the labels are tuples; KEY.npy group metadata beside KEY.cls when
+    `metadata` is given, as DataComp's WILDS and fairness copies hold it), classnames.txt."""
     (root / "test").mkdir(parents=True)
     (root / "test" / "nshards.txt").write_text("1\n")
     (root / "classnames.txt").write_text("\n".join(classnames) + "\n")
@@ -319,7 +320,12 @@ def webdataset(root: Path, classnames: list[str], labels: list[int] | list[tuple
                 label_member = ("npy", vector.getvalue())
             else:
                 label_member = ("cls", str(label).encode())
-            for suffix, data in (("webp", picture.getvalue()), label_member):
+            members = [("webp", picture.getvalue()), label_member]
+            if metadata is not None:
+                vector = io.BytesIO()
+                np.save(vector, np.array(metadata[number], dtype=np.int64))
+                members.append(("npy", vector.getvalue()))
+            for suffix, data in members:
                 member = tarfile.TarInfo(f"s{number:06d}.{suffix}")
                 member.size = len(data)
                 tar.addfile(member, io.BytesIO(data))

@@ -124,7 +124,8 @@ def test_catalog_is_consistent():
             assert name in CLIP_PAPER, name
         assert entry.suites or name == "imagenette"
         assert set(entry.suites) <= set(SUITES)
-        assert entry.metric in {"top1", "mean_per_class_recall", "mean_average_precision", "mean_recall@1"}
+        assert entry.metric in {"top1", "mean_per_class_recall", "mean_average_precision", "mean_recall@1",
+                                "F1-macro_all", "acc_worst_region", "acc_top5_wg", "acc_wg", "jaccard_score_10-12"}
     # every image dataset of the CLIP paper's Table 11, ImageNet included, is in its suite
     assert set(suite("clip")) == set(CLIP_PAPER) | {"imagenet"}
     assert suite("imagenet-shifts") == ["imagenet", "imagenet-v2", "imagenet-sketch", "imagenet-a", "imagenet-r",
@@ -246,7 +247,7 @@ def test_datasets_command_lists_datasets_and_suites_without_downloading(capsys, 
     assert by_name["fer2013"]["templates"] == 6 and by_name["voc2007"]["multi_label"]
     assert by_name["caltech101"]["metric"] == "mean_per_class_recall"
     assert {s["suite"]: s["datasets"] for s in listed["suites"]} == {"clip": 24, "imagenet-shifts": 6, "vtab": 19,
-                                                                    "retrieval": 2}
+                                                                    "retrieval": 2, "datacomp": 38}
     assert by_name["flickr30k"]["metric"] == "mean_recall@1"
     code, out, _ = run_cli(capsys, "datasets", "--filter", "imagenet-shifts", "--csv")
     names = [line.split(",")[0] for line in out.splitlines()[1:] if line and not line.startswith("suite")]

@@ -159,6 +159,9 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
                             "(CLIP_benchmark webdataset folder) or wds/NAME (its hosted copy)")
     group.add_argument("--data-dir", help="where the dataset's images are (ImageNet: the folder with val/)")
     group.add_argument("--class-map", help="JSON file renaming folder names to class names (folder: datasets)")
+    group.add_argument("--language", metavar="XX",
+                       help="ImageNet's class names and templates in another language, as CLIP_benchmark has them "
+                            "(ar, cn, it, jp, or a Babel-ImageNet language: de, fr, …); ImageNet-class datasets only")
     group.add_argument("--strict", action="store_true", help="fail on the first unreadable image")
     group.add_argument("--max-images", type=positive_int, metavar="N",
                        help="a quick look: N images taken at even steps, so every class keeps some")
@@ -195,7 +198,7 @@ def settings_from_args(args: argparse.Namespace, **evaluate_only: Any):
 def dataset_from_args(args: argparse.Namespace):
     from pixprompt.data.datasets import DatasetOptions, load_dataset
 
-    dataset = load_dataset(args.dataset, DatasetOptions(args.data_dir, args.class_map))
+    dataset = load_dataset(args.dataset, DatasetOptions(args.data_dir, args.class_map, language=args.language))
     return dataset.spread_subset(args.max_images) if args.max_images else dataset
 
 

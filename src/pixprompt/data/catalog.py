@@ -21,6 +21,7 @@ SUITES = {
     "imagenet-shifts": "ImageNet, V2, Sketch, A, R, ObjectNet",
     "vtab": "VTAB's 19 tasks, in 3 groups",
     "retrieval": "Flickr30k and MSCOCO image-text retrieval (recall@1, 5, 10 both ways)",
+    "datacomp": "DataComp's 38 tasks (its tasklist.yml), from the copies its evaluate.py reads",
 }
 
 
@@ -49,6 +50,18 @@ class CatalogEntry:
     group: str | None = None
 
     @property
+    def folder(self) -> str:
+        """Its folder under a suite's `data_root`: DataComp's own folder name for a DataComp task (`--data_dir`'s
+        layout: wds_vtab-dtd_test, or the Hugging Face table's name), else its name."""
+        key = self.read.get("datacomp")
+        if key is None:
+            return self.name
+        if "hf" in self.read:
+            return self.read["hf"].split("/")[-1]
+        # DataComp's evaluate.py reads its fairness tasks without the prefix (wds_geode_test)
+        return f"wds_{key.removeprefix('fairness/').replace('/', '-')}_test"
+
+    @property
     def obtained(self) -> str:
         """How its images are had, as a listing shows it."""
         ways = []
@@ -58,6 +71,9 @@ class CatalogEntry:
             ways.append("torchvision download" if self.read.get("download", True) else "torchvision layout")
         if self.wds:
             ways.append(f"wds/{self.wds}")
+        if "datacomp" in self.read:
+            ways.append("not scored yet" if "unscored" in self.read else
+                        self.read["hf"] if "hf" in self.read else f"djghosh/{self.folder}")
         return ", ".join(ways)
 
     @property

@@ -106,6 +106,10 @@ class ImageDataset:
     #: Retrieval datasets (Flickr30k, MSCOCO captions): each image's captions; they have no classes, and their
     #: `labels` are all -1.
     captions: list[tuple[str, ...]] | None = None
+    #: Group metadata (WILDS, DataComp's fairness sets): the field names and each image's values.
+    metadata: tuple[list[str], list[tuple[int, ...]]] | None = None
+    #: The language of its class names and default templates when not English (`--language`).
+    language: str | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -125,7 +129,9 @@ class ImageDataset:
         return replace(self, images=replace(self.images, paths=[self.images.paths[i] for i in keep]),
                        labels=[self.labels[i] for i in keep], split=f"{self.split}[{count} of {len(self)}]",
                        label_sets=None if self.label_sets is None else [self.label_sets[i] for i in keep],
-                       captions=None if self.captions is None else [self.captions[i] for i in keep])
+                       captions=None if self.captions is None else [self.captions[i] for i in keep],
+                       metadata=None if self.metadata is None else
+                       (self.metadata[0], [self.metadata[1][i] for i in keep]))
 
     @property
     def multi_label(self) -> bool:
@@ -153,6 +159,8 @@ class DatasetOptions:
     data_dir: str | None = None
     class_map: str | None = None
     download: bool = True
+    #: ImageNet's class names and templates in this language (see `pixprompt.data.languages`).
+    language: str | None = None
     #: How the user gives `data_dir` and `download`, as messages name them (a bench config has no flags).
     data_dir_option: str = "--data-dir"
     download_option: str = "allow the download"
@@ -169,7 +177,14 @@ def load_dataset(spec: str, options: DatasetOptions | None = None) -> ImageDatas
         raise UsageError(f"unknown dataset {spec!r}: use one of {', '.join(s.usage for s in sources.values())}")
     if sources[kind].takes_path and not argument:
         raise UsageError(f"dataset {kind}: needs a path, e.g. {kind}:/data/my_images")
-    return sources[kind].load(argument, options or DatasetOptions())
+    options = options or DatasetOptions()
+    dataset = sources[kind].load(argument, options)
+    if options.language and options.language.strip().lower() != "en":
+        from pixprompt.data.languages import localised
+        from pixprompt.paths import cache_root
+
+        dataset = localised(dataset, options.language, cache_root() / "languages")
+    return dataset
 
 
 __all__ = ["DatasetOptions", "ImageDataset", "load_dataset"]

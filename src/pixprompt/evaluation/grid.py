@@ -27,16 +27,18 @@ class Grid:
     ensemble: str = "embedding"
     #: Named suites asked for (`suite: clip`), in order; their datasets are in `datasets`, marked `suite`.
     suites: list[str] = field(default_factory=list)
+    #: The language of every dataset's ImageNet class names and templates (`language: it`), None for English.
+    language: str | None = None
 
 
 def _suite_datasets(name: str, data_root: str | None, download: bool) -> list[dict[str, Any]]:
     """A suite's datasets, each read from `<data_root>/<name>` when that folder exists, else from pixprompt's
     cache folder (downloaded there when it can be and `download` allows it)."""
-    from pixprompt.data.catalog import suite
+    from pixprompt.data.catalog import catalog, suite
 
     entries = []
     for dataset in suite(name):
-        folder = Path(data_root).expanduser() / dataset if data_root else None
+        folder = Path(data_root).expanduser() / catalog()[dataset].folder if data_root else None
         entries.append({"dataset": dataset, "data_dir": str(folder) if folder and folder.is_dir() else None,
                         "suite": name, "download": download})
     return entries
@@ -45,7 +47,7 @@ def _suite_datasets(name: str, data_root: str | None, download: bool) -> list[di
 def load_grid(path: str | Path) -> Grid:
     """Read a YAML grid: `models: [{model, pretrained}]`, `datasets: [{dataset, data_dir}]` and/or
     `suite: NAME` (or a list; `data_root: DIR` holds their datasets' folders, `download: false` keeps to what
-    is on disk), `templates: [...]`."""
+    is on disk), `templates: [...]`, `language: XX` (every dataset's, or one dataset's `language:`)."""
     import yaml
 
     try:
@@ -78,7 +80,7 @@ def load_grid(path: str | Path) -> Grid:
     default = [DATASET_TEMPLATES] if suites else ["clip80", "standard", "raw"]
     templates = data.get("templates", default)
     return Grid(models, datasets, [templates] if isinstance(templates, str) else list(templates),
-                data.get("ensemble", "embedding"), list(dict.fromkeys(suites)))
+                data.get("ensemble", "embedding"), list(dict.fromkeys(suites)), data.get("language"))
 
 
 def available_datasets(grid: Grid) -> list[Any]:
@@ -91,6 +93,7 @@ def available_datasets(grid: Grid) -> list[Any]:
     for entry in grid.datasets:
         try:
             options = DatasetOptions(entry.get("data_dir"), entry.get("class_map"), entry.get("download", True),
+                                     language=entry.get("language", grid.language),
                                      data_dir_option=f"data_root: DIR (holding DIR/{entry['dataset']}) in the config"
                                      if "suite" in entry else "data_dir: in the config",
                                      download_option="set download: true in the config")

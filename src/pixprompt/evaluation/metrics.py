@@ -150,6 +150,48 @@ def selective_accuracy(confidence: np.ndarray, correct: np.ndarray, threshold: f
             "accuracy": float(correct[kept].mean()) if kept.any() else float("nan")}
 
 
+def macro_f1(predictions: torch.Tensor, labels: torch.Tensor) -> float:
+    """F1 averaged over the classes that occur among the labels (the `wilds` package's `F1(average="macro")`,
+    which DataComp's iWildCam score is: scikit-learn's `f1_score` with `labels` = the labels present): per class
+    2·TP / (2·TP + FP + FN), from integer counts."""
+    scores = []
+    for label in labels.unique():
+        true_positive = int(((predictions == label) & (labels == label)).sum())
+        mistaken = int((predictions == label).sum()) + int((labels == label).sum()) - 2 * true_positive
+        scores.append(2 * true_positive / (2 * true_positive + mistaken))
+    return sum(scores) / len(scores) if scores else float("nan")
+
+
+def worst_group_accuracy(correct: torch.Tensor, groups: torch.Tensor) -> tuple[float, dict[int, float]]:
+    """The lowest accuracy over the groups that have images, and each group's (WILDS' worst-group metric)."""
+    per_group = {int(group): int(correct[groups == group].sum()) / int((groups == group).sum())
+                 for group in groups.unique()}
+    return min(per_group.values()), per_group
+
+
+#: The group metrics DataComp's WILDS and fairness tasks name (`wilds_eval.py`, `fairness_eval.py`): each image
+#: counts as right when its label is its top-1 (`acc`) or among its top-5 (`acc_top5`).
+GROUP_METRIC_K = {"acc": 1, "acc_top5": 5}
+
+
+def group_metrics(ranking: torch.Tensor, labels: torch.Tensor, fields: Sequence[str], metadata: torch.Tensor,
+                  specs: Sequence[dict[str, str]]) -> dict[str, Any]:
+    """The metrics `specs` name, DataComp's way: `{"name": "acc_wg", "metric": "acc", "by": "region"}` is the
+    worst accuracy over the values of metadata field `region` (each group's under `{name}_by_group`);
+    `{"metric": "f1_macro"}` is `macro_f1` of the top-1 predictions."""
+    results: dict[str, Any] = {}
+    for spec in specs:
+        if spec["metric"] == "f1_macro":
+            results[spec["name"]] = macro_f1(ranking[:, 0], labels)
+            continue
+        k = GROUP_METRIC_K[spec["metric"]]
+        correct = (ranking[:, :k] == labels[:, None]).any(dim=1)
+        worst, per_group = worst_group_accuracy(correct, metadata[:, list(fields).index(spec["by"])])
+        results[spec["name"]] = worst
+        results[f"{spec['name']}_by_group"] = {f"{spec['by']} {group}": value for group, value in per_group.items()}
+    return results
+
+
 def spread(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for one value)."""
     mean = sum(values) / len(values)

@@ -16,6 +16,7 @@ from pixprompt.evaluation.calibration import temperature_on
 from pixprompt.evaluation.examples import Thumbnails, example_predictions
 from pixprompt.evaluation.metrics import (
     calibration_metrics,
+    group_metrics,
     multilabel_metrics,
     ranking_metrics,
     selective_accuracy,
@@ -98,6 +99,19 @@ def main_metric(dataset_name: str, multi_label: bool = False) -> str:
     return entry.metric if entry else "mean_average_precision" if multi_label else "top1"
 
 
+def dataset_groups(dataset: ImageDataset, rows: torch.Tensor) -> tuple[list[str], torch.Tensor, list] | None:
+    """(field names, the `rows`' metadata, the metrics to compute) for a dataset whose catalog entry names group
+    metrics (DataComp's WILDS and fairness tasks), else None."""
+    from pixprompt.data.catalog import catalog
+
+    entry = catalog().get(dataset.name)
+    specs = entry.read.get("group_metrics") if entry else None
+    if not specs or dataset.metadata is None:
+        return None
+    fields, values = dataset.metadata
+    return fields, torch.tensor([values[int(row)] for row in rows], dtype=torch.long).reshape(len(rows), -1), specs
+
+
 def run_facts(info: ModelInfo, dataset: ImageDataset, features: FeatureSet) -> dict[str, Any]:
     """What every result record says about the model, the data and the image pass."""
     from pixprompt import __version__
@@ -106,6 +120,7 @@ def run_facts(info: ModelInfo, dataset: ImageDataset, features: FeatureSet) -> d
         "model": info.name, "pretrained": info.pretrained, "backend": info.backend, "params": info.params,
         "quick_gelu": info.quick_gelu,
         "dataset": dataset.name, "split": dataset.split, "classes": len(dataset.classnames),
+        "language": dataset.language,
         "images": int(features.valid.sum()), "skipped": len(features.failures),
         "skipped_files": [dataset.images.describe(i) for i in sorted(features.failures)],
         "jpeg_draft_size": getattr(dataset.images, "draft_size", None),
@@ -165,6 +180,7 @@ def evaluate(model: VisionLanguageModel, dataset: ImageDataset, prompt_sets: Seq
     facts = run_facts(model.info, dataset, features)
     metric = main_metric(dataset.name, dataset.multi_label)
     targets = label_matrix(dataset.label_sets, item_indices, len(dataset.classnames)) if dataset.multi_label else None
+    groups = dataset_groups(dataset, item_indices)
     records = []
     for prompt_set in prompt_sets:
         set_started = time.perf_counter()
@@ -188,6 +204,8 @@ def evaluate(model: VisionLanguageModel, dataset: ImageDataset, prompt_sets: Seq
                                                           scored.squared_error)})
                 if min_probability is not None:
                     metrics["open_set"] = selective_accuracy(scored.confidence, scored.correct, min_probability)
+                if groups is not None:
+                    metrics.update(group_metrics(scored.ranking, y, *groups))
             if settings.examples_per_class and not dataset.multi_label:
                 shown = replace(classifier, temperature=metrics.get("temperature", 1.0))
                 metrics["examples"] = example_predictions(

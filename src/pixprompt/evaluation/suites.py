@@ -80,6 +80,33 @@ def group_table(records: Sequence[Record]) -> tuple[list[Record], list[str]]:
     return rows, columns
 
 
+#: DataComp's aggregate (its aggregate_scores.py): ImageNet 1k's score, the mean main metric of three groups of
+#: tasks, and the Average over all 38 tasks; by the catalog group of each `datacomp/` task.
+DATACOMP_MEASURES = {"ImageNet": "DataComp ImageNet", "ImageNet dist. shifts": "DataComp ImageNet dist. shifts",
+                     "VTAB": "DataComp VTAB", "Retrieval": "DataComp retrieval"}
+
+
+def datacomp_aggregate(records: Sequence[Record]) -> tuple[list[Record], list[str]] | None:
+    """Per model that ran any DataComp task: DATACOMP_MEASURES and the Average in %, each over the tasks that ran,
+    with how many of the 38 did (`tasks`) and which did not (`missing`, DataComp's names): a row with fewer than
+    all is a partial mean, never DataComp's number. None when no DataComp task ran."""
+    tasks = [entry for entry in catalog().values() if "datacomp" in entry.suites]
+    by_model = {model: scores for model, scores in scores_by_model(records).items()
+                if any(task.name in scores for task in tasks)}
+    if not by_model:
+        return None
+    rows = []
+    for model, scores in by_model.items():
+        row: Record = {"model": model}
+        for measure, group in DATACOMP_MEASURES.items():
+            row[measure] = percent(mean([scores[t.name] for t in tasks if t.group == group and t.name in scores]))
+        row["Average"] = percent(mean([scores[t.name] for t in tasks if t.name in scores]))
+        row["tasks"] = f"{sum(t.name in scores for t in tasks)}/{len(tasks)}"
+        row["missing"] = ", ".join(t.title.removeprefix("DataComp: ") for t in tasks if t.name not in scores) or None
+        rows.append(row)
+    return rows, ["model", *DATACOMP_MEASURES, "Average", "tasks", "missing"]
+
+
 def _logit(p: float) -> float:
     p = min(max(p, 1e-6), 1 - 1e-6)
     return math.log(p / (1 - p))

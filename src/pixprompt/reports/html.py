@@ -132,7 +132,7 @@ def results_tables(records: Sequence[Record]) -> list[dict[str, Any]]:
     """The summary table, and the zero-shot results beside the papers' reported accuracies."""
     from pixprompt.evaluation.grid import paper_table
     from pixprompt.evaluation.probing import summary
-    from pixprompt.evaluation.suites import group_table, robustness
+    from pixprompt.evaluation.suites import datacomp_aggregate, group_table, robustness
     from pixprompt.reports.reference import reported
 
     probes = figures.probes(records)
@@ -165,6 +165,13 @@ def results_tables(records: Sequence[Record]) -> list[dict[str, Any]]:
                                "recall@1 of both directions for retrieval, as DataComp), averaged "
                                "over the datasets of each group that ran (ran/all in the header), as DataComp "
                                "reports them."})
+    aggregate = datacomp_aggregate(records)
+    if aggregate:
+        tables.append({"title": "DataComp's aggregate (%)", "columns": aggregate[1], "rows": aggregate[0],
+                       "note": "As DataComp's aggregate_scores.py: ImageNet 1k's top-1, the mean main metric of its "
+                               "ImageNet distribution shifts (6), VTAB (13) and retrieval (3) tasks, and the Average "
+                               "over all 38; each over the tasks that ran (tasks), so a row with fewer than 38 is a "
+                               "partial mean, not DataComp's number; missing: the tasks that did not run."})
     shifts = robustness(classified)
     if shifts:
         tables.append({"title": "ImageNet distribution shifts (top-1 %)", "columns": shifts["columns"],

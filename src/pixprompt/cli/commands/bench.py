@@ -50,10 +50,11 @@ def run_bench(args: argparse.Namespace) -> int:
 def suite_tables(records: list[dict], datasets: list[str], output_format: str) -> tuple[list[dict], list[str]]:
     """Print a suite run's tables (each dataset's main metric per model, group means, robustness on ImageNet's
     shifts when they ran) unless JSON is asked for; return the first, which --output writes."""
-    from pixprompt.evaluation.suites import group_table, robustness, suite_table
+    from pixprompt.evaluation.suites import datacomp_aggregate, group_table, robustness, suite_table
     from pixprompt.reports import emit
 
     table, columns = suite_table(records, datasets)
+    aggregate = datacomp_aggregate(records)
     if output_format != "json":
         emit(table, output_format, columns, title="main metric per dataset (%; – : not available)",
              layout=Layout(elide=("dataset",)))
@@ -63,4 +64,11 @@ def suite_tables(records: list[dict], datasets: list[str], output_format: str) -
         if shifts:
             emit(shifts["rows"], output_format, shifts["columns"], title="ImageNet distribution shifts (top-1 %)",
                  layout=Layout(elide=("model",)))
+        if aggregate:
+            emit(aggregate[0], output_format, aggregate[1], title="DataComp's aggregate (%; over the tasks that ran: "
+                 "fewer than 38 is a partial mean, not DataComp's number)", layout=Layout(elide=("model", "missing")))
+    if aggregate:  # --output's table ends with it: one row per measure, each model's value in its column
+        rows, measures = aggregate
+        table = [*table, *({"dataset": f"DataComp {measure}", "metric": "ran" if measure == "tasks" else "mean",
+                            **{row["model"]: row[measure] for row in rows}} for measure in measures[1:-1])]
     return table, columns

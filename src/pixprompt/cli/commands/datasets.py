@@ -36,8 +36,8 @@ def run_datasets(args: argparse.Namespace) -> int:
         return 0
     short_metric = {"top1": "top-1", "mean_per_class_recall": "mean recall", "mean_average_precision": "mAP",
                     "mean_recall@1": "mean R@1"}
-    shown = [{**row, "metric": short_metric[row["metric"]] + (" (multi-label)" if row["multi_label"] else ""),
-              "suites": ", ".join(row["suites"])} for row in rows]
+    shown = [{**row, "metric": short_metric.get(row["metric"], row["metric"])
+              + (" (multi-label)" if row["multi_label"] else ""), "suites": ", ".join(row["suites"])} for row in rows]
     emit(shown, args.format, ["name", "classes", "templates", "metric", "names", "suites", "obtained"],
          title="datasets (names: where class names and templates come from; --json says more)")
     emit(suites, args.format, ["suite", "datasets", "what"], title="suites")

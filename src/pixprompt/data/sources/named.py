@@ -193,6 +193,10 @@ def _from_folders(entry: CatalogEntry, root: Path, options: DatasetOptions) -> I
 
 def load_named(entry: CatalogEntry, options: DatasetOptions) -> ImageDataset:
     """The named dataset `entry`, from the data folder or, when it is not there, downloaded where it can be."""
+    if "datacomp" in entry.read:
+        from pixprompt.data.sources.datacomp import load_datacomp
+
+        return load_datacomp(entry, options)
     root = _data_root(entry, options)
     if _is_webdataset(root):
         return _from_webdataset(entry, root)

@@ -122,19 +122,8 @@ def _sample_key(member: str) -> tuple[str, str]:
     return f"{folder}/{stem}" if folder else stem, extension.lower()
 
 
-def _label(tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo]) -> int | tuple[int, ...]:
-    """A sample's integer label (`.cls`), or the classes its 0/1 vector marks (`.npy`, multi-label); a member
-    of a size no label has, or that holds no label, is refused naming it before it is read."""
-    if "cls" in members:
-        member = members["cls"]
-        if member.size > MAX_CLS_BYTES:
-            raise ValueError(f"{member.name} declares {member.size:,} bytes, not a label's few")
-        text = tar.extractfile(member).read().decode("utf-8", "replace").strip()
-        try:
-            return int(text)
-        except ValueError:
-            raise ValueError(f"{member.name} holds {text[:20]!r}, not an integer label") from None
-    member = members["npy"]
+def _vector(tar: tarfile.TarFile, member: tarfile.TarInfo) -> np.ndarray:
+    """A `.npy` member's array, its size and declared shape bounded before it is read."""
     if member.size > 128 + 8 * MAX_NPY_ENTRIES:
         raise ValueError(f"{member.name} declares {member.size:,} bytes, more than a label vector")
     handle = tar.extractfile(member)
@@ -147,8 +136,32 @@ def _label(tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo]) -> int | t
         raise ValueError(f"{member.name} is not a .npy array ({first_line(error, 80)})") from None
     if int(np.prod(shape, dtype=np.float64)) > MAX_NPY_ENTRIES:
         raise ValueError(f"{member.name} declares a {'×'.join(map(str, shape))} array, not a label vector")
-    vector = np.load(io.BytesIO(tar.extractfile(member).read()), allow_pickle=False)
-    return tuple(int(c) for c in np.flatnonzero(vector))
+    return np.load(io.BytesIO(tar.extractfile(member).read()), allow_pickle=False)
+
+
+def _label(tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo]) -> int | tuple[int, ...]:
+    """A sample's integer label (`.cls`), or the classes its 0/1 vector marks (`.npy`, multi-label); a member
+    of a size no label has, or that holds no label, is refused naming it before it is read."""
+    if "cls" in members:
+        member = members["cls"]
+        if member.size > MAX_CLS_BYTES:
+            raise ValueError(f"{member.name} declares {member.size:,} bytes, not a label's few")
+        text = tar.extractfile(member).read().decode("utf-8", "replace").strip()
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError(f"{member.name} holds {text[:20]!r}, not an integer label") from None
+    return tuple(int(c) for c in np.flatnonzero(_vector(tar, members["npy"])))
+
+
+def _metadata(tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo], fields: int) -> tuple[int, ...]:
+    """A sample's group metadata (`.npy`, one integer per field: WILDS' and DataComp's fairness sets)."""
+    if "npy" not in members:
+        raise ValueError(f"{members['cls'].name}'s sample has no .npy group metadata")
+    vector = _vector(tar, members["npy"]).reshape(-1)
+    if len(vector) != fields:
+        raise ValueError(f"{members['npy'].name} holds {len(vector)} metadata values, not {fields}")
+    return tuple(int(v) for v in vector)
 
 
 def _captions(tar: tarfile.TarFile, member: tarfile.TarInfo) -> tuple[str, ...]:
@@ -163,13 +176,15 @@ def _captions(tar: tarfile.TarFile, member: tarfile.TarInfo) -> tuple[str, ...]:
     return captions
 
 
-def index_shards(shards: list[Path], max_pixels: int | None, retrieval: bool = False
-                 ) -> tuple[TarImages, list[int | tuple[int, ...]] | list[tuple[str, ...]]]:
+def index_shards(shards: list[Path], max_pixels: int | None, retrieval: bool = False, metadata_fields: int = 0
+                 ) -> tuple[TarImages, list, list[tuple[int, ...]]]:
     """Every sample's image member and label (see `_label`), or with `retrieval` its captions (`_captions`), in
-    shard and member order."""
-    wanted = {"txt"} if retrieval else {"cls", "npy"}
+    shard and member order; with `metadata_fields`, also each sample's group metadata (`_metadata`; the label is
+    then its `.cls`)."""
+    wanted = {"txt"} if retrieval else {"cls"} if metadata_fields else {"cls", "npy"}
     images = TarImages(shards, [], [], [], [], max_pixels)
     labels: list[int | tuple[int, ...]] = []
+    metadata: list[tuple[int, ...]] = []
     for number, path in enumerate(shards):
         samples: dict[str, dict[str, tarfile.TarInfo]] = {}
         compressed = _compression(path)
@@ -193,6 +208,8 @@ def index_shards(shards: list[Path], max_pixels: int | None, retrieval: bool = F
                     if image.offset_data + image.size > size:
                         raise ValueError(f"truncated: {image.name} runs past the end of the file")
                     labels.append(_captions(tar, members["txt"]) if retrieval else _label(tar, members))
+                    if metadata_fields:
+                        metadata.append(_metadata(tar, members, metadata_fields))
                     images.shard_of.append(number)
                     images.offsets.append(image.offset_data)
                     images.sizes.append(image.size)
@@ -202,7 +219,7 @@ def index_shards(shards: list[Path], max_pixels: int | None, retrieval: bool = F
                                    f"({first_line(error, 120)})") from None
         except (OSError, tarfile.TarError, ValueError, EOFError) as error:
             raise UnavailableError(f"webdataset shard {path} could not be read ({first_line(error, 160)})") from None
-    return images, labels
+    return images, labels, metadata
 
 
 @source("wds", takes_path=True)
@@ -217,8 +234,10 @@ def load_hosted(name: str, options: DatasetOptions) -> ImageDataset:
     return load_webdataset(str(fetch_hosted(name)))
 
 
-def load_webdataset(path: str, split: str = "test", max_pixels: int | None = DEFAULT_MAX_PIXELS) -> ImageDataset:
-    """The `split` of a CLIP_benchmark webdataset folder, with its own class names and templates."""
+def load_webdataset(path: str, split: str = "test", max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                    metadata: list[str] | None = None) -> ImageDataset:
+    """The `split` of a CLIP_benchmark webdataset folder, with its own class names and templates; with `metadata`
+    (field names), each sample's `.npy` holds those group fields (`ImageDataset.metadata`)."""
     root = Path(path).expanduser()
     count_file = root / split / "nshards.txt"
     if not count_file.is_file():
@@ -232,7 +251,7 @@ def load_webdataset(path: str, split: str = "test", max_pixels: int | None = DEF
         return _retrieval_webdataset(root, split, max_pixels)
     if not (root / "classnames.txt").is_file():
         raise UsageError(f"{root} has no classnames.txt: zero-shot classification needs the class names")
-    images, labels = index_shards(_shards(root, split), max_pixels)
+    images, labels, groups = index_shards(_shards(root, split), max_pixels, metadata_fields=len(metadata or ()))
     if not labels:
         raise UnavailableError(f"webdataset {root} holds no image with a .cls or .npy label in {split}/")
     classnames = _read_lines(root / "classnames.txt")
@@ -253,7 +272,8 @@ def load_webdataset(path: str, split: str = "test", max_pixels: int | None = DEF
     templates = root / TEMPLATES_FILE
     return ImageDataset(f"wds:{root.name}", split, classnames, images, [-1] * len(labels) if multi_label else labels,
                         str(templates) if templates.is_file() else "standard",
-                        label_sets=labels if multi_label else None)
+                        label_sets=labels if multi_label else None,
+                        metadata=(list(metadata), groups) if metadata else None)
 
 
 def _shards(root: Path, split: str) -> list[Path]:
@@ -266,7 +286,7 @@ def _shards(root: Path, split: str) -> list[Path]:
 
 def _retrieval_webdataset(root: Path, split: str, max_pixels: int | None) -> ImageDataset:
     """A retrieval webdataset's `split`: every image with its captions (`.txt`)."""
-    images, captions = index_shards(_shards(root, split), max_pixels, retrieval=True)
+    images, captions, _ = index_shards(_shards(root, split), max_pixels, retrieval=True)
     if not captions:
         raise UnavailableError(f"webdataset {root} holds no image with a .txt caption member in {split}/")
     return ImageDataset(f"wds:{root.name}", split, [], images, [-1] * len(captions), captions=captions)
@@ -279,12 +299,17 @@ def hosted_repository(name: str) -> str:
 
 def fetch_hosted(name: str, split: str = "test") -> Path:
     """The local folder of `wds/NAME`: the Hugging Face cache's copy, downloaded (resumably) when missing."""
+    return hub_snapshot(hosted_repository(name), [f"{split}/*", "*.txt"], f"wds/{name}",
+                        f"--dataset wds:/path/to/wds_{name.replace('/', '-')}")
+
+
+def hub_snapshot(repository: str, patterns: list[str], shown: str, local_hint: str) -> Path:
+    """The Hugging Face cache's copy of dataset `repository` (the files matching `patterns`), downloaded
+    (resumably) when missing; offline, a message naming `shown` and how to give a local copy (`local_hint`)."""
     from huggingface_hub import snapshot_download
 
     from pixprompt.models.offline import hub_reachable
 
-    repository = hosted_repository(name)
-    patterns = [f"{split}/*", "*.txt"]
     try:
         return Path(snapshot_download(repository, repo_type="dataset", allow_patterns=patterns,
                                       local_files_only=True))
@@ -292,11 +317,11 @@ def fetch_hosted(name: str, split: str = "test") -> Path:
         pass
     if not hub_reachable():
         raise UnavailableError(
-            f"dataset wds/{name} is not in the Hugging Face cache and the Hub cannot be reached (offline?)\n"
+            f"dataset {shown} is not in the Hugging Face cache and the Hub cannot be reached (offline?)\n"
             f"  on a connected machine: hf download --repo-type dataset {repository}\n"
-            f"  or give a local copy: --dataset wds:/path/to/wds_{name.replace('/', '-')}")
+            f"  or give a local copy: {local_hint}")
     try:
         return Path(snapshot_download(repository, repo_type="dataset", allow_patterns=patterns))
     except Exception as error:  # unknown name, or the download broke off (run again: it resumes)
-        raise UnavailableError(f"could not download wds/{name} from {repository} ({first_line(error, 200)}); "
+        raise UnavailableError(f"could not download {shown} from {repository} ({first_line(error, 200)}); "
                                "running again resumes the download") from None
