@@ -40,6 +40,17 @@ def char_tokenizer(path: Path, *, add_bos: bool, lowercase: bool, max_length: in
     return fast
 
 
+def make_open_clip_family(path: Path, name: str, tag: str) -> Path:
+    """open_clip's own architecture `name` (its real config: a full-size model, random weights) with the
+    preprocessing its tag `tag` declares, as a `local-dir:` folder."""
+    import open_clip
+
+    pretrained = open_clip.get_pretrained_cfg(name, tag)
+    keys = ("mean", "std", "interpolation", "resize_mode")
+    preprocess_cfg = {key: pretrained[key] for key in keys if key in pretrained}
+    return _write_open_clip(path, open_clip.get_model_config(name), preprocess_cfg)
+
+
 def _write_open_clip(path: Path, model_cfg: dict, preprocess_cfg: dict) -> Path:
     import open_clip
     from safetensors.torch import save_file

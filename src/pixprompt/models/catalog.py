@@ -8,7 +8,7 @@ from importlib import resources
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from pixprompt.models.info import ModelInfo
+from pixprompt.models.info import REPARAMETERISED_NOTE, ModelInfo, is_reparameterised, preprocess_fact, tokenizer_fact
 from pixprompt.storage import cache_write, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -62,11 +62,15 @@ def _open_clip_entries() -> list[ModelInfo]:
         config = open_clip.get_model_config(name) or {}
         text_cfg, vision_cfg = config.get("text_cfg", {}), config.get("vision_cfg", {})
         size = vision_cfg.get("image_size")
+        size = size[0] if isinstance(size, (list, tuple)) else size
         entries.append(ModelInfo(
             backend="open_clip", name=name, pretrained=tag, quick_gelu=needs_quick_gelu(name, tag),
-            image_size=size[0] if isinstance(size, (list, tuple)) else size, embed_dim=config.get("embed_dim"),
+            image_size=size, embed_dim=config.get("embed_dim"),
             context_length=text_cfg.get("context_length"),
             scoring="sigmoid" if "init_logit_bias" in config else "softmax",
+            preprocess=preprocess_fact(open_clip.get_pretrained_cfg(name, tag), size),
+            tokenizer=tokenizer_fact(text_cfg),
+            notes=REPARAMETERISED_NOTE if is_reparameterised(vision_cfg) else (),
         ))
     return entries
 
@@ -184,7 +188,8 @@ def list_models(name_filter: str = "", cache_file: Path | None = None) -> list[M
     if changed and cache_file is not None:
         text = json.dumps(catalog, indent=0)
         cache_write(lambda: write_text_atomic(cache_file, text), cache_file)
-    listed = [ModelInfo(**{**entry, "params": catalog["params"][entry["name"]]}) for entry in matches]
+    listed = [ModelInfo(**{**entry, "params": catalog["params"][entry["name"]], "notes": tuple(entry.get("notes", ()))})
+              for entry in matches]
     return listed + [info for info in _transformers_entries() if wanted(info.to_dict())]
 
 

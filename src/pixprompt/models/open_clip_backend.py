@@ -17,6 +17,7 @@ from PIL import Image
 from pixprompt.errors import UnavailableError
 from pixprompt.models.base import ImageFeatures, ModelInfo, VisionLanguageModel
 from pixprompt.models.device import PRECISIONS
+from pixprompt.models.info import REPARAMETERISED_NOTE, preprocess_fact, tokenizer_fact
 from pixprompt.models.preprocessing import bounded
 
 SCHEMAS = ("hf-hub:", "local-dir:")
@@ -55,6 +56,17 @@ def activation_note(model_name: str, pretrained: str | None) -> str | None:
     advice = f"; OpenAI-trained weights need QuickGELU: --model {variant}" if variant != model_name else ""
     return (f"{model_name} with the checkpoint file {Path(pretrained).name}: built with GELU, {model_name}'s own "
             f"activation (a file does not say how it was trained){advice}")
+
+
+def reparameterised(model: torch.nn.Module) -> tuple[str, ...]:
+    """Fold the training-time branches of MobileCLIP's and MobileCLIP 2's image towers (MobileOne and FastViT
+    blocks, timm's `reparameterize()`) into single convolutions, as Apple's README requires before inference
+    (its `reparameterize_model` does the same): the same function, computed the way it was meant to run. The
+    catalog's note saying so, or none for models without such blocks."""
+    blocks = [module for module in model.modules() if hasattr(module, "reparameterize")]
+    for block in blocks:  # a block folds its own children first; they then return at once
+        block.reparameterize()
+    return REPARAMETERISED_NOTE if blocks else ()
 
 
 def check_known(model_name: str, pretrained: str | None) -> None:
@@ -170,6 +182,8 @@ class OpenClipModel(VisionLanguageModel):
             cache_dir=cache_dir,
         )
         tokenizer = open_clip.get_tokenizer(model_name, cache_dir=cache_dir)
+        params = sum(p.numel() for p in model.parameters())  # as trained and listed, before any folding
+        notes = reparameterised(model.eval())
         note = activation_note(model_name, pretrained) if is_builtin else None
         if note:
             log.warning("%s", note)
@@ -183,9 +197,14 @@ class OpenClipModel(VisionLanguageModel):
             quick_gelu=quick_gelu,
             image_size=size[0] if isinstance(size, (tuple, list)) else size,
             embed_dim=_embed_dim(model),
-            params=sum(p.numel() for p in model.parameters()),
+            params=params,
             context_length=tokenizer.context_length,
+            preprocess=preprocess_fact(model.visual.preprocess_cfg, size[0] if isinstance(size, (tuple, list))
+                                       else size),
+            tokenizer=tokenizer_fact((open_clip.get_model_config(model_name) or {}).get("text_cfg", {}))
+            if is_builtin else type(tokenizer).__name__,
             scoring="sigmoid" if getattr(model, "logit_bias", None) is not None else "softmax",
+            notes=notes,
         )
         return cls(model, preprocess, tokenizer, info, device, precision)
 

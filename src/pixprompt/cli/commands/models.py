@@ -30,8 +30,11 @@ def run_models(args: argparse.Namespace) -> int:
     if not rows:
         raise UsageError(f"no model matches {args.filter!r}: try a shorter --filter")
     # columns by importance: a narrow terminal drops the last ones first
+    for row in rows if args.format != "json" else ():  # a table cell of notes: the words, not a Python tuple
+        row["notes"] = "; ".join(row["notes"]) or None
     emit(rows, args.format, ["name", "pretrained", "backend", "params", "image_size", "scoring", "quick_gelu",
-                             "embed_dim", "context_length"],
+                             "embed_dim", "context_length", "preprocess", "tokenizer", "notes"],
          layout=Layout(keys=2, whole=("name", "pretrained"), stack=False,
-                       droppable=("context_length", "embed_dim", "scoring", "image_size", "quick_gelu", "backend")))
+                       droppable=("notes", "tokenizer", "preprocess", "context_length", "embed_dim", "scoring",
+                                  "image_size", "quick_gelu", "backend")))
     return 0
