@@ -94,6 +94,8 @@ def test_bench_datacomp_prints_every_main_metric_and_a_partial_average(tiny_mode
     assert float(table["DataComp ImageNet"][model]) == pytest.approx(100 * by_name["datacomp/imagenet1k"]["top1"],
                                                                      abs=0.01)
     assert table["DataComp tasks"][model] == "37/38"
+    assert int(table["DataComp images"][model]) == sum(r["images"] for r in records) == 35 * 12 + 2 * 6
+    assert float(table["DataComp seconds"][model]) == pytest.approx(sum(r["elapsed_s"] for r in records), abs=0.1)
     (tmp_path / "records.json").write_text(out)
     code, _, err = run_cli(capsys, "report", tmp_path / "records.json", "-o", tmp_path / "report.html")
     html = (tmp_path / "report.html").read_text()

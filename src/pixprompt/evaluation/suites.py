@@ -89,12 +89,20 @@ DATACOMP_MEASURES = {"ImageNet": "DataComp ImageNet", "ImageNet dist. shifts": "
 def datacomp_aggregate(records: Sequence[Record]) -> tuple[list[Record], list[str]] | None:
     """Per model that ran any DataComp task: DATACOMP_MEASURES and the Average in %, each over the tasks that ran,
     with how many of the 38 did (`tasks`) and which did not (`missing`, DataComp's names): a row with fewer than
-    all is a partial mean, never DataComp's number. None when no DataComp task ran."""
+    all is a partial mean, never DataComp's number; and what the tasks cost (`images` scored, `seconds` spent,
+    each task's `elapsed_s` summed). None when no DataComp task ran."""
     tasks = [entry for entry in catalog().values() if "datacomp" in entry.suites]
     by_model = {model: scores for model, scores in scores_by_model(records).items()
                 if any(task.name in scores for task in tasks)}
     if not by_model:
         return None
+    names = {task.name for task in tasks}
+    cost: dict[str, list[float]] = {}  # model → [images, seconds] over its DataComp records
+    for record in records:
+        if record["dataset"] in names:
+            spent = cost.setdefault(model_label(record["model"], record.get("pretrained")), [0, 0.0])
+            spent[0] += record.get("images") or 0
+            spent[1] += record.get("elapsed_s") or 0.0
     rows = []
     for model, scores in by_model.items():
         row: Record = {"model": model}
@@ -102,9 +110,10 @@ def datacomp_aggregate(records: Sequence[Record]) -> tuple[list[Record], list[st
             row[measure] = percent(mean([scores[t.name] for t in tasks if t.group == group and t.name in scores]))
         row["Average"] = percent(mean([scores[t.name] for t in tasks if t.name in scores]))
         row["tasks"] = f"{sum(t.name in scores for t in tasks)}/{len(tasks)}"
+        row["images"], row["seconds"] = int(cost[model][0]), round(cost[model][1], 1)
         row["missing"] = ", ".join(t.title.removeprefix("DataComp: ") for t in tasks if t.name not in scores) or None
         rows.append(row)
-    return rows, ["model", *DATACOMP_MEASURES, "Average", "tasks", "missing"]
+    return rows, ["model", *DATACOMP_MEASURES, "Average", "tasks", "images", "seconds", "missing"]
 
 
 def _logit(p: float) -> float:

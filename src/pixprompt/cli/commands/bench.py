@@ -69,6 +69,7 @@ def suite_tables(records: list[dict], datasets: list[str], output_format: str) -
                  "fewer than 38 is a partial mean, not DataComp's number)", layout=Layout(elide=("model", "missing")))
     if aggregate:  # --output's table ends with it: one row per measure, each model's value in its column
         rows, measures = aggregate
-        table = [*table, *({"dataset": f"DataComp {measure}", "metric": "ran" if measure == "tasks" else "mean",
+        kind = {"tasks": "ran", "images": "total", "seconds": "total"}
+        table = [*table, *({"dataset": f"DataComp {measure}", "metric": kind.get(measure, "mean"),
                             **{row["model"]: row[measure] for row in rows}} for measure in measures[1:-1])]
     return table, columns
