@@ -36,9 +36,9 @@ def _suite_datasets(name: str, data_root: str | None, download: bool) -> list[di
     cache folder (downloaded there when it can be and `download` allows it)."""
     from pixprompt.data.catalog import catalog, suite
 
-    entries = []
+    known, entries = catalog(), []
     for dataset in suite(name):
-        folder = Path(data_root).expanduser() / catalog()[dataset].folder if data_root else None
+        folder = Path(data_root).expanduser() / known[dataset].folder if data_root else None
         entries.append({"dataset": dataset, "data_dir": str(folder) if folder and folder.is_dir() else None,
                         "suite": name, "download": download})
     return entries

@@ -142,7 +142,7 @@ def steepest_descent_step(x: torch.Tensor, c: float, weight: torch.Tensor, bias:
                           weight_grad: torch.Tensor, bias_grad: torch.Tensor, scale: float) -> float:
     """The step t minimising the objective's quadratic model along −∇ (in the fit's coordinates, W / `scale`):
     ‖∇‖² / ∇ᵀH∇, the curvature in closed form — (1/N) Σ_i Var_{p_i}(a_i) over the logits' change a_i, plus the
-    penalty's ‖ΔW‖² / (C N)."""
+    penalty's ‖ΔW‖² / (C N) —, but no longer than moves any image's logits LOGIT_CHANGE further apart."""
     n = len(x)
     delta_weight, delta_bias = weight_grad * scale, bias_grad
     probabilities = torch.softmax(torch.addmm(bias, x, weight.T), dim=1)

@@ -35,25 +35,25 @@ def load_datacomp(entry: CatalogEntry, options: DatasetOptions) -> ImageDataset:
 
 
 def _webdataset_root(entry: CatalogEntry, options: DatasetOptions) -> Path:
-    folder = entry.folder
+    return _copy(entry, options, entry.folder, f"djghosh/{entry.folder}", ["test/*", "*.txt"],
+                 f"DataComp's --data_dir, holding {entry.folder}/")
+
+
+def _retrieval_folder(entry: CatalogEntry, options: DatasetOptions) -> Path:
+    """The folder of the table's parquet files (`data/`, as `hf download … --local-dir` leaves it)."""
+    return _copy(entry, options, "data", entry.read["hf"], ["data/*"], f"a local copy of {entry.read['hf']}",
+                 hosted_folder="data")
+
+
+def _copy(entry: CatalogEntry, options: DatasetOptions, folder: str, repository: str, patterns: list[str],
+          local: str, hosted_folder: str = "") -> Path:
+    """The task's copy: under `--data-dir`, its `folder` there or the directory itself; else `repository`'s files
+    matching `patterns` in the Hugging Face cache (downloaded when missing, if downloads are allowed), and the
+    `hosted_folder` inside them. `local` says what `--data-dir` should hold."""
     if options.data_dir:
         root = Path(options.data_dir).expanduser()
         return root / folder if (root / folder).is_dir() else root
     if not options.download:
-        raise UnavailableError(f"dataset {entry.name} is not on disk: pass {options.data_dir_option} (DataComp's "
-                               f"--data_dir, holding {folder}/), or {options.download_option}")
-    return hub_snapshot(f"djghosh/{folder}", ["test/*", "*.txt"], entry.name,
-                        f"{options.data_dir_option} DIR (holding DIR/{folder})")
-
-
-def _retrieval_folder(entry: CatalogEntry, options: DatasetOptions) -> Path:
-    """The folder of the table's parquet files: `--data-dir`'s `data/` (as `hf download … --local-dir` leaves it)
-    or the folder itself, or the Hugging Face cache's copy."""
-    repository = entry.read["hf"]
-    if options.data_dir:
-        root = Path(options.data_dir).expanduser()
-        return root / "data" if (root / "data").is_dir() else root
-    if not options.download:
-        raise UnavailableError(f"dataset {entry.name} is not on disk: pass {options.data_dir_option} (a local copy "
-                               f"of {repository}), or {options.download_option}")
-    return hub_snapshot(repository, ["data/*"], entry.name, f"{options.data_dir_option} DIR") / "data"
+        raise UnavailableError(f"dataset {entry.name} is not on disk: pass {options.data_dir_option} ({local}), or "
+                               f"{options.download_option}")
+    return hub_snapshot(repository, patterns, entry.name, f"{options.data_dir_option} DIR ({local})") / hosted_folder
