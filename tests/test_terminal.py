@@ -26,6 +26,10 @@ def screens(tiny_model_dirs, tmp_path_factory):
     config = root / "grid.yaml"
     config.write_text(f"models:\n  - model: {tiny_model_dirs['open_clip_clip']}\n"
                       f"datasets:\n  - dataset: folder:{deep}\ntemplates: [raw, standard, clip80]\n")
+    methods_config = root / "methods.yaml"
+    methods_config.write_text(f"models:\n  - model: {tiny_model_dirs['open_clip_clip']}\n"
+                              f"datasets:\n  - dataset: folder:{deep}\ntemplates: [clip7]\n"
+                              "method: [plain, zpe, tda, frolic]\n")
     labels = ["--labels", "red car,green meadow,deep blue sea"]
     commands = {
         "classify": ["classify", str(deep / "red"), *model, *labels, "--top-k", "2"],
@@ -38,6 +42,10 @@ def screens(tiny_model_dirs, tmp_path_factory):
                   "--cache-dir", str(root / "cache")],
         "probe": ["probe", *model, "--dataset", f"folder:{deep}", "--train-dataset", f"folder:{deep}",
                   "--shots", "1,2", "--seeds", "1", "--methods", "linear,tip-adapter"],
+        "eval methods": ["eval", *model, "--dataset", f"folder:{deep}", "--templates", "clip7", "--method",
+                         "plain,zpe,autoclip,zlap"],
+        "bench methods": ["bench", "--config", str(methods_config), "--device", "cpu", "--workers", "0", "--quiet",
+                          "--cache-dir", str(root / "cache")],
         "datasets": ["datasets"],
         "models": ["models", "--filter", "ViT-B-16"],
     }
@@ -96,6 +104,23 @@ def test_bench_paper_table_keeps_ours_reported_and_delta(screens):
     screen = shown["bench"]
     lines_of(screen)
     for column in ("ours raw", "ours standard", "ours clip80", "delta", "reported CLIP T11"):
+        assert column in screen, column
+    assert "more columns" not in screen
+
+
+def test_eval_with_methods_keeps_each_methods_accuracy_on_its_line(screens, capsys):
+    shown, commands = screens
+    lines = lines_of(shown["eval methods"])
+    for record in answers(capsys, commands["eval methods"]):
+        shown_method = record["method"] + ("*" if record.get("transductive") else "")
+        assert any(shown_method in line.split() and f"{100 * record['top1']:.2f}" in line for line in lines), record
+
+
+def test_bench_with_methods_prints_them_beside_plain(screens):
+    shown, _ = screens
+    screen = shown["bench methods"]
+    lines_of(screen)
+    for column in ("plain %", "zpe* %", "tda* %", "frolic* %"):
         assert column in screen, column
     assert "more columns" not in screen
 

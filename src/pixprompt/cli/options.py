@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -99,10 +100,24 @@ def add_prompt_options(parser: argparse.ArgumentParser, default_templates: str |
                        help="comma-separated template sets (raw, standard, clip80, clip7, imagenet, or a dataset's "
                             "CLIP-paper set: cifar10, food101, sun397, …) or files (one template per line, or a JSON "
                             "list); one result per set")
-    group.add_argument("--descriptions", help="JSON file mapping each class to a list of sentences (CuPL)")
+    group.add_argument("--descriptions",
+                       help="per-class prompts: FILE (JSON, class → sentences: CuPL), dclip:FILE (JSON, class → "
+                            "descriptors: DCLIP's \"{class}, which …\"), or waffle[:COUNT[:SEED]] (WaffleCLIP's "
+                            "random-word and random-character descriptors, 15 pairs and seed 0 by default)")
     group.add_argument("--ensemble", default="embedding",
                        help="how a class's prompts are combined: embedding (default), logits or vote "
                             "(eval takes a comma-separated list)")
+
+
+def add_method_options(parser: argparse.ArgumentParser, unlabeled: str) -> None:
+    """--method and the --hierarchy CHiLS needs; `unlabeled`: what the transductive methods read as their unlabeled
+    images in this command."""
+    group = parser.add_argument_group("label-free methods")
+    group.add_argument("--method", default="plain",
+                       help="plain (the ensemble, default), zpe, autoclip, tda, zlap, frolic or chils (eval takes a "
+                            f"comma-separated list); zpe, tda, zlap and frolic are transductive: they read {unlabeled}")
+    group.add_argument("--hierarchy", metavar="FILE",
+                       help="JSON mapping each class to its subclasses, for --method chils")
 
 
 def add_probability_options(parser: argparse.ArgumentParser, open_set: str) -> None:
@@ -143,13 +158,23 @@ def model_from_args(args: argparse.Namespace):
                       precision=args.precision, cache_dir=args.weights_dir, accelerate=args.accelerate)
 
 
-def prompt_sets_from_args(args: argparse.Namespace, default: str = "standard"):
-    from pixprompt.prompts import load_descriptions, resolve_templates
+def prompt_sets_from_args(args: argparse.Namespace, classnames: Sequence[str], default: str = "standard"):
+    """The --templates sets and the --descriptions set (its generated kinds made for `classnames`)."""
+    from pixprompt.prompts import resolve_templates
+    from pixprompt.prompts.descriptors import resolve_descriptions
 
     sets = resolve_templates(args.templates or default) if (args.templates or not args.descriptions) else []
     if args.descriptions:
-        sets.append(load_descriptions(args.descriptions))
+        sets.append(resolve_descriptions(args.descriptions, classnames))
     return sets
+
+
+def methods_from_args(args: argparse.Namespace) -> tuple[list[str], dict | None]:
+    """The --method names and the --hierarchy they may need, refused before the model loads when wrong."""
+    from pixprompt.evaluation.label_free import checked_methods, load_hierarchy
+
+    hierarchy = load_hierarchy(args.hierarchy) if args.hierarchy else None
+    return checked_methods([args.method], hierarchy), hierarchy
 
 
 def add_data_options(parser: argparse.ArgumentParser) -> None:

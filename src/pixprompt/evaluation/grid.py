@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from pixprompt.data.images import DEFAULT_MAX_PIXELS
 from pixprompt.errors import UsageError
+from pixprompt.evaluation.label_free import PLAIN, checked_methods, load_hierarchy
 from pixprompt.evaluation.settings import RunSettings, run_settings
 from pixprompt.progress import announce
 from pixprompt.prompts.labels import read_text_file
@@ -29,6 +30,11 @@ class Grid:
     suites: list[str] = field(default_factory=list)
     #: The language of every dataset's ImageNet class names and templates (`language: it`), None for English.
     language: str | None = None
+    #: `plain` and/or label-free methods (`method: [plain, zpe]`), and the hierarchy file CHiLS reads.
+    methods: list[str] = field(default_factory=lambda: [PLAIN])
+    hierarchy: str | None = None
+    #: A --descriptions spec added to every dataset's template sets (`descriptions: waffle`).
+    descriptions: str | None = None
 
 
 def _suite_datasets(name: str, data_root: str | None, download: bool) -> list[dict[str, Any]]:
@@ -47,7 +53,8 @@ def _suite_datasets(name: str, data_root: str | None, download: bool) -> list[di
 def load_grid(path: str | Path) -> Grid:
     """Read a YAML grid: `models: [{model, pretrained}]`, `datasets: [{dataset, data_dir}]` and/or
     `suite: NAME` (or a list; `data_root: DIR` holds their datasets' folders, `download: false` keeps to what
-    is on disk), `templates: [...]`, `language: XX` (every dataset's, or one dataset's `language:`)."""
+    is on disk), `templates: [...]`, `language: XX` (every dataset's, or one dataset's `language:`), `method: [...]`
+    (label-free methods beside `plain`; `hierarchy: FILE` for CHiLS) and `descriptions: SPEC` (as --descriptions)."""
     import yaml
 
     try:
@@ -79,8 +86,11 @@ def load_grid(path: str | Path) -> Grid:
         listed |= {entry["dataset"] for entry in datasets}
     default = [DATASET_TEMPLATES] if suites else ["clip80", "standard", "raw"]
     templates = data.get("templates", default)
+    methods = data.get("method", PLAIN)
+    methods = checked_methods([methods] if isinstance(methods, str) else list(methods), data.get("hierarchy"))
     return Grid(models, datasets, [templates] if isinstance(templates, str) else list(templates),
-                data.get("ensemble", "embedding"), list(dict.fromkeys(suites)), data.get("language"))
+                data.get("ensemble", "embedding"), list(dict.fromkeys(suites)), data.get("language"), methods,
+                data.get("hierarchy"), data.get("descriptions"))
 
 
 def available_datasets(grid: Grid) -> list[Any]:
@@ -120,11 +130,15 @@ def run_grid(grid: Grid, device: str = "auto", precision: str = "auto", jpeg_dra
     from pixprompt.evaluation.runs import evaluate
     from pixprompt.models import load_model
     from pixprompt.prompts import resolve_templates
+    from pixprompt.prompts.descriptors import resolve_descriptions
 
     datasets = available_datasets(grid)
     prompt_sets = {dataset.name: resolve_templates(",".join(dataset.default_templates if t == DATASET_TEMPLATES else t
                                                             for t in grid.templates))
+                   + ([resolve_descriptions(grid.descriptions, dataset.classnames)] if grid.descriptions else [])
                    for dataset in datasets}
+    if grid.hierarchy:
+        settings = replace(settings, hierarchy=load_hierarchy(grid.hierarchy))
     records, jobs = [], len(grid.models) * len(datasets)
     for model_number, entry in enumerate(grid.models):
         model = load_model(entry["model"], entry.get("pretrained"), device=device, precision=precision)
@@ -133,7 +147,7 @@ def run_grid(grid: Grid, device: str = "auto", precision: str = "auto", jpeg_dra
             announce(f"[{model_number * len(datasets) + dataset_number + 1}/{jobs}] {entry['model']}{pretrained} "
                      f"on {dataset.name}")
             decoded = dataset.decoded_with(model.decode_size if jpeg_draft else None, max_pixels)
-            records += evaluate(model, decoded, prompt_sets[dataset.name], [grid.ensemble], settings)
+            records += evaluate(model, decoded, prompt_sets[dataset.name], [grid.ensemble], settings, grid.methods)
     return records
 
 

@@ -6,9 +6,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from pixprompt import distributed
 from pixprompt.data.datasets import FileImages, files_identity
 from pixprompt.data.images import DEFAULT_MAX_PIXELS
+from pixprompt.evaluation.label_free import METHODS, PLAIN, MethodContext, method_scores
 from pixprompt.features.cache import FeatureStore, ShardEncoder, ShardFeatures
 from pixprompt.models.base import VisionLanguageModel
 from pixprompt.paths import resolve_cache
@@ -48,7 +51,8 @@ def iter_predictions(model: VisionLanguageModel, classifiers: Sequence[ZeroShotC
                      top_k: int = 5, ensemble: str = "embedding", batch_size: int | None = None,
                      workers: int | None = None, jpeg_draft: bool = False,
                      max_pixels: int | None = DEFAULT_MAX_PIXELS, cache_root: Path | str | bool | None = True,
-                     threshold: float | None = None) -> Iterator[tuple[int, list[Path], list[list[Prediction]]]]:
+                     threshold: float | None = None, method: str = PLAIN, context: MethodContext | None = None,
+                     ) -> Iterator[tuple[int, list[Path], list[list[Prediction]]]]:
     """Predictions shard by shard, in input order: (shard number, its paths, one list per classifier).
 
     `paths` may be a stream (`iter_images`): it is read one shard (`distributed.shard_size()` images) at a
@@ -59,6 +63,8 @@ def iter_predictions(model: VisionLanguageModel, classifiers: Sequence[ZeroShotC
     reduced scale (faster, approximate; see `decode_rgb`). With `threshold`, an image's predictions are every
     class whose probability reaches it (multi-label), not the top k. Under several processes (torchrun, srun) each
     rank encodes its shards and rank 0 yields every shard's predictions; the other ranks yield nothing.
+    `method`: a label-free scoring method (see `label_free.METHODS`; `context` what it needs) instead of the
+    ensemble; a transductive one takes each shard's images as its unlabeled set.
     """
     root = resolve_cache(cache_root)
     ranks = distributed.current()
@@ -77,7 +83,8 @@ def iter_predictions(model: VisionLanguageModel, classifiers: Sequence[ZeroShotC
                 if number % ranks.world:  # another rank's images count here once received
                     bar.update(part.encoded)
                 totals = [total + count for total, count in zip(totals, part.counts)]
-                yield number, shard, [shard_predictions(c, part, shard, top_k, ensemble, threshold)
+                yield number, shard, [shard_predictions(c, part, shard, top_k, ensemble, threshold, method,
+                                                        context or MethodContext(model, cache_root=root))
                                       for c in classifiers]
         except KeyboardInterrupt:
             encoder.say_interrupted()
@@ -88,8 +95,25 @@ def iter_predictions(model: VisionLanguageModel, classifiers: Sequence[ZeroShotC
                  + (f", {failed:,} could not be read" if failed else ""))
 
 
+def method_probabilities(classifier: ZeroShotClassifier, features: torch.Tensor, ensemble: str, method: str,
+                         context: MethodContext) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scores, probabilities) of the images under the ensemble (`plain`) or a label-free method: the model's own
+    probabilities of a method's logits, else each score's share of the image's total (ZLaP, CHiLS; equal shares
+    where every score is 0, as when no class reaches the image in ZLaP's graph)."""
+    if method == PLAIN:
+        scores = classifier.scores(features, ensemble)
+        return scores, classifier.probabilities(scores, ensemble)
+    scores, _ = method_scores(method, classifier, features, context)
+    if METHODS[method].logits:
+        return scores, classifier.probabilities(scores)
+    positive = scores.clamp_min(0)
+    total = positive.sum(dim=1, keepdim=True)
+    return scores, torch.where(total > 0, positive / total.clamp_min(1e-30), 1 / scores.shape[1])
+
+
 def shard_predictions(classifier: ZeroShotClassifier, part: ShardFeatures, paths: Sequence[Path], top_k: int,
-                      ensemble: str, threshold: float | None = None) -> list[Prediction]:
+                      ensemble: str, threshold: float | None = None, method: str = PLAIN,
+                      context: MethodContext | None = None) -> list[Prediction]:
     """The top-k classes of each image of a shard (with `threshold`: every class whose probability reaches it,
     most probable first), or its error."""
     predictions: list[Prediction | None] = [None] * len(paths)
@@ -98,8 +122,8 @@ def shard_predictions(classifier: ZeroShotClassifier, part: ShardFeatures, paths
     valid = part.valid.nonzero().flatten()
     if len(valid):
         k = classifier.num_classes if threshold is not None else max(1, min(top_k, classifier.num_classes))
-        scores = classifier.scores(part.features[valid], ensemble)
-        probabilities = classifier.probabilities(scores, ensemble)
+        scores, probabilities = method_probabilities(classifier, part.features[valid], ensemble, method,
+                                                     context or MethodContext())
         top = scores.topk(k, dim=1).indices.tolist()
         if threshold is not None:
             top = [[c for c in ranked if float(probabilities[position, c]) >= threshold]

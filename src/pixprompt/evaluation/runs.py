@@ -14,6 +14,15 @@ from pixprompt.data.datasets import ImageDataset
 from pixprompt.errors import InputFailedError, UnavailableError
 from pixprompt.evaluation.calibration import temperature_on
 from pixprompt.evaluation.examples import Thumbnails, example_predictions
+from pixprompt.evaluation.label_free import (
+    METHODS,
+    PLAIN,
+    MethodContext,
+    ScoringMethod,
+    checked_methods,
+    method_facts,
+    method_scores,
+)
 from pixprompt.evaluation.metrics import (
     calibration_metrics,
     group_metrics,
@@ -62,12 +71,13 @@ class Scored:
 
 
 def score_images(classifier: ZeroShotClassifier, features: torch.Tensor, labels: torch.Tensor, ensemble: str,
-                 k: int = 5) -> Scored:
-    """Each image's top min(k, C) classes and probabilities (`Scored`), block by block."""
+                 k: int = 5, given: torch.Tensor | None = None) -> Scored:
+    """Each image's top min(k, C) classes and probabilities (`Scored`), block by block; `given`: every image's
+    scores already computed (a label-free method's logits), instead of the classifier's under `ensemble`."""
     k = min(k, classifier.num_classes)
     rankings, confidence, nll, squared_error = [], [], [], []
     for rows in row_blocks(len(features)):
-        block = classifier.scores(features[rows], ensemble)
+        block = classifier.scores(features[rows], ensemble) if given is None else given[rows]
         rankings.append(block.topk(k, dim=1).indices)
         probabilities = classifier.probabilities(block, ensemble).double()
         truth = labels[rows]
@@ -128,9 +138,27 @@ def run_facts(info: ModelInfo, dataset: ImageDataset, features: FeatureSet) -> d
     }
 
 
+def method_metrics(method: ScoringMethod, classifier: ZeroShotClassifier, given: torch.Tensor, labels: torch.Tensor,
+                   targets: torch.Tensor | None, groups: tuple | None, dataset: ImageDataset,
+                   min_probability: float | None) -> dict[str, Any]:
+    """A label-free method's metrics from its scores: as the plain ensemble's, with the calibration and open-set
+    figures only where its scores are logits."""
+    if targets is not None:
+        return multilabel_metrics(given, targets, dataset.classnames)
+    scored = score_images(classifier, given, labels, "embedding", given=given)
+    metrics = ranking_metrics(scored.ranking, labels, dataset.classnames)
+    if method.logits:
+        metrics.update(calibration_metrics(scored.confidence, scored.correct, scored.nll, scored.squared_error))
+        if min_probability is not None:
+            metrics["open_set"] = selective_accuracy(scored.confidence, scored.correct, min_probability)
+    if groups is not None:
+        metrics.update(group_metrics(scored.ranking, labels, *groups))
+    return metrics
+
+
 def evaluate(model: VisionLanguageModel, dataset: ImageDataset, prompt_sets: Sequence[PromptSet],
              ensembles: Sequence[str] = ("embedding",), settings: RunSettings | None = None,
-             **options: Any) -> list[dict[str, Any]]:
+             methods: Sequence[str] = (PLAIN,), **options: Any) -> list[dict[str, Any]]:
     """Evaluate every template set × ensembling mode on one pass over the images; one record each (a retrieval
     dataset, whose images have captions instead of classes, gets one retrieval record: see `retrieval_records`).
 
@@ -147,8 +175,12 @@ def evaluate(model: VisionLanguageModel, dataset: ImageDataset, prompt_sets: Seq
     With a `calibration` dataset, each classifier's probabilities are temperature-scaled, the temperature fitted
     on that dataset (its own classes, the same templates); the record keeps `temperature` and the calibration
     before it (`ece_uncalibrated`, `nll_uncalibrated`).
+    `methods`: `plain` (the classifier under each of `ensembles`) and/or label-free methods (`METHODS`: ZPE, AutoCLIP,
+    TDA, ZLaP, Frolic, CHiLS with `settings.hierarchy`), one record each per template set, with its `method`,
+    `method_params` and whether it read the test images (`transductive`).
     """
     settings = run_settings(settings, options)
+    methods = checked_methods(methods, settings.hierarchy)
     cache_root, calibration, min_probability = settings.cache, settings.calibration, settings.min_probability
     started = time.perf_counter()
     calibration_features = settings.features(model, calibration) if calibration else None
@@ -182,11 +214,24 @@ def evaluate(model: VisionLanguageModel, dataset: ImageDataset, prompt_sets: Seq
     targets = label_matrix(dataset.label_sets, item_indices, len(dataset.classnames)) if dataset.multi_label else None
     groups = dataset_groups(dataset, item_indices)
     records = []
+    context = MethodContext(model, dataset.name, cache_root, settings.hierarchy, settings.method_seed)
     for prompt_set in prompt_sets:
         set_started = time.perf_counter()
         classifier = text_classifier(model, dataset.classnames, prompt_set, cache_root)
         template_accuracy = {} if dataset.multi_label else per_template_accuracy(classifier, x, y)
-        for ensemble in ensembles:
+        set_facts = {**facts, "templates": prompt_set.name, "num_prompts": len(classifier.prompt_class)}
+        for name in methods:
+            if name == PLAIN:
+                continue
+            method_started = time.perf_counter()
+            given, parameters = method_scores(name, classifier, x, context)
+            metrics = method_metrics(METHODS[name], classifier, given, y, targets, groups, dataset,
+                                     min_probability)
+            records.append({**set_facts, "ensemble": METHODS[name].ensemble, **method_facts(name, parameters),
+                            **metrics, "metric": metric, "score": metrics[metric],
+                            "per_template_accuracy": template_accuracy,
+                            "elapsed_s": round(image_seconds + time.perf_counter() - method_started, 3)})
+        for ensemble in ensembles if PLAIN in methods else ():
             if dataset.multi_label:
                 metrics = multilabel_metrics(scores(classifier, x, ensemble), targets, dataset.classnames)
             else:
@@ -213,8 +258,8 @@ def evaluate(model: VisionLanguageModel, dataset: ImageDataset, prompt_sets: Seq
                     lambda rows, c=shown, e=ensemble: c.probabilities(c.scores(x[rows], e), e),
                     dataset.classnames, settings.examples_per_class)
             records.append({
-                **facts, "templates": prompt_set.name, "num_prompts": len(classifier.prompt_class),
-                "ensemble": ensemble, **metrics, "metric": metric, "score": metrics[metric],
+                **set_facts, "ensemble": ensemble, "method": PLAIN, **metrics, "metric": metric,
+                "score": metrics[metric],
                 "per_template_accuracy": template_accuracy,
                 "elapsed_s": round(image_seconds + time.perf_counter() - set_started, 3),
             })

@@ -2,6 +2,7 @@
 the same long list of arguments passed down each call."""
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,7 +20,8 @@ class RunSettings:
     there, None or False neither reads nor writes a cache. `batch_size` and `workers` (image-decoding processes):
     None picks them for the device. `strict`: refuse a run in which any image could not be read. `evaluate` alone
     reads the rest: `examples_per_class` (images kept with their top-3 for the visual report), `min_probability`
-    (open-set coverage at that top-1 probability) and `calibration` (a dataset to fit a temperature on)."""
+    (open-set coverage at that top-1 probability), `calibration` (a dataset to fit a temperature on), `hierarchy`
+    (each class's subclasses, for CHiLS) and `method_seed` (the order TDA streams the images in)."""
 
     cache_root: Path | str | bool | None = True
     batch_size: int | None = None
@@ -28,6 +30,8 @@ class RunSettings:
     examples_per_class: int = 0
     min_probability: float | None = None
     calibration: ImageDataset | None = None
+    hierarchy: Mapping[str, Sequence[str]] | None = None
+    method_seed: int = 1
 
     @property
     def cache(self) -> Path | None:

@@ -1,6 +1,7 @@
 """Class names from the command line or a file, checked before any model work starts."""
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -21,6 +22,17 @@ def read_text_file(path: str | Path, what: str) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         raise UsageError(f"{what} {path} is not UTF-8 text (byte {error.start}): re-save it as UTF-8") from None
+
+
+def read_json_mapping(path: str | Path, what: str, shape: str) -> dict:
+    """A JSON file's non-empty top-level mapping, or a one-line error naming the file and the `shape` it needs."""
+    try:
+        data = json.loads(read_text_file(path, what))
+    except json.JSONDecodeError as error:
+        raise UsageError(f"{what} {path} is not valid JSON ({error})") from None
+    if not isinstance(data, dict) or not data:
+        raise UsageError(f"{what} {path} must map {shape}")
+    return data
 
 
 def validate_classnames(names: Iterable[str], unique: bool = True) -> list[str]:

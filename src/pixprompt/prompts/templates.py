@@ -9,7 +9,7 @@ from importlib import resources
 from pathlib import Path
 
 from pixprompt.errors import UsageError
-from pixprompt.prompts.labels import read_text_file
+from pixprompt.prompts.labels import read_json_mapping, read_text_file
 
 # OpenAI's templates ship as data (equal to open_clip's copy, tested), so naming them imports no library.
 _OPENAI = json.loads(resources.files("pixprompt.resources").joinpath("openai_templates.json").read_text("utf-8"))
@@ -145,12 +145,7 @@ def resolve_templates(spec: str) -> list[PromptSet]:
 def load_descriptions(path: str | Path) -> PromptSet:
     """Per-class descriptions from a JSON mapping class name → list of sentences (CuPL-style prompts)."""
     path = Path(path).expanduser()
-    try:
-        data = json.loads(read_text_file(path, "descriptions file"))
-    except json.JSONDecodeError as error:
-        raise UsageError(f"descriptions file {path} is not valid JSON ({error})") from None
-    if not isinstance(data, dict) or not data:
-        raise UsageError(f"descriptions file {path} must map each class name to a list of sentences")
+    data = read_json_mapping(path, "descriptions file", "each class name to a list of sentences")
     descriptions = {}
     for name, sentences in data.items():
         if isinstance(sentences, str):

@@ -39,9 +39,9 @@ def first_per_template_set(records: Sequence[Record]) -> list[Record]:
 
 
 def zero_shot(records: Sequence[Record]) -> list[Record]:
-    """Records of zero-shot runs: the supervised baseline's have no template set, a few-shot learner's record
-    (`probe`) names another method."""
-    return [r for r in records if r.get("templates") and r.get("method", "zero-shot") == "zero-shot"]
+    """Records of the plain zero-shot ensemble: the supervised baseline's have no template set, a few-shot learner's
+    record (`probe`) and a label-free method's name another method."""
+    return [r for r in records if r.get("templates") and r.get("method", "plain") in ("plain", "zero-shot")]
 
 
 def probes(records: Sequence[Record]) -> list[Record]:

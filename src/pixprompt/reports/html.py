@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pixprompt.errors import UsageError, first_line
+from pixprompt.evaluation.label_free import METHODS
 from pixprompt.reports import figures
 from pixprompt.reports.figures import Record, best_per_model_and_dataset
 from pixprompt.reports.tables import format_cell, summary_columns, summary_row
@@ -90,7 +91,8 @@ def report_figures(records: Sequence[Record], max_each: int = 4) -> list[ReportF
 
     zero_shot = figures.zero_shot(records)
     probe_ids = {id(r) for r in figures.probes(records)} - {id(r) for r in zero_shot}
-    plain = [r for r in records if id(r) not in probe_ids]  # no probe learner's top-1 among zero-shot figures
+    # no probe learner's nor label-free method's top-1 among the zero-shot figures (their tables show them)
+    plain = [r for r in records if id(r) not in probe_ids and r.get("method") not in METHODS]
     made = [ReportFigure("accuracy-by-template-set", "Accuracy per template set and model",
                          figures.png_bytes(figures.accuracy_by_template_set(plain)))]
     if any(r.get("params") for r in plain):
@@ -131,6 +133,7 @@ def report_figures(records: Sequence[Record], max_each: int = 4) -> list[ReportF
 def results_tables(records: Sequence[Record]) -> list[dict[str, Any]]:
     """The summary table, and the zero-shot results beside the papers' reported accuracies."""
     from pixprompt.evaluation.grid import paper_table
+    from pixprompt.evaluation.label_free import methods_beside_plain
     from pixprompt.evaluation.probing import summary
     from pixprompt.evaluation.suites import datacomp_aggregate, group_table, robustness
     from pixprompt.reports.reference import reported
@@ -138,6 +141,7 @@ def results_tables(records: Sequence[Record]) -> list[dict[str, Any]]:
     probes = figures.probes(records)
     probe_ids = {id(r) for r in probes}
     others = [r for r in records if id(r) not in probe_ids]
+    ensembles = [r for r in records if r.get("method") not in METHODS]  # the papers' and DataComp's tables
     tables = [{"title": "Results", "columns": summary_columns(others), "rows": [summary_row(r) for r in others]}] \
         if others else []
     classified = [r for r in records if not is_retrieval(r)]
@@ -158,21 +162,28 @@ def results_tables(records: Sequence[Record]) -> list[dict[str, Any]]:
         tables.append({"title": "Beside the reported accuracies (top-1 %)", "columns": columns, "rows": rows,
                        "note": note})
     if len({r["dataset"] for r in records}) > 1:
-        rows, columns = group_table(records)
+        rows, columns = group_table(ensembles)
         tables.append({"title": "Means per group (main metric %)", "columns": columns, "rows": rows,
                        "note": "Each dataset's main metric (top-1; mean per-class recall for FGVC Aircraft, Pets, "
                                "Caltech-101 and Flowers-102; mAP for VOC 2007, as the CLIP paper's Table 9; the mean "
                                "recall@1 of both directions for retrieval, as DataComp), averaged "
                                "over the datasets of each group that ran (ran/all in the header), as DataComp "
                                "reports them."})
-    aggregate = datacomp_aggregate(records)
+    aggregate = datacomp_aggregate(ensembles)
     if aggregate:
         tables.append({"title": "DataComp's aggregate (%)", "columns": aggregate[1], "rows": aggregate[0],
                        "note": "As DataComp's aggregate_scores.py: ImageNet 1k's top-1, the mean main metric of its "
                                "ImageNet distribution shifts (6), VTAB (13) and retrieval (3) tasks, and the Average "
                                "over all 38; each over the tasks that ran (tasks), so a row with fewer than 38 is a "
                                "partial mean, not DataComp's number; missing: the tasks that did not run."})
-    shifts = robustness(classified)
+    beside, method_columns = methods_beside_plain(records)
+    if beside:
+        tables.append({"title": "Label-free methods beside the plain ensemble (main metric %)",
+                       "columns": method_columns, "rows": beside,
+                       "note": "plain: the template set's ensemble (its first ensembling mode); each method on the "
+                               "same cached features. * transductive: the method read the unlabeled test images. "
+                               "Sources and settings: each record's method_citation and method_params."})
+    shifts = robustness([r for r in classified if r.get("method") not in METHODS])
     if shifts:
         tables.append({"title": "ImageNet distribution shifts (top-1 %)", "columns": shifts["columns"],
                        "rows": shifts["rows"],

@@ -17,8 +17,8 @@ from pixprompt.models.info import display_model
 Row = dict[str, Any]
 
 #: The headline columns of a result record, as tables and CSV/Markdown summaries show them.
-SUMMARY_COLUMNS = ["model", "pretrained", "dataset", "templates", "ensemble", "top1 %", "top5 %", "mean recall %",
-                   "images", "skipped"]
+SUMMARY_COLUMNS = ["model", "pretrained", "dataset", "templates", "ensemble", "method", "top1 %", "top5 %",
+                   "mean recall %", "images", "skipped"]
 #: Beside the accuracies when records have them: mAP (multi-label), the fitted temperature with the expected
 #: calibration error before and after it (--calibrate), the open-set coverage and accuracy (--min-probability).
 EXTRA_COLUMNS = {"mAP %": "mean_average_precision", "T": "temperature", "ECE before %": "ece_uncalibrated",
@@ -48,12 +48,16 @@ def summary_columns(records: Sequence[dict]) -> list[str]:
         extra.remove("ECE after %")  # without calibration, one ECE is no comparison
     at = SUMMARY_COLUMNS.index("mean recall %") + 1
     columns = [*SUMMARY_COLUMNS[:at], *extra, *SUMMARY_COLUMNS[at:]]
+    if all(r.get("method", "plain") == "plain" for r in records):
+        columns.remove("method")  # shown beside the label-free methods only
     return [c for c in columns if c not in _OPTIONAL_COLUMNS or any(_record_value(r, c) is not None for r in records)]
 
 
 def summary_row(record: dict) -> dict:
     """A record's headline numbers: accuracies in percent (the columns say so), local models by folder name."""
     row = {k: _record_value(record, k) for k in [*SUMMARY_COLUMNS, *EXTRA_COLUMNS]}
+    if record.get("transductive"):
+        row["method"] = f"{row['method']}*"
     row["model"] = display_model(row["model"])
     for column in _PERCENT:
         value = row[column]

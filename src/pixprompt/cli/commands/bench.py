@@ -25,6 +25,7 @@ def _bench_arguments(parser: argparse.ArgumentParser) -> None:
 @command("bench", "models × datasets × template sets, beside the accuracies the papers report", _bench_arguments)
 def run_bench(args: argparse.Namespace) -> int:
     from pixprompt.evaluation.grid import load_grid, paper_table, run_grid
+    from pixprompt.evaluation.label_free import is_plain, methods_beside_plain
     from pixprompt.reports import emit
 
     check_run_outputs(args)
@@ -33,14 +34,20 @@ def run_bench(args: argparse.Namespace) -> int:
                        max_pixels=args.max_pixels, settings=settings_from_args(args))
     if not is_main_rank():
         return 0
+    plain = [r for r in records if is_plain(r)]  # the papers' tables compare CLIP's own recipe
     if grid.suites:
-        table, columns = suite_tables(records, [d["dataset"] for d in grid.datasets], args.format)
+        table, columns = suite_tables(plain, [d["dataset"] for d in grid.datasets], args.format)
     else:
-        table, columns = paper_table(records, grid.templates)
+        table, columns = paper_table(plain, grid.templates)
         if args.format != "json":
             emit(table, args.format, columns, layout=Layout(keys=2, elide=("model", "dataset", "reference"),
                                                             droppable=[c for c in columns if c.startswith("reproduced")]
                                                             + ["reference"]))
+    beside, method_columns = methods_beside_plain(records)
+    if beside and args.format != "json":
+        emit(beside, args.format, method_columns, title="label-free methods beside plain (main metric %; "
+             "* transductive)",
+             layout=Layout(elide=("model", "dataset", "templates"), droppable=["pretrained"]))
     if args.format == "json":
         emit(records, "json")
     write_table_outputs(args, records, table, columns)

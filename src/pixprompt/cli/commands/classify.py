@@ -10,6 +10,7 @@ from pixprompt import progress
 from pixprompt.cli.options import (
     add_cache_options,
     add_format_options,
+    add_method_options,
     add_model_options,
     add_probability_options,
     add_prompt_options,
@@ -17,6 +18,7 @@ from pixprompt.cli.options import (
     calibration_from_args,
     check_writable,
     decoded_as_asked,
+    methods_from_args,
     model_from_args,
     positive_int,
     probability,
@@ -40,6 +42,7 @@ def _classify_arguments(parser: argparse.ArgumentParser) -> None:
     labels.add_argument("--labels-file", help="text file with one class name per line (UTF-8)")
     labels.add_argument("--dataset", help="use a dataset's class names (imagenet, cifar10, …)")
     add_prompt_options(parser, None)
+    add_method_options(parser, "each shard's images (${PIXPROMPT_SHARD_SIZE}, 1024 by default)")
     parser.add_argument("--top-k", "-k", type=positive_int, default=5, help="classes shown per image (default 5)")
     parser.add_argument("--multi-label", action="store_true",
                         help="list every class whose probability reaches --threshold instead of the top k (natural "
@@ -75,7 +78,11 @@ def run_classify(args: argparse.Namespace) -> int:
     from pixprompt.data.images import check_inputs
 
     classnames, dataset_templates = _classnames_from_args(args)
-    prompt_sets = prompt_sets_from_args(args, default=dataset_templates or "standard")
+    prompt_sets = prompt_sets_from_args(args, classnames, default=dataset_templates or "standard")
+    methods, hierarchy = methods_from_args(args)
+    if len(methods) > 1:
+        raise UsageError("classify scores each image one way: give a single --method")
+    scoring = (methods[0], hierarchy)
     if args.classifier and len(prompt_sets) > 1:
         raise UsageError("--classifier stores one template set: give a single --templates set with it")
     if args.classifier:
@@ -96,20 +103,23 @@ def run_classify(args: argparse.Namespace) -> int:
         output = PredictionFile(args.output, len(classnames) if args.multi_label else min(args.top_k,
                                                                                           len(classnames)))
     try:
-        return _classify(args, classnames, prompt_sets, output)
+        return _classify(args, classnames, prompt_sets, output, scoring)
     finally:
         if output is not None:
             output.close()
 
 
-def _classify(args: argparse.Namespace, classnames: list[str], prompt_sets: list, output) -> int:
-    """classify after its arguments are checked (and its --output locked, when rank 0 writes one)."""
+def _classify(args: argparse.Namespace, classnames: list[str], prompt_sets: list, output,
+              scoring: tuple[str, dict | None]) -> int:
+    """classify after its arguments are checked (and its --output locked, when rank 0 writes one); `scoring`: the
+    label-free method and the hierarchy it may need."""
     from pixprompt.data.images import iter_images
     from pixprompt.reports import emit
 
     calibration = calibration_from_args(args)
     from pixprompt import distributed  # torch: only once the arguments are sound
     from pixprompt.data.datasets import files_identity
+    from pixprompt.evaluation.label_free import MethodContext
     from pixprompt.evaluation.predict import iter_predictions
     from pixprompt.evaluation.scoring import text_classifier
     from pixprompt.prompts.store import classifier_for
@@ -143,11 +153,14 @@ def _classify(args: argparse.Namespace, classnames: list[str], prompt_sets: list
                       f"{calibration.name} (probabilities are the model's scores / T)", file=sys.stderr)
     stream = iter_predictions(model, classifiers, iter_images(args.inputs), args.top_k, args.ensemble,
                               args.batch_size, args.workers, jpeg_draft=args.draft_jpeg, max_pixels=args.max_pixels,
-                              cache_root=cache_from_args(args), threshold=args.threshold if args.multi_label else None)
+                              cache_root=cache_from_args(args), threshold=args.threshold if args.multi_label else None,
+                              method=scoring[0], context=MethodContext(model, cache_root=cache_from_args(args),
+                                                                       hierarchy=scoring[1]))
     if output is not None:
         settings = {"model": model.info.identity, "weights": model.weights_stamp, "classnames": classnames,
                     "prompts": [[p.name, list(p.templates), sorted(p.descriptions.items())] for p in prompt_sets],
-                    "top_k": args.top_k, "ensemble": args.ensemble, "draft_jpeg": args.draft_jpeg,
+                    "top_k": args.top_k, "ensemble": args.ensemble, "method": scoring[0],
+                    "draft_jpeg": args.draft_jpeg,
                     "max_pixels": args.max_pixels, "threshold": args.threshold if args.multi_label else None,
                     "min_probability": args.min_probability,
                     "temperatures": [c.temperature for c in classifiers]}

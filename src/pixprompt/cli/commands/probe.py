@@ -53,7 +53,7 @@ def run_probe(args: argparse.Namespace) -> int:
         raise UsageError(f"--shots: {error}") from None
     test = dataset_from_args(args)
     train = load_dataset(args.train_dataset, DatasetOptions(args.train_data_dir))
-    prompt_sets = prompt_sets_from_args(args, default=test.default_templates)
+    prompt_sets = prompt_sets_from_args(args, test.classnames, default=test.default_templates)
     if len(prompt_sets) > 1:
         raise UsageError("probe compares with one zero-shot classifier: give a single --templates set")
     from pixprompt.evaluation.probing import probe_records, summary, zero_shot_sentence
