@@ -12,7 +12,6 @@ the costs are real.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -59,8 +58,9 @@ def main() -> None:
                          "seconds": round(seconds, 4), "× plain": round(seconds / plain_seconds, 1)})
     print(f"{len(y):,} images × {len(dataset.classnames)} classes × {len(prompt_set.templates)} templates "
           f"({dataset.name}, {prompt_set.name}), features cached")
+    print(f"{'method':<10}{'top1 %':>8}{'seconds':>10}{'× plain':>10}")
     for row in rows:
-        print(json.dumps(row))
+        print(f"{row['method']:<10}{row['top1 %']:>8.2f}{row['seconds']:>10.4f}{row['× plain']:>10.1f}")
 
 
 if __name__ == "__main__":

@@ -67,7 +67,8 @@ def test_eval_cli_shows_methods_beside_plain(capsys, tiny_model_dirs, colours, h
                                               "plain,zpe,chils", "--templates", "clip7", "--hierarchy", hierarchy))
     assert code == 0
     records = json.loads(out)
-    assert [r["method"] for r in records] == ["zpe", "chils", "plain"]
+    assert [r["method"] for r in records] == ["plain", "zpe", "chils"]
+    assert all(r["method_seconds"] >= 0 for r in records[1:])
     code, out, _ = run_cli(capsys, "eval", *model_args(tiny_model_dirs["open_clip_clip"]), "--dataset",
                            f"folder:{colours}", "--templates", "clip7", "--method", "plain,zpe")
     assert code == 0 and "method" in out and "zpe*" in out and "plain" in out
@@ -140,7 +141,7 @@ def test_report_shows_the_methods_table(loaded_models, colours, tmp_path):
     titles = {table["title"]: table for table in results_tables(records)}
     beside = titles["Label-free methods beside the plain ensemble (main metric %)"]
     assert beside["columns"][-3:] == ["plain %", "autoclip %", "zlap* %"]
-    assert [r["method"] for r in titles["Results"]["rows"]] == ["autoclip", "zlap*", "plain"]
+    assert [r["method"] for r in titles["Results"]["rows"]] == ["plain", "autoclip", "zlap*"]
 
 
 def test_method_table_names_what_each_needs_and_its_source():

@@ -220,17 +220,6 @@ def evaluate(model: VisionLanguageModel, dataset: ImageDataset, prompt_sets: Seq
         classifier = text_classifier(model, dataset.classnames, prompt_set, cache_root)
         template_accuracy = {} if dataset.multi_label else per_template_accuracy(classifier, x, y)
         set_facts = {**facts, "templates": prompt_set.name, "num_prompts": len(classifier.prompt_class)}
-        for name in methods:
-            if name == PLAIN:
-                continue
-            method_started = time.perf_counter()
-            given, parameters = method_scores(name, classifier, x, context)
-            metrics = method_metrics(METHODS[name], classifier, given, y, targets, groups, dataset,
-                                     min_probability)
-            records.append({**set_facts, "ensemble": METHODS[name].ensemble, **method_facts(name, parameters),
-                            **metrics, "metric": metric, "score": metrics[metric],
-                            "per_template_accuracy": template_accuracy,
-                            "elapsed_s": round(image_seconds + time.perf_counter() - method_started, 3)})
         for ensemble in ensembles if PLAIN in methods else ():
             if dataset.multi_label:
                 metrics = multilabel_metrics(scores(classifier, x, ensemble), targets, dataset.classnames)
@@ -263,6 +252,18 @@ def evaluate(model: VisionLanguageModel, dataset: ImageDataset, prompt_sets: Seq
                 "per_template_accuracy": template_accuracy,
                 "elapsed_s": round(image_seconds + time.perf_counter() - set_started, 3),
             })
+        for name in methods:
+            if name == PLAIN:
+                continue
+            method_started = time.perf_counter()
+            given, parameters = method_scores(name, classifier, x, context)
+            metrics = method_metrics(METHODS[name], classifier, given, y, targets, groups, dataset,
+                                     min_probability)
+            records.append({**set_facts, "ensemble": METHODS[name].ensemble, **method_facts(name, parameters),
+                            **metrics, "metric": metric, "score": metrics[metric],
+                            "per_template_accuracy": template_accuracy,
+                            "method_seconds": round(time.perf_counter() - method_started, 3),
+                            "elapsed_s": round(image_seconds + time.perf_counter() - method_started, 3)})
     if features.failures:
         log.warning("%d image(s) skipped (recorded in the results as skipped_files)", len(features.failures))
     return records
