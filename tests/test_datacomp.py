@@ -1,5 +1,6 @@
 """DataComp's 38 tasks (`suite: datacomp`): fakes in the layouts DataComp's evaluate.py reads (its `--data_dir`:
-wds_…_test webdatasets, with group metadata for WILDS and fairness, and nlphuji's caption tables), every task's main
+wds_…_test webdatasets, with group metadata for WILDS and fairness, nlphuji's caption tables and WinoGAViL's games),
+every task's main
 metric, and the aggregate as aggregate_scores.py computes it — partial, and saying so, when a task cannot run."""
 from __future__ import annotations
 
@@ -35,14 +36,41 @@ def write_caption_table(folder: Path, count: int) -> None:
     table.to_parquet(str(folder / "data" / "test-00000-of-00001.parquet"))
 
 
+#: WinoGAViL-like games: (cue, candidate count, associated candidates), sizes 5, 6, 10 and 12 as in the real set.
+GAMES = [("sun", 5, (0, 3)), ("ice", 6, (1, 2, 5)), ("apple", 10, (4, 7)), ("night", 12, (0, 5, 9, 11)),
+         ("umbrella", 10, (2, 3, 8)), ("wave", 5, (1, 4))]
+
+
+def write_winogavil_table(folder: Path) -> int:
+    """nlphuji/winogavil's test split as DataComp's wino_eval.py reads it (candidate_images, cue, candidates,
+    associations), saved with save_to_disk; the number of candidate images."""
+    import datasets
+    from PIL import Image
+
+    rows = {"candidate_images": [], "cue": [], "candidates": [], "associations": []}
+    for number, (cue, count, associated) in enumerate(GAMES):
+        names = [f"{cue}-{i}" for i in range(count)]
+        rows["candidate_images"].append([Image.new("RGB", (20, 16), ((37 * i + 50 * number) % 256, 90 + 7 * i, 40))
+                                         for i in range(count)])
+        rows["cue"].append(cue)
+        rows["candidates"].append(names)
+        rows["associations"].append([names[i] for i in associated])
+    features = datasets.Features({"candidate_images": datasets.Sequence(datasets.Image()), "cue": datasets.Value(
+        "string"), "candidates": datasets.Sequence(datasets.Value("string")),
+        "associations": datasets.Sequence(datasets.Value("string"))})
+    datasets.Dataset.from_dict(rows, features=features).save_to_disk(str(folder))
+    return sum(count for _, count, _ in GAMES)
+
+
 def write_datacomp_fakes(root: Path) -> list[str]:
-    """Every DataComp task pixprompt scores, under `root` as DataComp's --data_dir holds them; their names."""
+    """Every DataComp task, under `root` as DataComp's --data_dir holds them (WinoGAViL as a saved copy of its
+    table); their names."""
     written = []
     for number, entry in enumerate(datacomp_tasks()):
-        if "unscored" in entry.read:
-            continue
         folder = root / entry.folder
-        if "hf" in entry.read:
+        if entry.read.get("games"):
+            write_winogavil_table(folder)
+        elif "hf" in entry.read:
             write_caption_table(folder, 6)
         else:
             labels = [(number + i) % len(CLASSES) for i in range(12)]
@@ -68,7 +96,7 @@ def test_the_catalog_holds_datacomps_38_tasks_with_their_main_metrics():
 
 def test_bench_datacomp_prints_every_main_metric_and_a_partial_average(tiny_model_dirs, tmp_path, capsys):
     written = write_datacomp_fakes(tmp_path / "data")
-    assert len(written) == 37  # all but WinoGAViL
+    assert len(written) == 38
     config = tmp_path / "grid.yaml"
     config.write_text(f"models:\n  - model: {tiny_model_dirs['open_clip_clip']}\nsuite: datacomp\n"
                       f"data_root: {tmp_path / 'data'}\ndownload: false\n")
@@ -77,7 +105,7 @@ def test_bench_datacomp_prints_every_main_metric_and_a_partial_average(tiny_mode
     assert code == 0, err
     records = json.loads(out)
     assert {r["dataset"] for r in records} == set(written)
-    assert "datacomp/misc/winogavil left out: dataset datacomp/misc/winogavil: WinoGAViL" in err
+    assert "left out" not in err
     by_name = {r["dataset"]: r for r in records}
     for name in written:
         record = by_name[name]
@@ -93,13 +121,14 @@ def test_bench_datacomp_prints_every_main_metric_and_a_partial_average(tiny_mode
     assert float(table["DataComp VTAB"][model]) == pytest.approx(100 * sum(vtab) / 13, abs=0.01)
     assert float(table["DataComp ImageNet"][model]) == pytest.approx(100 * by_name["datacomp/imagenet1k"]["top1"],
                                                                      abs=0.01)
-    assert table["DataComp tasks"][model] == "37/38"
-    assert int(table["DataComp images"][model]) == sum(r["images"] for r in records) == 35 * 12 + 2 * 6
+    assert table["DataComp tasks"][model] == "38/38"
+    games_images = sum(count for _, count, _ in GAMES)
+    assert int(table["DataComp images"][model]) == sum(r["images"] for r in records) == 35 * 12 + 2 * 6 + games_images
     assert float(table["DataComp seconds"][model]) == pytest.approx(sum(r["elapsed_s"] for r in records), abs=0.1)
     (tmp_path / "records.json").write_text(out)
     code, _, err = run_cli(capsys, "report", tmp_path / "records.json", "-o", tmp_path / "report.html")
     html = (tmp_path / "report.html").read_text()
-    assert code == 0 and "DataComp&#39;s aggregate" in html and "37/38" in html and "WinoGAViL" in html, err
+    assert code == 0 and "DataComp&#39;s aggregate" in html and "38/38" in html, err
 
 
 def test_the_terminal_says_the_average_is_partial_and_names_the_missing(tiny_model_dirs, tmp_path, capsys):
@@ -186,3 +215,44 @@ def test_macro_f1_equals_wilds_f1_over_the_labels_present():
                               torch.randint(0, 10, (300,), generator=generator))
     reference = F1(average="macro").compute(predictions, labels)["F1-macro_all"]
     assert macro_f1(predictions, labels) == pytest.approx(reference, abs=1e-6)  # wilds returns float32
+
+
+def test_winogavil_equals_datacomps_wino_eval(loaded_models, tmp_path):
+    """DataComp's evaluate_winogavil_dataset on the same model: each game's cue as get_clip_prompt writes it, the
+    top-n candidates by np.argsort of the similarities, sklearn's jaccard_score, and its per-size means."""
+    import numpy as np
+    import open_clip
+    from sklearn.metrics import jaccard_score
+
+    from pixprompt.data.datasets import DatasetOptions, load_dataset
+    from pixprompt.evaluation import evaluate
+
+    images = write_winogavil_table(tmp_path / "winogavil")
+    model = loaded_models["open_clip_clip"]
+    dataset = load_dataset("datacomp/misc/winogavil", DatasetOptions(str(tmp_path / "winogavil")))
+    (record,) = evaluate(model, dataset, [], cache_root=tmp_path / "cache", workers=0)
+    import datasets
+
+    table = datasets.load_from_disk(str(tmp_path / "winogavil"))
+    _, _, preprocess = open_clip.create_model_and_transforms(model.info.name)
+    scores, sizes = [], []
+    with torch.no_grad():
+        for example in table:
+            pixels = torch.stack([preprocess(image.convert("RGB")) for image in example["candidate_images"]])
+            cue = example["cue"].lower()
+            text = model.tokenizer([f"An {cue}" if cue[0] in "aeiou" else f"A {cue}"])
+            similarity = (model.model.encode_text(text, normalize=True)
+                          @ model.model.encode_image(pixels, normalize=True).T).squeeze(0).numpy()
+            truth = np.isin(example["candidates"], example["associations"])
+            predicted = np.isin(np.arange(len(pixels)), np.argsort(similarity)[-truth.sum():])
+            scores.append(jaccard_score(truth, predicted))
+            sizes.append(len(pixels))
+    scores, sizes = np.array(scores), np.array(sizes)
+    assert record["task"] == "association" and record["games"] == len(GAMES) and record["images"] == images
+    assert record["avg_jaccard_score"] == pytest.approx(scores.mean(), abs=1e-9)
+    assert record["jaccard_score_10-12"] == pytest.approx(scores[sizes >= 10].mean(), abs=1e-9)
+    assert record["jaccard_score_5-6"] == pytest.approx(scores[sizes <= 6].mean(), abs=1e-9)
+    assert record["jaccard_score_12"] == pytest.approx(scores[sizes == 12].mean(), abs=1e-9)
+    assert record["score"] == record["jaccard_score_10-12"] and record["metric"] == "jaccard_score_10-12"
+    (again,) = evaluate(model, dataset, [], cache_root=tmp_path / "cache", workers=0)
+    assert again["cached_images"] == images and again["score"] == record["score"]

@@ -72,8 +72,7 @@ class CatalogEntry:
         if self.wds:
             ways.append(f"wds/{self.wds}")
         if "datacomp" in self.read:
-            ways.append("not scored yet" if "unscored" in self.read else
-                        self.read["hf"] if "hf" in self.read else f"djghosh/{self.folder}")
+            ways.append(self.read["hf"] if "hf" in self.read else f"djghosh/{self.folder}")
         return ", ".join(ways)
 
     @property

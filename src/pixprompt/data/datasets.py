@@ -89,6 +89,16 @@ class ArrayImages:
         return f"{self.fingerprint} item {index}"
 
 
+@dataclass(frozen=True)
+class Game:
+    """One association game: a cue and its candidate images (`first` … `first + len(associated) − 1` of the
+    dataset's images), `associated` marking those the cue goes with (WinoGAViL)."""
+
+    cue: str
+    first: int
+    associated: tuple[bool, ...]
+
+
 @dataclass
 class ImageDataset:
     """Everything an evaluation needs from a dataset."""
@@ -110,6 +120,9 @@ class ImageDataset:
     metadata: tuple[list[str], list[tuple[int, ...]]] | None = None
     #: The language of its class names and default templates when not English (`--language`).
     language: str | None = None
+    #: Association games (WinoGAViL): each game's cue, the position of its first candidate image among `images`,
+    #: and which of its candidates the cue is associated with; they have no classes, and their `labels` are all -1.
+    games: list[Game] | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -140,6 +153,10 @@ class ImageDataset:
     @property
     def retrieval(self) -> bool:
         return self.captions is not None
+
+    @property
+    def association(self) -> bool:
+        return self.games is not None
 
     def decoded_with(self, draft_size: int | None = None,
                      max_pixels: int | None = DEFAULT_MAX_PIXELS) -> ImageDataset:

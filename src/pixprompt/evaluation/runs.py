@@ -203,6 +203,11 @@ def evaluate(model: VisionLanguageModel, dataset: ImageDataset, prompt_sets: Seq
 
         return retrieval_records(model, dataset, features, cache_root, run_facts(model.info, dataset, features),
                                  image_seconds)
+    if dataset.association:
+        from pixprompt.evaluation.association import association_records
+
+        return association_records(model, dataset, features, cache_root, run_facts(model.info, dataset, features),
+                                   image_seconds)
     # the matrix itself when every image was read (no copy of the largest thing in memory)
     every = bool(features.valid.all())
     x = features.features if every else features.features[features.valid]

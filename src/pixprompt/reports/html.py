@@ -42,7 +42,7 @@ def load_records(paths: Sequence[str | Path]) -> list[Record]:
             raise UsageError(f"{path} is not a JSON results file ({error}): write one with --output FILE.json")\
                 from None
         rows = data if isinstance(data, list) else [data]
-        if not rows or not all(isinstance(r, dict) and "model" in r and ("top1" in r or is_retrieval(r)) for r in rows):
+        if not rows or not all(isinstance(r, dict) and "model" in r and ("top1" in r or is_classless(r)) for r in rows):
             raise UsageError(f"{path} holds no pixprompt result records (each needs model and top1)")
         for number, row in enumerate(rows, start=1):
             problem = record_problem(row)
@@ -56,17 +56,23 @@ def load_records(paths: Sequence[str | Path]) -> list[Record]:
 #: The fields every report figure and table reads, with the types pixprompt writes them in.
 TEXT_FIELDS = ("model", "dataset", "templates", "ensemble", "method", "pretrained", "split")
 NUMBER_FIELDS = ("top1", "top5", "mean_per_class_recall", "score", "images", "skipped", "params", "shots",
-                 "ece", "nll", "brier", "temperature", "mean_average_precision", "mean_recall@1")
+                 "ece", "nll", "brier", "temperature", "mean_average_precision", "mean_recall@1",
+                 "avg_jaccard_score")
 
 
-def is_retrieval(record: Record) -> bool:
-    """A retrieval record (recalls, no classes): in the report's tables, not in its classification figures."""
-    return record.get("task") == "retrieval"
+#: The tasks without classes (retrieval's recalls, association games' Jaccard indices), by the field each is summed
+#: up by: in the report's tables, not in its classification figures.
+CLASSLESS_TASKS = {"retrieval": "mean_recall@1", "association": "jaccard_score_10-12"}
+
+
+def is_classless(record: Record) -> bool:
+    """A retrieval or association record: no classes, so no top-1."""
+    return record.get("task") in CLASSLESS_TASKS
 
 
 def record_problem(record: Record) -> str | None:
     """What makes `record` unlike a pixprompt record (a missing field, a field of the wrong type), or None."""
-    needed = ("model", "dataset", "mean_recall@1" if is_retrieval(record) else "top1")
+    needed = ("model", "dataset", CLASSLESS_TASKS.get(record.get("task"), "top1"))
     missing = [key for key in needed if key not in record]
     if missing:
         return f"it has no {', '.join(missing)}"
@@ -85,7 +91,7 @@ def report_figures(records: Sequence[Record], max_each: int = 4) -> list[ReportF
     from pixprompt.evaluation.probing import summary, zero_shot_sentence
     from pixprompt.evaluation.suites import robustness
 
-    records = [r for r in records if not is_retrieval(r)]
+    records = [r for r in records if not is_classless(r)]
     if not records:
         return []
 
@@ -144,7 +150,7 @@ def results_tables(records: Sequence[Record]) -> list[dict[str, Any]]:
     ensembles = [r for r in records if r.get("method") not in METHODS]  # the papers' and DataComp's tables
     tables = [{"title": "Results", "columns": summary_columns(others), "rows": [summary_row(r) for r in others]}] \
         if others else []
-    classified = [r for r in records if not is_retrieval(r)]
+    classified = [r for r in records if not is_classless(r)]
     if probes:
         tables.append({"title": "Few-shot learners (mean over draws ± their standard deviation)",
                        "columns": ["method", "shots", "draws", "score %", "± %", "metric"], "rows": summary(probes),

@@ -25,7 +25,8 @@ EXTRA_COLUMNS = {"mAP %": "mean_average_precision", "T": "temperature", "ECE bef
                  "ECE after %": "ece", "min P": "threshold", "coverage %": "coverage", "covered top1 %": "accuracy",
                  **{f"{way} R@{k} %": f"{kind}_retrieval_recall@{k}"
                     for way, kind in (("t→i", "image"), ("i→t", "text")) for k in (1, 5, 10)},
-                 "mean R@1 %": "mean_recall@1"}
+                 "mean R@1 %": "mean_recall@1",
+                 "Jaccard %": "avg_jaccard_score", "Jaccard 10-12 %": "jaccard_score_10-12"}
 #: Columns left out when no record has a value there (retrieval records have no templates and no accuracy).
 _OPTIONAL_COLUMNS = ("templates", "ensemble", "top1 %", "top5 %", "mean recall %")
 #: The record field behind each summary column (a column not named here is its own field).

@@ -3,7 +3,9 @@ copies DataComp's own `evaluate.py` reads:
 
 - classification tasks (with the WILDS and fairness ones): the webdatasets `djghosh/wds_{KEY, / as -}_test`, with
   their own class names and templates; the WILDS and fairness ones carry each sample's group metadata in `.npy`;
-- retrieval tasks: the Hugging Face tables `nlphuji/NAME` (an image and its captions per row).
+- retrieval tasks: the Hugging Face tables `nlphuji/NAME` (an image and its captions per row);
+- WinoGAViL: the Hugging Face dataset `nlphuji/winogavil`'s test split (a cue, its candidates' names and images and
+  the associated ones per row), loaded as DataComp's `wino_eval.py` loads it.
 
 `--data-dir DIR` is DataComp's `--data_dir`: DIR/wds_…_test/ (or DIR itself when it is that webdataset, or the
 table's folder for retrieval); without it, the copy is fetched into the Hugging Face cache on first use.
@@ -14,24 +16,47 @@ from pathlib import Path
 
 from pixprompt.data.catalog import CatalogEntry
 from pixprompt.data.datasets import DatasetOptions, ImageDataset
-from pixprompt.data.sources.huggingface import load_hf
+from pixprompt.data.sources.huggingface import games_dataset, load_hf, read_table
 from pixprompt.data.sources.webdataset import hub_snapshot, load_webdataset
-from pixprompt.errors import UnavailableError
+from pixprompt.errors import UnavailableError, first_line
 
 
 def load_datacomp(entry: CatalogEntry, options: DatasetOptions) -> ImageDataset:
     """The DataComp task `entry` (see the module's docstring), named by its catalog name."""
     read = entry.read
-    if "unscored" in read:
-        raise UnavailableError(f"dataset {entry.name}: {read['unscored']}")
     key = read["datacomp"]
-    if "hf" in read:
+    if read.get("games"):
+        dataset = games_dataset(_games_table(entry, options), entry.name)
+    elif "hf" in read:
         dataset = load_hf(str(_retrieval_folder(entry, options)), options)
     else:
         dataset = load_webdataset(str(_webdataset_root(entry, options)), metadata=read.get("metadata"))
     dataset.name = entry.name
     dataset.split = f"{key} test"
     return dataset
+
+
+def _games_table(entry: CatalogEntry, options: DatasetOptions):
+    """WinoGAViL's test table: a saved copy under `--data-dir` (`load_dataset(…).save_to_disk(DIR)`, or parquet),
+    else `datasets.load_dataset(REPO, split="test")`, the call DataComp's `wino_eval.py` makes (cached by
+    `datasets`)."""
+    repository = entry.read["hf"]
+    if options.data_dir:
+        return read_table(Path(options.data_dir).expanduser(), split="test")
+    if not options.download:
+        raise UnavailableError(f"dataset {entry.name} is not on disk: pass {options.data_dir_option} (a copy of "
+                               f"{repository} saved with save_to_disk), or {options.download_option}")
+    try:
+        import datasets
+
+        return datasets.load_dataset(repository, split="test")
+    except ImportError:
+        raise UnavailableError("WinoGAViL needs the `datasets` package: pip install datasets") from None
+    except Exception as error:  # no network, no such repository, a loader this `datasets` cannot run
+        raise UnavailableError(f"dataset {entry.name}: {repository} could not be loaded ({type(error).__name__}: "
+                               f"{first_line(error, 200)}); save a copy with datasets.load_dataset({repository!r}, "
+                               f"split='test').save_to_disk(DIR) where it can be, and pass {options.data_dir_option} "
+                               "DIR") from None
 
 
 def _webdataset_root(entry: CatalogEntry, options: DatasetOptions) -> Path:

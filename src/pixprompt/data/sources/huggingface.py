@@ -8,7 +8,7 @@ from typing import Any
 
 from PIL import Image
 
-from pixprompt.data.datasets import DatasetOptions, ImageDataset
+from pixprompt.data.datasets import DatasetOptions, Game, ImageDataset
 from pixprompt.data.registry import source
 from pixprompt.errors import UnavailableError, UsageError, first_line
 
@@ -48,15 +48,13 @@ def _captions(column: list, source: Path) -> list[tuple[str, ...]]:
     return [tuple(t.strip() for t in texts) for texts in captions]
 
 
-@source("hf", takes_path=True)
-def load_hf(path: str, options: DatasetOptions) -> ImageDataset:
-    """A Hugging Face `datasets` dataset saved with `save_to_disk`, or parquet file(s), with image+label (or
-    image+captions: a retrieval dataset)."""
+def read_table(source: Path, split: str = "validation") -> Any:
+    """The table of a Hugging Face `datasets` dataset saved with `save_to_disk`, or of parquet file(s); of a
+    saved dataset dict, its `split` (else test, else the first)."""
     try:
         import datasets
     except ImportError:
         raise UnavailableError("hf: datasets need the `datasets` package: pip install datasets") from None
-    source = Path(path).expanduser()
     if not source.exists():
         raise UnavailableError(f"hf dataset {source} does not exist")
     saved = source.is_dir() and any((source / name).exists() for name in ("dataset_info.json", "dataset_dict.json"))
@@ -74,8 +72,66 @@ def load_hf(path: str, options: DatasetOptions) -> ImageDataset:
     finally:
         datasets.logging.set_verbosity(verbosity)
     if isinstance(table, datasets.DatasetDict):
-        split = "validation" if "validation" in table else "test" if "test" in table else next(iter(table))
-        table = table[split]
+        table = table[split if split in table else "test" if "test" in table else next(iter(table))]
+    return table
+
+
+@dataclass
+class HFListImages:
+    """The images of a Hugging Face table's image-list column, one after another (row by row, then in the list)."""
+
+    table: Any
+    column: str
+    positions: list[tuple[int, int]]
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def load(self, index: int) -> Image.Image:
+        row, position = self.positions[index]
+        image = self.table[row][self.column][position]
+        return (image if isinstance(image, Image.Image) else Image.open(image["path"])).convert("RGB")
+
+    def item_id(self, index: int) -> str:
+        row, position = self.positions[index]
+        return f"{self.table._fingerprint}|{row}|{position}"
+
+    def describe(self, index: int) -> str:
+        row, position = self.positions[index]
+        return f"row {row}, image {position}"
+
+
+#: The columns of WinoGAViL's table, as DataComp's `wino_eval.py` reads them.
+GAME_COLUMNS = ("candidate_images", "cue", "candidates", "associations")
+
+
+def games_dataset(table: Any, source: str) -> ImageDataset:
+    """An association-games dataset (WinoGAViL) from its table: each row a cue, its candidates' names and images,
+    and the names of the candidates associated with the cue."""
+    missing = [c for c in GAME_COLUMNS if c not in table.column_names]
+    if missing:
+        raise UsageError(f"{source}: an association table needs the columns {', '.join(GAME_COLUMNS)} "
+                         f"(missing {', '.join(missing)})")
+    games, positions = [], []
+    for row, (cue, candidates, associations) in enumerate(zip(table["cue"], table["candidates"],
+                                                             table["associations"])):
+        if not (isinstance(cue, str) and cue.strip() and candidates and set(associations) <= set(candidates)):
+            raise UsageError(f"{source}: row {row} is not a game (cue {str(cue)[:40]!r}, {len(candidates or [])} "
+                             "candidates, associations among them)")
+        games.append(Game(cue.strip(), len(positions), tuple(c in set(associations) for c in candidates)))
+        positions += [(row, position) for position in range(len(candidates))]
+    return ImageDataset(source, "test", [], HFListImages(table, "candidate_images", positions), [-1] * len(positions),
+                        games=games)
+
+
+@source("hf", takes_path=True)
+def load_hf(path: str, options: DatasetOptions) -> ImageDataset:
+    """A Hugging Face `datasets` dataset saved with `save_to_disk`, or parquet file(s), with image+label (or
+    image+captions: a retrieval dataset; or WinoGAViL's association games)."""
+    source = Path(path).expanduser()
+    table = read_table(source)
+    if all(c in table.column_names for c in GAME_COLUMNS):
+        return games_dataset(table, f"hf:{source.name}")
     image_column = next((c for c in ("image", "img") if c in table.column_names), None)
     label_column = next((c for c in ("label", "labels", "fine_label") if c in table.column_names), None)
     caption_column = next((c for c in CAPTION_COLUMNS if c in table.column_names), None)
