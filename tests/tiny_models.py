@@ -161,6 +161,27 @@ def make_transformers_siglip(path: Path) -> Path:
                                {"add_bos": False, "lowercase": True, "max_length": 64})
 
 
+def make_transformers_siglip2_naflex(path: Path, max_num_patches: int = 16) -> Path:
+    """transformers Siglip2Model (NaFlex: images of their own aspect ratio, up to `max_num_patches` patches) with
+    its Siglip2ImageProcessor. Not in `BUILDERS`: only the NaFlex tests use it."""
+    from transformers import Siglip2Config, Siglip2ImageProcessor, Siglip2Model
+
+    torch.manual_seed(0)
+    config = Siglip2Config(
+        text_config={"vocab_size": 128, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                     "num_attention_heads": 2, "max_position_embeddings": 64, "pad_token_id": 0,
+                     "eos_token_id": 3},
+        vision_config={"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                       "num_attention_heads": 2, "patch_size": 8, "num_patches": max_num_patches},
+    )
+    model = Siglip2Model(config).eval()
+    with torch.no_grad():
+        model.logit_scale.fill_(math.log(10.0))
+        model.logit_bias.fill_(-10.0)
+    processor = Siglip2ImageProcessor(patch_size=8, max_num_patches=max_num_patches)
+    return _write_transformers(path, model, processor, {"add_bos": False, "lowercase": True, "max_length": 64})
+
+
 BUILDERS = {
     "open_clip_clip": make_open_clip_clip,
     "open_clip_siglip": make_open_clip_siglip,

@@ -128,7 +128,7 @@ def run_facts(info: ModelInfo, dataset: ImageDataset, features: FeatureSet) -> d
 
     return {
         "model": info.name, "pretrained": info.pretrained, "backend": info.backend, "params": info.params,
-        "quick_gelu": info.quick_gelu,
+        "quick_gelu": info.quick_gelu, **({"image_tokens": info.image_tokens} if info.image_tokens else {}),
         "dataset": dataset.name, "split": dataset.split, "classes": len(dataset.classnames),
         "language": dataset.language,
         "images": int(features.valid.sum()), "skipped": len(features.failures),

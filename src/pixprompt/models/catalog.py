@@ -27,6 +27,8 @@ TRANSFORMERS_MODELS = (
     "google/siglip2-base-patch16-224",
     "google/siglip2-large-patch16-256",
     "google/siglip2-so400m-patch14-384",
+    "google/siglip2-base-patch16-naflex",
+    "google/siglip2-so400m-patch16-naflex",
 )
 
 
@@ -93,6 +95,9 @@ def _transformers_entries() -> list[ModelInfo]:
                             context_length=text.get("max_position_embeddings"))
             except (OSError, ValueError):
                 pass
+        if model_id.endswith("-naflex"):  # its patch budget is its processor config's
+            info["notes"] = ("NaFlex: each image keeps its aspect ratio, up to max_num_patches patches (256 by "
+                             "transformers' default), recorded as image_tokens",)
         entries.append(ModelInfo(**info))
     return entries
 

@@ -1,6 +1,7 @@
-"""transformers backend: CLIP, SigLIP and SigLIP 2 (fixed resolution) by Hub id or local folder."""
+"""transformers backend: CLIP, SigLIP and SigLIP 2 (fixed resolution and NaFlex) by Hub id or local folder."""
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,9 +19,11 @@ REFUSE_ABOVE_CROP_AREAS = 16
 
 #: model_type → how its text is tokenised and its logits scored, as the authors trained it.
 #: SigLIP's text tower pools the last position, so prompts are padded to the fixed training length.
+#: SigLIP 2 NaFlex (`siglip2`) lower-cases in its own tokenizer (transformers' `Siglip2Tokenizer`) and pads to 64.
 TEXT_RULES: dict[str, dict[str, Any]] = {
     "clip": {"padding": "longest", "scoring": "softmax"},
     "siglip": {"padding": "max_length", "scoring": "sigmoid"},
+    "siglip2": {"padding": "max_length", "scoring": "sigmoid"},
 }
 
 
@@ -31,6 +34,23 @@ def _features(output: Any) -> torch.Tensor:
 
 def _image_features(model: torch.nn.Module, pixels: torch.Tensor) -> torch.Tensor:
     return _features(model.get_image_features(pixel_values=pixels))
+
+
+def pack_naflex(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """One image's NaFlex inputs as one tensor, so that images batch, cache and travel as fixed-resolution ones do:
+    (P + 1, F + 1) — the P patch rows of F values each with the attention mask in the last column, and a last row
+    holding the patch grid's (height, width)."""
+    pixels, mask, grid = inputs["pixel_values"][0], inputs["pixel_attention_mask"][0], inputs["spatial_shapes"][0]
+    packed = torch.zeros(pixels.shape[0] + 1, pixels.shape[1] + 1, dtype=torch.float32)
+    packed[:-1, :-1], packed[:-1, -1], packed[-1, :2] = pixels, mask.float(), grid.float()
+    return packed
+
+
+def _naflex_image_features(model: torch.nn.Module, packed: torch.Tensor) -> torch.Tensor:
+    """`get_image_features` of a batch of `pack_naflex` tensors."""
+    return _features(model.get_image_features(pixel_values=packed[:, :-1, :-1],
+                                              pixel_attention_mask=packed[:, :-1, -1].round().long(),
+                                              spatial_shapes=packed[:, -1, :2].round().long()))
 
 
 class TransformersModel(VisionLanguageModel):
@@ -46,7 +66,8 @@ class TransformersModel(VisionLanguageModel):
         self.dtype = PRECISIONS[precision]
         self._padding = TEXT_RULES[model.config.model_type]["padding"]
         self.text_padding_free = self._padding == "longest"
-        self.image_tower = ImageFeatures(self.model, _image_features)
+        self.naflex = model.config.model_type == "siglip2"
+        self.image_tower = ImageFeatures(self.model, _naflex_image_features if self.naflex else _image_features)
         self.logit_scale = float(model.logit_scale.detach().exp())
         bias = getattr(model, "logit_bias", None)
         self.logit_bias = float(bias.detach()) if bias is not None else 0.0
@@ -67,18 +88,21 @@ class TransformersModel(VisionLanguageModel):
         if config.model_type not in TEXT_RULES:
             raise UsageError(
                 f"{model_id} is a {config.model_type!r} model; the transformers backend supports "
-                f"{', '.join(TEXT_RULES)} (SigLIP 2 NaFlex checkpoints are not supported yet: use a "
-                "fixed-resolution SigLIP 2 checkpoint)."
+                f"{', '.join(TEXT_RULES)}."
             )
         model = AutoModel.from_pretrained(model_id, cache_dir=cache_dir, dtype=PRECISIONS[precision]).to(device)
         processor = AutoProcessor.from_pretrained(model_id, cache_dir=cache_dir)
         text_config, vision_config = config.text_config, config.vision_config
+        # NaFlex: each image becomes at most max_num_patches patches of its own aspect ratio (its sequence length)
+        tokens = getattr(processor.image_processor, "max_num_patches", None) if config.model_type == "siglip2" \
+            else None
         info = ModelInfo(
             backend="transformers",
             name=model_id,
             pretrained=None,
             quick_gelu=getattr(text_config, "hidden_act", None) == "quick_gelu",
-            image_size=vision_config.image_size,
+            image_size=vision_config.patch_size * math.isqrt(tokens) if tokens else vision_config.image_size,
+            image_tokens=tokens,
             embed_dim=getattr(config, "projection_dim", None) or vision_config.hidden_size,
             params=sum(p.numel() for p in model.parameters()),
             context_length=text_config.max_position_embeddings,
@@ -87,6 +111,8 @@ class TransformersModel(VisionLanguageModel):
         return cls(model, processor, info, device, precision)
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
+        if self.naflex:
+            return pack_naflex(self.image_processor(images=image, return_tensors="pt"))
         short_side = (getattr(self.image_processor, "size", None) or {}).get("shortest_edge")
         if short_side:  # CLIP's processor resizes the short side first: refuse what that would blow up
             width, height = resized_size(*image.size, short_side)

@@ -26,11 +26,16 @@ class ModelInfo:
     tokenizer: str | None = None
     #: What pixprompt does to the model as loaded, as its authors require (MobileCLIP's re-parameterisation).
     notes: tuple[str, ...] = ()
+    #: SigLIP 2 NaFlex: the most patches an image becomes (its image sequence length; `image_size` is then the
+    #: side of a square image of that many patches). None: a fixed resolution.
+    image_tokens: int | None = None
 
     @property
     def identity(self) -> str:
-        """A string naming the model and its weights, used in cache keys and saved classifiers."""
-        return f"{self.backend}:{self.name}:{self.pretrained or ''}"
+        """A string naming the model and its weights (and a NaFlex sequence length: it changes every image's
+        features), used in cache keys and saved classifiers."""
+        tokens = f":{self.image_tokens}-patches" if self.image_tokens else ""
+        return f"{self.backend}:{self.name}:{self.pretrained or ''}{tokens}"
 
     @property
     def label(self) -> str:

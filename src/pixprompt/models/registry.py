@@ -129,6 +129,9 @@ def load_model(name: str, pretrained: str | None = None, *, backend: str | None 
         raise UnavailableError(f"could not load model {what} with {backend}: {cause}.{hint}") from None
     model.weights_stamp = local_weights_stamp(resolved_name, pretrained)
     log.info("loaded %s on %s (%s)", model.info.identity, torch_device, resolved_precision)
+    if accelerate and model.info.image_tokens:
+        raise UsageError(f"--accelerate exports a fixed-resolution image tower; {name} is NaFlex (images of their "
+                         "own shape): leave --accelerate out")
     if accelerate:
         from pixprompt.models.acceleration import accelerate as switch_image_path
 
