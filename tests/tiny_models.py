@@ -140,25 +140,28 @@ def make_transformers_clip(path: Path) -> Path:
                                {"add_bos": True, "lowercase": True, "max_length": 77})
 
 
+#: The tiny SigLIP towers (text padded to its 64 positions), shared by SigLIP and SigLIP 2 NaFlex.
+SIGLIP_TEXT = {"vocab_size": 128, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+               "num_attention_heads": 2, "max_position_embeddings": 64, "pad_token_id": 0, "eos_token_id": 3}
+SIGLIP_VISION = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2,
+                 "patch_size": 8}
+
+
+def _write_siglip(path: Path, model, processor) -> Path:
+    with torch.no_grad():  # the values SigLIP starts training from, so that scale and bias matter in tests
+        model.logit_scale.fill_(math.log(10.0))
+        model.logit_bias.fill_(-10.0)
+    return _write_transformers(path, model.eval(), processor, {"add_bos": False, "lowercase": True, "max_length": 64})
+
+
 def make_transformers_siglip(path: Path) -> Path:
     """transformers SiglipModel (text padded to its 64 positions) with a SigLIP image processor."""
     from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel
 
     torch.manual_seed(0)
-    config = SiglipConfig(
-        text_config={"vocab_size": 128, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-                     "num_attention_heads": 2, "max_position_embeddings": 64, "pad_token_id": 0,
-                     "eos_token_id": 3},
-        vision_config={"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-                       "num_attention_heads": 2, "image_size": IMAGE_SIZE, "patch_size": 8},
-    )
-    processor = SiglipImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
-    model = SiglipModel(config).eval()
-    with torch.no_grad():  # the values SigLIP starts training from, so that scale and bias matter in tests
-        model.logit_scale.fill_(math.log(10.0))
-        model.logit_bias.fill_(-10.0)
-    return _write_transformers(path, model, processor,
-                               {"add_bos": False, "lowercase": True, "max_length": 64})
+    config = SiglipConfig(text_config=SIGLIP_TEXT, vision_config={**SIGLIP_VISION, "image_size": IMAGE_SIZE})
+    return _write_siglip(path, SiglipModel(config), SiglipImageProcessor(size={"height": IMAGE_SIZE,
+                                                                              "width": IMAGE_SIZE}))
 
 
 def make_transformers_siglip2_naflex(path: Path, max_num_patches: int = 16) -> Path:
@@ -167,19 +170,9 @@ def make_transformers_siglip2_naflex(path: Path, max_num_patches: int = 16) -> P
     from transformers import Siglip2Config, Siglip2ImageProcessor, Siglip2Model
 
     torch.manual_seed(0)
-    config = Siglip2Config(
-        text_config={"vocab_size": 128, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-                     "num_attention_heads": 2, "max_position_embeddings": 64, "pad_token_id": 0,
-                     "eos_token_id": 3},
-        vision_config={"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-                       "num_attention_heads": 2, "patch_size": 8, "num_patches": max_num_patches},
-    )
-    model = Siglip2Model(config).eval()
-    with torch.no_grad():
-        model.logit_scale.fill_(math.log(10.0))
-        model.logit_bias.fill_(-10.0)
-    processor = Siglip2ImageProcessor(patch_size=8, max_num_patches=max_num_patches)
-    return _write_transformers(path, model, processor, {"add_bos": False, "lowercase": True, "max_length": 64})
+    config = Siglip2Config(text_config=SIGLIP_TEXT, vision_config={**SIGLIP_VISION, "num_patches": max_num_patches})
+    return _write_siglip(path, Siglip2Model(config),
+                         Siglip2ImageProcessor(patch_size=SIGLIP_VISION["patch_size"], max_num_patches=max_num_patches))
 
 
 BUILDERS = {
