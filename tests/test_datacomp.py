@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from cli_runner import run_cli
-from fake_datasets import webdataset
+from fake_datasets import GAMES, webdataset, write_winogavil_table
 from pixprompt.data.catalog import catalog, suite
 
 CLASSES = ["cat", "dog", "bird", "fish", "horse", "cow"]
@@ -34,32 +34,6 @@ def write_caption_table(folder: Path, count: int) -> None:
         features=datasets.Features({"image": datasets.Image(), "caption": datasets.Sequence(datasets.Value("string"))}))
     (folder / "data").mkdir(parents=True)
     table.to_parquet(str(folder / "data" / "test-00000-of-00001.parquet"))
-
-
-#: WinoGAViL-like games: (cue, candidate count, associated candidates), sizes 5, 6, 10 and 12 as in the real set.
-GAMES = [("sun", 5, (0, 3)), ("ice", 6, (1, 2, 5)), ("apple", 10, (4, 7)), ("night", 12, (0, 5, 9, 11)),
-         ("umbrella", 10, (2, 3, 8)), ("wave", 5, (1, 4))]
-
-
-def write_winogavil_table(folder: Path) -> int:
-    """nlphuji/winogavil's test split as DataComp's wino_eval.py reads it (candidate_images, cue, candidates,
-    associations), saved with save_to_disk; the number of candidate images."""
-    import datasets
-    from PIL import Image
-
-    rows = {"candidate_images": [], "cue": [], "candidates": [], "associations": []}
-    for number, (cue, count, associated) in enumerate(GAMES):
-        names = [f"{cue}-{i}" for i in range(count)]
-        rows["candidate_images"].append([Image.new("RGB", (20, 16), ((37 * i + 50 * number) % 256, 90 + 7 * i, 40))
-                                         for i in range(count)])
-        rows["cue"].append(cue)
-        rows["candidates"].append(names)
-        rows["associations"].append([names[i] for i in associated])
-    features = datasets.Features({"candidate_images": datasets.Sequence(datasets.Image()), "cue": datasets.Value(
-        "string"), "candidates": datasets.Sequence(datasets.Value("string")),
-        "associations": datasets.Sequence(datasets.Value("string"))})
-    datasets.Dataset.from_dict(rows, features=features).save_to_disk(str(folder))
-    return sum(count for _, count, _ in GAMES)
 
 
 def write_datacomp_fakes(root: Path) -> list[str]:

@@ -159,3 +159,13 @@ def test_load_hierarchy_refuses_malformed_files(tmp_path):
         path.write_text(content)
         with pytest.raises(UsageError, match="subclass"):
             load_hierarchy(path)
+
+
+def test_methods_are_refused_on_datasets_without_classes(loaded_models, tmp_path):
+    from fake_datasets import write_winogavil_table
+    from pixprompt.data.datasets import DatasetOptions
+
+    write_winogavil_table(tmp_path / "winogavil")
+    dataset = load_dataset("datacomp/misc/winogavil", DatasetOptions(str(tmp_path / "winogavil")))
+    with pytest.raises(UsageError, match="no classes to score"):
+        evaluate(loaded_models["open_clip_clip"], dataset, [], cache_root=None, methods=["plain", "zpe"])

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from pixprompt.data.datasets import ImageDataset
-from pixprompt.errors import InputFailedError, UnavailableError
+from pixprompt.errors import InputFailedError, UnavailableError, UsageError
 from pixprompt.evaluation.calibration import temperature_on
 from pixprompt.evaluation.examples import Thumbnails, example_predictions
 from pixprompt.evaluation.label_free import (
@@ -181,6 +181,9 @@ def evaluate(model: VisionLanguageModel, dataset: ImageDataset, prompt_sets: Seq
     """
     settings = run_settings(settings, options)
     methods = checked_methods(methods, settings.hierarchy)
+    if methods != [PLAIN] and (dataset.retrieval or dataset.association):
+        raise UsageError(f"{dataset.name} has no classes to score (it is a "
+                         f"{'retrieval' if dataset.retrieval else 'association'} dataset): leave --method out")
     cache_root, calibration, min_probability = settings.cache, settings.calibration, settings.min_probability
     started = time.perf_counter()
     calibration_features = settings.features(model, calibration) if calibration else None
