@@ -4,7 +4,7 @@ to (N, C) scores and the hyper-parameters it used. The computations themselves a
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +30,9 @@ class MethodContext:
     cache_root: Path | None = None
     hierarchy: Mapping[str, Sequence[str]] | None = None
     seed: int = 1
+    #: Text classifiers a method built, by what they were built from, kept for the context's later calls (classify
+    #: scores shard after shard with one context).
+    built: dict = field(default_factory=dict, compare=False, repr=False)
 
 
 Scorer = Callable[["ZeroShotClassifier", "torch.Tensor", MethodContext], tuple["torch.Tensor", dict[str, Any]]]
@@ -63,7 +66,7 @@ def _zpe(classifier: ZeroShotClassifier, features: torch.Tensor, _: MethodContex
                           for rows in row_blocks(len(features))])
 
     by_template = classifier.by_template()
-    weights = zpe.zpe_weights([logits_of(embeddings) for embeddings in by_template.unbind(1)])
+    weights = zpe.zpe_weights(logits_of(embeddings) for embeddings in by_template.unbind(1))  # one at a time
     logits = logits_of(zpe.weighted_class_embeddings(by_template, weights))
     return logits, {"temperature": 1.0, "template_weights": [round(float(w), 6) for w in weights]}
 
@@ -120,8 +123,13 @@ def _chils(classifier: ZeroShotClassifier, features: torch.Tensor, context: Meth
                          f"{', '.join(map(repr, missing[:5]))}: give each class a list of subclasses")
     subclasses = [sub for name in classifier.classnames for sub in hierarchy[name]]
     parent = torch.tensor([c for c, name in enumerate(classifier.classnames) for _ in hierarchy[name]])
-    sub_classifier = text_classifier(context.model, subclasses, classifier.prompt_set, context.cache_root,
-                                     f"building the subclass classifier: {len(subclasses)} subclasses")
+    prompt_set = classifier.prompt_set
+    key = (classifier.model_identity, prompt_set.name, prompt_set.templates,
+           tuple(sorted(prompt_set.descriptions.items())), tuple(subclasses))
+    if key not in context.built:
+        context.built[key] = text_classifier(context.model, subclasses, prompt_set, context.cache_root,
+                                             f"building the subclass classifier: {len(subclasses)} subclasses")
+    sub_classifier = context.built[key]
     combined = chils.chils_scores(scores(classifier, features, "embedding"), scores(sub_classifier, features,
                                                                                      "embedding"), parent)
     return combined, {"subclasses": len(subclasses), "reweighting": "superclass probability"}
@@ -197,6 +205,11 @@ def method_facts(name: str, parameters: dict[str, Any]) -> dict[str, Any]:
     method = METHODS[name]
     return {"method": name, "method_params": parameters, "transductive": method.transductive,
             "method_citation": method.citation}
+
+
+def is_label_free(record: Mapping[str, Any]) -> bool:
+    """Whether a record is a label-free method's (not the plain ensemble's, a probe's or a baseline's)."""
+    return record.get("method") in METHODS
 
 
 def is_plain(record: Mapping[str, Any]) -> bool:

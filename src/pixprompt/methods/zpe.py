@@ -6,11 +6,14 @@ of the scores, and a class's logit is the weighted sum of its templates' logits.
 mean over pre-training images where it has them, and the test images otherwise: pixprompt has only the latter."""
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 
 
-def zpe_template_scores(template_logits: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
-    """(T,) each template's ZPE score from its logits over the unlabeled images ((N, C) per template)."""
+def zpe_template_scores(template_logits: Iterable[torch.Tensor]) -> torch.Tensor:
+    """(T,) each template's ZPE score from its logits over the unlabeled images ((N, C) per template, read once: a
+    generator keeps one template's logits in memory at a time)."""
     scores = []
     for logits in template_logits:
         logits = logits.double()
@@ -18,7 +21,7 @@ def zpe_template_scores(template_logits: list[torch.Tensor] | torch.Tensor) -> t
     return torch.stack(scores)
 
 
-def zpe_weights(template_logits: list[torch.Tensor] | torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+def zpe_weights(template_logits: Iterable[torch.Tensor], temperature: float = 1.0) -> torch.Tensor:
     """(T,) the templates' weights: softmax(score / temperature) (the paper's is 1)."""
     return torch.softmax(zpe_template_scores(template_logits) / temperature, dim=0)
 

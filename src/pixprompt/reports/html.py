@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pixprompt.errors import UsageError, first_line
-from pixprompt.evaluation.label_free import METHODS
+from pixprompt.evaluation.label_free import is_label_free
 from pixprompt.reports import figures
 from pixprompt.reports.figures import Record, best_per_model_and_dataset
 from pixprompt.reports.tables import format_cell, summary_columns, summary_row
@@ -98,7 +98,7 @@ def report_figures(records: Sequence[Record], max_each: int = 4) -> list[ReportF
     zero_shot = figures.zero_shot(records)
     probe_ids = {id(r) for r in figures.probes(records)} - {id(r) for r in zero_shot}
     # no probe learner's nor label-free method's top-1 among the zero-shot figures (their tables show them)
-    plain = [r for r in records if id(r) not in probe_ids and r.get("method") not in METHODS]
+    plain = [r for r in records if id(r) not in probe_ids and not is_label_free(r)]
     made = [ReportFigure("accuracy-by-template-set", "Accuracy per template set and model",
                          figures.png_bytes(figures.accuracy_by_template_set(plain)))]
     if any(r.get("params") for r in plain):
@@ -147,7 +147,7 @@ def results_tables(records: Sequence[Record]) -> list[dict[str, Any]]:
     probes = figures.probes(records)
     probe_ids = {id(r) for r in probes}
     others = [r for r in records if id(r) not in probe_ids]
-    ensembles = [r for r in records if r.get("method") not in METHODS]  # the papers' and DataComp's tables
+    ensembles = [r for r in records if not is_label_free(r)]  # the papers' and DataComp's tables
     tables = [{"title": "Results", "columns": summary_columns(others), "rows": [summary_row(r) for r in others]}] \
         if others else []
     classified = [r for r in records if not is_classless(r)]
@@ -189,7 +189,7 @@ def results_tables(records: Sequence[Record]) -> list[dict[str, Any]]:
                        "note": "plain: the template set's ensemble (its first ensembling mode); each method on the "
                                "same cached features. * transductive: the method read the unlabeled test images. "
                                "Sources and settings: each record's method_citation and method_params."})
-    shifts = robustness([r for r in classified if r.get("method") not in METHODS])
+    shifts = robustness([r for r in classified if not is_label_free(r)])
     if shifts:
         tables.append({"title": "ImageNet distribution shifts (top-1 %)", "columns": shifts["columns"],
                        "rows": shifts["rows"],

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -83,13 +83,17 @@ class HFListImages:
     table: Any
     column: str
     positions: list[tuple[int, int]]
+    #: The last row read (its number and images): a row's images are read in turn, and reading one decodes them all.
+    _row: tuple[int, list] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.positions)
 
     def load(self, index: int) -> Image.Image:
         row, position = self.positions[index]
-        image = self.table[row][self.column][position]
+        if self._row is None or self._row[0] != row:
+            self._row = (row, self.table[row][self.column])
+        image = self._row[1][position]
         return (image if isinstance(image, Image.Image) else Image.open(image["path"])).convert("RGB")
 
     def item_id(self, index: int) -> str:
