@@ -77,6 +77,45 @@ def test_a_small_gradient_alone_does_not_stop_a_fit_the_certificate_does(c, monk
     assert logistic.fit_logistic(x, train_y, 4, c, far).objective - reference > 1e-6 * reference
 
 
+@pytest.fixture
+def matmul_precision():
+    """Sets `torch.set_float32_matmul_precision` for one test and puts the default back."""
+    before = torch.get_float32_matmul_precision()
+    yield torch.set_float32_matmul_precision
+    torch.set_float32_matmul_precision(before)
+
+
+@pytest.mark.parametrize("c", [1e-4, 1.0, 1e4])
+def test_float32_products_leave_the_certified_optimum_where_float64_puts_it(c, matmul_precision):
+    """Between certificates the fit's products run in float32; where float32 matmuls may round coarser (TF32,
+    bfloat16) they stay in float64. Either way the certified objective is scikit-learn's converged one."""
+    train_x, train_y = clusters(0, 40)
+    x = logistic.normalised(train_x)
+    reference = sklearn_objective(converged_sklearn(x, train_y, c), x, train_y, c)
+    assert logistic.product_dtype() == torch.float32
+    fast = logistic.fit_logistic(x, train_y, 4, c)
+    matmul_precision("high")
+    assert logistic.product_dtype() == torch.float64
+    exact = logistic.fit_logistic(x, train_y, 4, c)
+    for fit in (fast, exact):
+        assert fit.converged
+        assert fit.objective == float(logistic.probe_objective(fit, x, train_y, c))  # re-evaluated in float64
+        assert fit.objective <= reference * (1 + 1e-6)
+    assert fast.objective == pytest.approx(exact.objective, rel=1e-6)
+
+
+def test_only_a_float64_evaluation_certifies_a_fit():
+    """A point whose products ran in float32 (the fit's start) is never taken as converged, however small its
+    gradient; the same point evaluated in float64 is."""
+    train_x, train_y = clusters(0, 40)
+    x = logistic.normalised(train_x)
+    optimum = logistic.fit_logistic(x, train_y, 4, 1.0)
+    problem = logistic._Objective.of(x, train_y, 1.0, 1.0, None, workspace_classes=4)
+    theta = torch.cat([optimum.weight, optimum.bias[:, None]], dim=1)
+    assert logistic.certified(problem.evaluate(theta), problem.rho, logistic.GRADIENT_TOLERANCE)
+    assert not logistic.certified(problem.evaluate(theta, exact=False), problem.rho, 1.0)
+
+
 def test_the_sweep_is_the_clip_papers_search_and_chooses_the_references_c():
     """The seven starting values, then halved intervals down to 1/8 decade; the chosen C equals the one a sweep of
     converged scikit-learn fits chooses by the same protocol."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,6 +37,25 @@ LOGIT_CHANGE = 2.0
 #: L-BFGS iterations per fit at most. The CLIP paper caps 1,000; at large C (nearly separable data) a converged
 #: answer needs more, so pixprompt goes on to convergence and says so when a fit still stops short.
 MAX_ITERATIONS = 20_000
+#: L-BFGS's memory (pairs of steps and gradient changes) and its line search's strong Wolfe constants.
+HISTORY = 20
+ARMIJO, WOLFE = 1e-4, 0.9
+LINE_SEARCH_TRIALS = 40
+#: The logits are carried from step to step (Z + α·ΔZ) and recomputed exactly at least this often, so the
+#: products' float32 rounding accumulates over no more iterations than these.
+REFRESH_ITERATIONS = 50
+#: Between exact evaluations the logits and the gradient are carried as the last exact ones plus float32
+#: products of the changes since, so their rounding shrinks with those changes; the exact evaluation is redone
+#: once the gradient has fallen to this share of the last exact one's, well before that rounding matters.
+REFINEMENT = 1e-2
+
+
+def product_dtype() -> torch.dtype:
+    """The dtype of a fit's matrix products between certificates: float32, unless float32 matmuls may round
+    coarser (TF32, bfloat16: `torch.set_float32_matmul_precision`), then float64."""
+    return torch.float32 if torch.get_float32_matmul_precision() == "highest" else torch.float64
+
+
 @dataclass
 class LinearProbe:
     weight: torch.Tensor  # (C, D)
@@ -53,128 +73,286 @@ def normalised(features: torch.Tensor) -> torch.Tensor:
 
 
 def probe_objective(probe: LinearProbe, features: torch.Tensor, labels: torch.Tensor, c: float,
-                    centre: torch.Tensor | None = None) -> torch.Tensor:
+                    centre: torch.Tensor | None = None) -> float:
     """Mean cross-entropy + ‖W − centre‖² / (2 C N): scikit-learn's `LogisticRegression` objective
-    (C · Σ cross-entropy + ½‖W‖², the bias not penalised) divided by C N."""
-    return objective_and_gradient(features.double(), labels.long(), c, probe.weight.double(), probe.bias.double(),
-                                  None if centre is None else centre.double())[0]
+    (C · Σ cross-entropy + ½‖W‖², the bias not penalised) divided by C N, in float64."""
+    problem = _Objective.of(features, labels, c, 1.0, centre)
+    return problem.evaluate(torch.cat([probe.weight.double(), probe.bias.double()[:, None]], dim=1)).value
 
 
 def fit_logistic(features: torch.Tensor, labels: torch.Tensor, classes: int, c: float,
                  start: LinearProbe | None = None, centre: torch.Tensor | None = None,
                  max_iter: int = MAX_ITERATIONS) -> LinearProbe:
-    """Multinomial logistic regression by L-BFGS (float64) to convergence: minimise `probe_objective` from `start`
+    """Multinomial logistic regression by L-BFGS to a certified optimum: minimise `probe_objective` from `start`
     (zeros unless given) until converged (see GRADIENT_TOLERANCE), or `max_iter` iterations, or no lower point can
-    be found (then `converged` is False)."""
-    x, y = features.double(), labels.long()
-    anchor = None if centre is None else centre.double()
+    be found (then `converged` is False).
+
+    The logits are carried along the iterations (Z + α·ΔZ), so an iteration costs two matrix products, ΔZ and
+    the gradient's change, however many points its line search tries; those two are in `product_dtype()` (float32
+    on a CPU: twice as fast) and carried from the last exact evaluation (see REFINEMENT). Every convergence test
+    recomputes the objective and gradient exactly, in float64, and only that certifies a fit."""
     # At small C the penalty's curvature 1/(C N) dwarfs the data's: L-BFGS then crawls. Fitting W / s with
     # s = √(C N) (up to 1) makes the penalty's curvature 1: the same minimum, reached in a few iterations.
-    scale = min(1.0, math.sqrt(c * len(y)))
-    weight = (start.weight.double() / scale if start else torch.zeros(classes, x.shape[1], dtype=torch.float64,
-                                                                                device=x.device))
-    bias = start.bias.double() if start else torch.zeros(classes, dtype=torch.float64, device=x.device)
-    weight, bias = weight.clone(), bias.clone()
-    optimiser = torch.optim.LBFGS([weight, bias], lr=1, max_iter=min(1000, max_iter),
-                                  tolerance_grad=GRADIENT_TOLERANCE, tolerance_change=0, history_size=20,
-                                  line_search_fn="strong_wolfe")
-
-    evaluated: dict[str, tuple] = {}  # the last point's values: L-BFGS and the checks below ask for it again
-
-    def evaluate(curvature: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        last = evaluated.get("point")
-        if last is not None and torch.equal(last[0], weight) and torch.equal(last[1], bias) \
-                and (last[2][3] is not None or not curvature):
-            return last[2]
-        value, weight_grad, bias_grad, bias_curvature = objective_and_gradient(x, y, c, weight * scale, bias, anchor,
-                                                                               curvature)
-        evaluated["point"] = (weight.clone(), bias.clone(), (value, weight_grad.mul_(scale), bias_grad, bias_curvature))
-        return evaluated["point"][2]
-
-    def loss() -> torch.Tensor:
-        value, weight_grad, bias_grad, _ = evaluate()
-        weight.grad, bias.grad = weight_grad.clone(), bias_grad.clone()
-        return value
-
-    def measure() -> tuple[float, float, bool]:
-        """The objective, the gradient's largest entry and whether the fit is converged: the gradient small and the
-        estimated distance to the minimum (see CERTIFIED_GAP) small too — ‖∇_W‖² C N / 2, a bound for the weights,
-        plus Σ ∂_b² / (2 ∂²_bb) for the unpenalised bias (its Hessian's diagonal) —, or the gradient below the
-        floor. The distance (which needs the bias's curvature) is computed only once the gradient is small."""
-        value, weight_grad, bias_grad, _ = evaluate()
-        value, largest = float(value), float(max(weight_grad.abs().max(), bias_grad.abs().max()))
-        if largest > GRADIENT_TOLERANCE * value:
-            return value, largest, False
-        if largest <= GRADIENT_FLOOR * value:
-            return value, largest, True
-        bias_curvature = evaluate(curvature=True)[3]
-        weights_gap = float((weight_grad / scale).square().sum()) * c * len(y) / 2
-        bias_gap = float((bias_grad.square() / bias_curvature.clamp_min(1e-300)).sum()) / 2
-        return value, largest, weights_gap + bias_gap <= CERTIFIED_GAP * value
-
-    # L-BFGS's own bound is relative to the objective (near a separable optimum the objective itself is tiny, and
-    # an absolute bound would stop far from it); tightened tenfold while the fit is not yet certified
+    scale = min(1.0, math.sqrt(c * len(labels)))
+    problem = _Objective.of(features, labels, c, scale, centre, workspace_classes=classes)
+    theta = (torch.cat([start.weight.double() / scale, start.bias.double()[:, None]], dim=1) if start else
+             torch.zeros(classes, features.shape[1] + 1, dtype=torch.float64, device=features.device))
+    point = reference = problem.evaluate(theta, exact=False)  # the first certificate comes once nearer
     tolerance = GRADIENT_TOLERANCE
-    value, largest, converged = measure()
-    if not converged:
-        # L-BFGS's first step along −∇ is 1/‖∇‖₁ long, often far too short from a warm start, and its line search
-        # then widens it tenfold per evaluation: start at the quadratic model's minimum instead
-        _, weight_grad, bias_grad, _ = evaluate()
-        step = steepest_descent_step(x, c, weight * scale, bias, weight_grad, bias_grad, scale)
-        first = min(1.0, 1.0 / float(weight_grad.abs().sum() + bias_grad.abs().sum()))
-        optimiser.param_groups[0].update(lr=step / first, max_iter=1, tolerance_grad=tolerance * value)
-        optimiser.step(loss)
-        optimiser.param_groups[0].update(lr=1, max_iter=min(1000, max_iter))
-        value, largest, converged = measure()
-    while not converged and optimiser.state[weight].get("n_iter", 0) < max_iter:
-        if largest <= tolerance * value:
-            tolerance = max(tolerance / 10, GRADIENT_FLOOR)
-        optimiser.param_groups[0]["tolerance_grad"] = tolerance * value
-        optimiser.step(loss)
-        previous = value
-        value, largest, converged = measure()
-        if not value < previous:  # no lower point found: flat to float64
-            break
-    return LinearProbe(weight * scale, bias, optimiser.state[weight].get("n_iter", 0), converged, value)
+    converged = False
+    memory: deque[tuple[torch.Tensor, torch.Tensor, float]] = deque(maxlen=HISTORY)
+    iterations, carried = 0, 0  # carried: iterations since the reference (the last exact evaluation)
+    while not converged and iterations < max_iter:
+        direction = lbfgs_direction(point.gradient, memory)
+        slope = dot(direction, point.gradient)
+        if not slope < 0:  # the memory's curvature went stale: start it again
+            memory.clear()
+            direction = -point.gradient
+            slope = -dot(direction, direction)
+        change = problem.change(direction)
+        found = line_search(problem, point, direction, change,
+                            1.0 if memory else first_step(problem, point, direction, change), slope)
+        iterations += 1
+        if found is None:  # no lower point: recompute exactly, then give up where even that finds none
+            if carried == 0 and reference.exact and not memory:
+                break
+            point = reference = problem.evaluate(point.theta)
+            carried = 0
+            memory.clear()
+            continue
+        alpha, value = found
+        step = direction.mul_(alpha)
+        theta = point.theta + step
+        logits, gradient = problem.accept(reference, theta)
+        # the memory in float32: it only shapes the directions (halving the two-loop's memory traffic)
+        step, difference = step.float(), (gradient - point.gradient).float()
+        inner = dot(step, difference)
+        if inner > 1e-10 * (dot(difference, difference) * dot(step, step)) ** 0.5:
+            memory.append((step, difference, 1 / inner))
+        point, carried = _Point(theta, logits, value, gradient), carried + 1
+        if largest(point) <= max(tolerance * value, REFINEMENT * largest(reference)) \
+                or carried >= REFRESH_ITERATIONS:
+            point = reference = problem.evaluate(theta)
+            carried = 0
+            converged = certified(point, problem.rho, tolerance)
+            if not converged and largest(point) <= tolerance * point.value:
+                tolerance = max(tolerance / 10, GRADIENT_FLOOR)
+    if carried or not point.exact:
+        point = problem.evaluate(point.theta)
+        converged = certified(point, problem.rho, tolerance)
+    return LinearProbe(point.theta[:, :-1] * scale, point.theta[:, -1].clone(), iterations, converged, point.value)
 
 
-def steepest_descent_step(x: torch.Tensor, c: float, weight: torch.Tensor, bias: torch.Tensor,
-                          weight_grad: torch.Tensor, bias_grad: torch.Tensor, scale: float) -> float:
-    """The step t minimising the objective's quadratic model along −∇ (in the fit's coordinates, W / `scale`):
-    ‖∇‖² / ∇ᵀH∇, the curvature in closed form — (1/N) Σ_i Var_{p_i}(a_i) over the logits' change a_i, plus the
-    penalty's ‖ΔW‖² / (C N) —, but no longer than moves any image's logits LOGIT_CHANGE further apart."""
-    n = len(x)
-    delta_weight, delta_bias = weight_grad * scale, bias_grad
-    probabilities = torch.softmax(torch.addmm(bias, x, weight.T), dim=1)
-    change = torch.addmm(delta_bias, x, delta_weight.T)
+def largest(point: _Point) -> float:
+    return float(point.gradient.abs().max())
+
+
+def certified(point: _Point, rho: float, tolerance: float) -> bool:
+    """Whether an exactly evaluated point (`_Point.exact`) is converged: the gradient's largest entry below
+    `tolerance` times the objective, and the estimated distance to the minimum (see CERTIFIED_GAP) small too —
+    ‖∇_W‖² / (2ρ), a bound for the weights (ρ: the penalty's curvature), plus Σ ∂_b² / (2 ∂²_bb) for the
+    unpenalised bias (its Hessian's diagonal) —, or the gradient below the floor."""
+    value, gradient = point.value, point.gradient
+    if not point.exact or largest(point) > tolerance * value:
+        return False
+    if largest(point) <= GRADIENT_FLOOR * value:
+        return True
+    weights_gap = float(gradient[:, :-1].square().sum()) / (2 * rho)
+    bias_gap = float((gradient[:, -1].square() / point.curvature.clamp_min(1e-300)).sum()) / 2
+    return weights_gap + bias_gap <= CERTIFIED_GAP * value
+
+
+def lbfgs_direction(gradient: torch.Tensor, memory: deque[tuple[torch.Tensor, torch.Tensor, float]]
+                    ) -> torch.Tensor:
+    """−H∇ by L-BFGS's two-loop recursion over `memory` (step, gradient change, 1 / their inner product; in
+    float32); −∇ when it is empty."""
+    if not memory:
+        return -gradient
+    direction = -gradient.float()
+    coefficients = []
+    for step, difference, inverse in reversed(memory):
+        coefficient = inverse * dot(step, direction)
+        direction.sub_(difference, alpha=coefficient)
+        coefficients.append(coefficient)
+    step, difference, inverse = memory[-1]
+    direction.div_(inverse * dot(difference, difference))
+    for (step, difference, inverse), coefficient in zip(memory, reversed(coefficients)):
+        direction.add_(step, alpha=coefficient - inverse * dot(difference, direction))
+    return direction.double()
+
+
+def dot(a: torch.Tensor, b: torch.Tensor) -> float:
+    """The inner product of two same-shaped tensors, without a temporary where both are contiguous."""
+    return float(torch.dot(a.reshape(-1), b.reshape(-1)))
+
+
+def first_step(problem: _Objective, point: _Point, direction: torch.Tensor, change: torch.Tensor) -> float:
+    """A first step without memory: to the minimum of the objective's quadratic model along `direction`
+    (L-BFGS's own 1/‖∇‖₁ is far too short from a warm start) — its curvature in closed form, (1/N) Σ_i Var_{p_i}
+    of the logits' change plus the penalty's —, but no longer than moves any image's logits LOGIT_CHANGE further
+    apart."""
+    _, probabilities = problem.data_terms(point.logits, problem.workspace.probabilities)
     mean = (probabilities * change).sum(dim=1)
+    curvature = float(((probabilities * change.square()).sum(dim=1) - mean.square()).mean()) \
+        + problem.rho * float(direction[:, :-1].square().sum())
     spread = float((change.amax(dim=1) - change.amin(dim=1)).max())
-    curvature = float(((probabilities * change.square_()).sum(dim=1) - mean.square()).mean()
-                      + delta_weight.square().sum() / (c * n))
-    squared = float(weight_grad.square().sum() + bias_grad.square().sum())
-    return min(squared / max(curvature, 1e-300), LOGIT_CHANGE / max(spread, 1e-300))
+    return min(-dot(direction, point.gradient) / max(curvature, 1e-300), LOGIT_CHANGE / max(spread, 1e-300))
 
 
-def objective_and_gradient(x: torch.Tensor, y: torch.Tensor, c: float, weight: torch.Tensor, bias: torch.Tensor,
-                           centre: torch.Tensor | None, bias_curvature: bool = False
-                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """`probe_objective` and its gradient with respect to the weight and the bias, in closed form: one
-    matrix product each way and one pass of exponentials over the (images × classes) logits, in place; with
-    `bias_curvature`, also the diagonal of the objective's Hessian in the bias, (1/N) Σ p (1 − p)."""
-    n = len(y)
-    rows = torch.arange(n, device=x.device)
-    logits = torch.addmm(bias, x, weight.T)
-    logits -= logits.max(dim=1, keepdim=True).values
-    true_logit = logits[rows, y]
-    probabilities = logits.exp_()
-    totals = probabilities.sum(dim=1)
-    offset = weight if centre is None else weight - centre
-    value = (totals.log() - true_logit).mean() + (offset ** 2).sum() / (2 * c * n)
-    probabilities /= totals[:, None]
-    curvature = (probabilities.sum(dim=0) - probabilities.pow(2).sum(dim=0)) / n if bias_curvature else None
-    probabilities[rows, y] -= 1
-    probabilities /= n
-    return value, torch.addmm(offset, probabilities.T, x, beta=1 / (c * n)), probabilities.sum(dim=0), curvature
+def line_search(problem: _Objective, point: _Point, direction: torch.Tensor, change: torch.Tensor, alpha: float,
+                slope: float) -> tuple[float, float] | None:
+    """A step satisfying the strong Wolfe conditions (ARMIJO, WOLFE) along `direction`, from `alpha`: the
+    objective is convex along it, so the root of φ′ is bracketed and closed in on by secants. Returns the step and
+    the objective there (the lowest point found, if no step satisfied them), its logits and softmax left in the
+    workspace's trial arrays; None if no point was lower."""
+    low, low_slope, high, high_slope = 0.0, slope, math.inf, math.nan
+    best = None
+    for _ in range(LINE_SEARCH_TRIALS):
+        value, derivative = problem.step(point, direction, change, alpha)
+        sufficient = value <= point.value + ARMIJO * alpha * slope
+        if sufficient and abs(derivative) <= -WOLFE * slope:
+            return alpha, value
+        if value < point.value and (best is None or value < best[1]):
+            best = alpha, value
+        if not sufficient or derivative > 0:
+            high, high_slope = alpha, derivative
+        else:
+            low, low_slope = alpha, derivative
+        if math.isinf(high):  # still descending: extrapolate φ′'s secant through 0 and `low`, 2–10 times further
+            root = low * slope / (slope - low_slope) if low_slope > slope else math.inf
+            alpha = min(max(root, 2 * low), 10 * low)
+        else:
+            width = high - low
+            root = low - low_slope * width / (high_slope - low_slope) if high_slope > low_slope else low + width / 2
+            alpha = min(max(root, low + 0.1 * width), high - 0.1 * width)
+    if best is not None:
+        problem.step(point, direction, change, best[0])  # its arrays again
+    return best
+
+
+@dataclass
+class _Point:
+    theta: torch.Tensor  # (K, D + 1): the weights in the fit's coordinates and the bias
+    logits: torch.Tensor  # (N, K) float64
+    value: float
+    gradient: torch.Tensor
+    # where evaluated (not carried): the bias's Hessian diagonal, P − Y and the cross-entropy's gradient
+    curvature: torch.Tensor | None = None
+    residual: torch.Tensor | None = None
+    data_gradient: torch.Tensor | None = None
+    exact: bool = False  # evaluated with float64 products: only such a point is certified
+
+
+class _Workspace:
+    """The (N, K) arrays a fit reuses from iteration to iteration: a fresh array that size costs a pass's worth of
+    page faults each time it is made."""
+
+    def __init__(self, n: int, k: int, device: torch.device, fast: torch.dtype):
+        def array(dtype: torch.dtype = torch.float64) -> torch.Tensor:
+            return torch.empty(n, k, dtype=dtype, device=device)
+
+        self.point_logits, self.trial_logits = array(), array()
+        self.probabilities, self.reference_residual, self.change, self.fast = array(), array(), array(), array(fast)
+
+    def swap(self) -> torch.Tensor:
+        """The trial's logits become the point's."""
+        self.point_logits, self.trial_logits = self.trial_logits, self.point_logits
+        return self.point_logits
+
+
+@dataclass
+class _Objective:
+    """One fit's problem in its coordinates θ = [W / s | b] over the features [s·x | 1] (s: see `fit_logistic`):
+    mean cross-entropy + ρ‖θ_W − anchor‖² / 2 with ρ = s² / (C N) — `probe_objective`, unchanged."""
+
+    features: torch.Tensor  # (N, D + 1) float64
+    fast: torch.Tensor  # the same in `product_dtype()`
+    labels: torch.Tensor
+    rho: float
+    anchor: torch.Tensor | None  # the centre / s
+    workspace: _Workspace | None = None
+
+    @classmethod
+    def of(cls, features: torch.Tensor, labels: torch.Tensor, c: float, scale: float,
+           centre: torch.Tensor | None, workspace_classes: int | None = None) -> _Objective:
+        """The problem at C with the features scaled by `scale`; with `workspace_classes`, the arrays a fit over
+        that many classes reuses."""
+        x = features.double()
+        augmented = torch.cat([x * scale, torch.ones(len(x), 1, dtype=x.dtype, device=x.device)], dim=1)
+        fast = augmented.to(product_dtype())
+        return cls(augmented, fast, labels.long().to(x.device), scale ** 2 / (c * len(x)),
+                   None if centre is None else centre.double() / scale,
+                   None if workspace_classes is None else _Workspace(len(x), workspace_classes, x.device, fast.dtype))
+
+    def offset(self, theta: torch.Tensor) -> torch.Tensor:
+        weights = theta[:, :-1]
+        return weights if self.anchor is None else weights - self.anchor
+
+    def penalty_gradient(self, theta: torch.Tensor) -> torch.Tensor:
+        gradient = torch.zeros_like(theta)
+        gradient[:, :-1] = self.offset(theta) * self.rho
+        return gradient
+
+    def data_terms(self, logits: torch.Tensor, out: torch.Tensor | None = None) -> tuple[float, torch.Tensor]:
+        """The mean cross-entropy of (N, K) logits, and their softmax (in `out`, or a new array)."""
+        rows = torch.arange(len(self.labels), device=logits.device)
+        top = logits.amax(dim=1, keepdim=True)
+        probabilities = torch.sub(logits, top, out=out).exp_() if out is not None else (logits - top).exp_()
+        totals = probabilities.sum(dim=1)
+        loss = float((top.squeeze(1) + totals.log() - logits[rows, self.labels]).mean())
+        return loss, probabilities.div_(totals[:, None])
+
+    def residual(self, probabilities: torch.Tensor) -> torch.Tensor:
+        """P − Y, in place: N times the cross-entropy's gradient in the logits."""
+        probabilities[torch.arange(len(self.labels), device=probabilities.device), self.labels] -= 1
+        return probabilities
+
+    def evaluate(self, theta: torch.Tensor, exact: bool = True) -> _Point:
+        """The objective, its gradient and the bias's curvature at θ; `exact`: every product in float64, else in
+        `product_dtype()` (a start to carry from, never certified)."""
+        space = self.workspace
+        if exact:
+            logits = torch.matmul(self.features, theta.T, out=space.point_logits) if space else self.features @ theta.T
+        else:
+            logits = space.point_logits.copy_(torch.matmul(self.fast, theta.to(self.fast.dtype).T, out=space.fast))
+        loss, probabilities = self.data_terms(logits, space.reference_residual if space else None)
+        squares = torch.mul(probabilities, probabilities, out=space.trial_logits) if space else probabilities.square()
+        curvature = (probabilities.sum(dim=0) - squares.sum(dim=0)) / len(self.labels)
+        value = loss + self.rho * dot(self.offset(theta), self.offset(theta)) / 2
+        residual = self.residual(probabilities)
+        if exact:
+            data_gradient = (residual.T @ self.features).div_(len(self.labels))
+        else:
+            data_gradient = (space.fast.copy_(residual).T @ self.fast).double().div_(len(self.labels))
+        return _Point(theta, logits, value, data_gradient + self.penalty_gradient(theta), curvature, residual,
+                      data_gradient, exact)
+
+    def change(self, direction: torch.Tensor) -> torch.Tensor:
+        """The logits' change along `direction`, features · directionᵀ, its product in `product_dtype()`."""
+        space = self.workspace
+        return space.change.copy_(torch.matmul(self.fast, direction.to(self.fast.dtype).T, out=space.fast))
+
+    def step(self, point: _Point, direction: torch.Tensor, change: torch.Tensor, alpha: float) -> tuple[float, float]:
+        """φ(α) = objective(θ + α·direction) and φ′(α) from the logits' change (`change`) without a matrix
+        product; the logits and the softmax there are left in the workspace's trial arrays."""
+        space = self.workspace
+        logits = torch.add(point.logits, change, alpha=alpha, out=space.trial_logits)
+        loss, probabilities = self.data_terms(logits, space.probabilities)
+        rows = torch.arange(len(self.labels), device=logits.device)
+        slope = (dot(probabilities, change) - float(change[rows, self.labels].sum())) / len(self.labels)
+        offset, weights = self.offset(point.theta), direction[:, :-1]
+        along, squared = dot(offset, weights), dot(weights, weights)
+        value = loss + self.rho * (dot(offset, offset) + 2 * alpha * along + alpha ** 2 * squared) / 2
+        return value, slope + self.rho * (along + alpha * squared)
+
+    def accept(self, reference: _Point, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The trial's logits made the point's, and the gradient at θ from the trial's softmax: the exact
+        `reference`'s plus the change since, its product in `product_dtype()`."""
+        space = self.workspace
+        change = space.fast.copy_(self.residual(space.probabilities).sub_(reference.residual))
+        gradient = (change.T @ self.fast).double().div_(len(self.labels)).add_(reference.data_gradient) \
+            .add_(self.penalty_gradient(theta))
+        return space.swap(), gradient
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
