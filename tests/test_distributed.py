@@ -3,6 +3,7 @@ classify output, and the streamed listing."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -24,18 +25,28 @@ PROBABILITY_FIELDS = ("ece", "nll", "brier", "reliability")
 
 
 def without_timing(records: list[dict]) -> list[dict]:
-    """Records without their timing; probability-based fields rounded to 6 places (see PROBABILITY_FIELDS)."""
-    def rounded(value):
+    """Records without their timing; probability-based fields (see PROBABILITY_FIELDS) as `Close` numbers, equal to
+    another within 1e-5 (a rounding to fixed places would split two values on either side of a boundary)."""
+    def close(value):
         if isinstance(value, float):
-            return round(value, 6)
+            return Close(value)
         if isinstance(value, list):
-            return [rounded(v) for v in value]
+            return [close(v) for v in value]
         if isinstance(value, dict):
-            return {k: rounded(v) for k, v in value.items()}
+            return {k: close(v) for k, v in value.items()}
         return value
 
-    return [{k: rounded(v) if k in PROBABILITY_FIELDS else v for k, v in record.items() if k != "elapsed_s"}
+    return [{k: close(v) if k in PROBABILITY_FIELDS else v for k, v in record.items() if k != "elapsed_s"}
             for record in records]
+
+
+class Close(float):
+    """A float equal to any number within 1e-5 of it."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, float) and math.isclose(self, other, rel_tol=1e-5, abs_tol=1e-7)
+
+    __hash__ = float.__hash__
 
 
 def rank_processes(marker: str, rank: int) -> dict[int, int]:

@@ -141,7 +141,7 @@ def test_ranks_equal_clip_benchmarks_recall_across_blocks(monkeypatch):
     images = torch.nn.functional.normalize(torch.randn(40, 8, generator=generator), dim=-1)
     owner = torch.cat([torch.arange(40), torch.randint(0, 40, (150,), generator=generator)])
     texts = torch.nn.functional.normalize(images[owner] + 1.2 * torch.randn(190, 8, generator=generator), dim=-1)
-    monkeypatch.setattr(retrieval, "BLOCK_CAPTIONS", 64)
+    monkeypatch.setattr(retrieval, "BLOCK_SCORES", 64 * 40)
     ours = retrieval.retrieval_metrics(images, texts, owner)
     scores = texts @ images.T
     positive = torch.zeros_like(scores, dtype=torch.bool)
@@ -152,6 +152,43 @@ def test_ranks_equal_clip_benchmarks_recall_across_blocks(monkeypatch):
         assert ours[f"image_retrieval_recall@{k}"] == pytest.approx(t2i, abs=1e-6)
         assert ours[f"text_retrieval_recall@{k}"] == pytest.approx(i2t, abs=1e-6)
     assert 0 < ours["image_retrieval_recall@1"] < ours["image_retrieval_recall@10"] < 1
+
+
+@pytest.mark.parametrize("block_scores", [7, 1 << 24])
+def test_repeated_captions_rank_as_clip_benchmark_breaks_ties(monkeypatch, block_scores):
+    """Identical captions (COCO and Flickr repeat some) have identical embeddings, and so do duplicated images:
+    CLIP_benchmark's topk breaks those ties, and pixprompt's recalls equal its own, at both ends of the block size."""
+    from clip_benchmark.metrics.zeroshot_retrieval import batchify, recall_at_k
+
+    from pixprompt.methods import retrieval
+
+    generator = torch.Generator().manual_seed(3)
+    distinct = torch.nn.functional.normalize(torch.randn(30, 8, generator=generator), dim=-1)
+    images = distinct[torch.cat([torch.arange(30), torch.arange(10)])]  # ten images appear twice
+    owner = torch.randint(0, 40, (120,), generator=generator)
+    owner[:40] = torch.arange(40)
+    phrases = torch.nn.functional.normalize(torch.randn(6, 8, generator=generator), dim=-1)
+    texts = phrases[torch.randint(0, 6, (120,), generator=generator)]  # six captions, each repeated ~20 times
+    monkeypatch.setattr(retrieval, "BLOCK_SCORES", block_scores)
+    ours = retrieval.retrieval_metrics(images, texts, owner)
+    scores = texts @ images.T
+    positive = torch.zeros_like(scores, dtype=torch.bool)
+    positive[torch.arange(len(texts)), owner] = True
+    for k in (1, 5, 10):
+        t2i = (batchify(recall_at_k, scores, positive, 16, "cpu", k=k) > 0).float().mean().item()
+        i2t = (batchify(recall_at_k, scores.T, positive.T, 16, "cpu", k=k) > 0).float().mean().item()
+        assert ours[f"image_retrieval_recall@{k}"] == pytest.approx(t2i, abs=1e-6), k
+        assert ours[f"text_retrieval_recall@{k}"] == pytest.approx(i2t, abs=1e-6), k
+    counted = retrieval_recall_counting_ties_in_favour(images, texts, owner)
+    assert counted > ours["text_retrieval_recall@1"]  # the old reading inflated image → text recall here
+
+
+def retrieval_recall_counting_ties_in_favour(images: torch.Tensor, texts: torch.Tensor, owner: torch.Tensor) -> float:
+    """Image → text recall@1 where a tie counts in the image's favour (pixprompt's reading before #34)."""
+    scores = (texts @ images.T).T
+    best_own = torch.stack([scores[i, owner == i].max() if (owner == i).any() else torch.tensor(-2.0)
+                            for i in range(len(images))])
+    return float(((scores > best_own[:, None]).sum(dim=1) < 1).double().mean())
 
 
 def test_a_caption_member_of_absurd_size_is_refused_before_it_is_read(retrieval_wds, tiny_model_dirs, capsys):

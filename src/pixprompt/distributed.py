@@ -20,10 +20,12 @@ its results under other items' names.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import itertools
+import json
 import os
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any, TypeVar
@@ -157,6 +159,41 @@ def check_settings(ranks: Ranks) -> None:
     verdict, _ = exchange(mine, ranks, judge)
     if verdict:
         raise SettingsDiffer(verdict)
+
+
+def facts_digest(facts: Mapping[str, str]) -> str:
+    """A short digest of named settings: equal only for the same settings (the `run_digest` records carry)."""
+    text = json.dumps(sorted(facts.items()), ensure_ascii=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def agree(facts: Mapping[str, str], ranks: Ranks | None = None) -> str:
+    """Stop the job before any work, with one line naming the first setting and the rank, unless every rank has the
+    same `facts` (everything that shapes its results: options, file contents, model, weights, precision, image
+    options); returns their digest. One process exchanges nothing."""
+    ranks = ranks or current()
+    facts = {name: str(value) for name, value in facts.items()}
+    if ranks.world > 1:
+        verdict, _ = exchange(facts, ranks, lambda gathered: _facts_differ(gathered, ranks.world))
+        if verdict:
+            raise SettingsDiffer(verdict)
+    return facts_digest(facts)
+
+
+def _facts_differ(gathered: list[dict[str, str]], world: int) -> str | None:
+    """One line naming the first rank and setting that differ from rank 0's, or None."""
+    ours = gathered[0]
+    for rank, theirs in enumerate(gathered[1:], start=1):
+        for name in [*ours, *(name for name in theirs if name not in ours)]:
+            if ours.get(name) != theirs.get(name):
+                return (f"rank {rank} of {world} runs with another {name} than rank 0 ({_shown(theirs.get(name))} "
+                        f"there, {_shown(ours.get(name))} on rank 0): every rank must run the same settings; "
+                        "nothing was written")
+    return None
+
+
+def _shown(value: str | None) -> str:
+    return "none" if value is None else repr(value if len(value) <= 60 else value[:57] + "...")
 
 
 def current() -> Ranks:

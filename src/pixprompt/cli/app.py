@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 
 from pixprompt import progress
 from pixprompt.cli.registry import registered
@@ -77,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         if ranks.world > 1:
             distributed.start(ranks)
         distributed.check_settings(ranks)
+        if ranks.world > 1:
+            distributed.agree(command_facts(args), ranks)
         if not ranks.is_main:
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
         return args.run(args)
@@ -97,6 +100,30 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         distributed.stop()
+
+
+#: Options that name files whose content, not only their name, shapes the results (it may differ from node to node).
+_FILE_OPTIONS = ("labels_file", "class_map", "hierarchy", "config", "templates", "descriptions")
+
+
+def command_facts(args: argparse.Namespace) -> dict[str, str]:
+    """What the ranks of a job must agree on before any work: every option as given, and the content of each file
+    an option names (by a digest)."""
+    import hashlib
+
+    from pixprompt.readers import read_bytes
+
+    facts = {f"--{name.replace('_', '-')}": str(value) for name, value in sorted(vars(args).items())
+             if name != "run"}
+    for name in _FILE_OPTIONS:
+        for part in str(getattr(args, name, None) or "").split(","):
+            path = Path(part.strip().removeprefix("dclip:")).expanduser()
+            if part.strip() and path.is_file():
+                try:
+                    facts[f"content of {path}"] = hashlib.sha256(read_bytes(path, "file")).hexdigest()[:20]
+                except PixpromptError:  # the command itself says what is wrong with it
+                    facts[f"content of {path}"] = "unreadable"
+    return facts
 
 
 def _rank_tag(ranks) -> str:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cached_property
 from typing import Any
 
 import torch
@@ -12,7 +13,7 @@ from pixprompt.errors import UnavailableError, UsageError
 from pixprompt.evaluation.metrics import classification_metrics
 from pixprompt.evaluation.runs import run_facts
 from pixprompt.evaluation.settings import RunSettings, run_settings
-from pixprompt.models.base import ModelInfo
+from pixprompt.models.base import ModelInfo, module_fingerprint
 from pixprompt.models.preprocessing import bounded
 
 RESNET50_WEIGHTS = ("IMAGENET1K_V1", "IMAGENET1K_V2")
@@ -31,6 +32,10 @@ class SupervisedClassifier:
         self.info = info
         self.device = device
         self.dtype = torch.float32
+
+    @cached_property
+    def weights_fingerprint(self) -> str:
+        return module_fingerprint(self.module)
 
     @torch.inference_mode()
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -72,5 +77,5 @@ def evaluate_supervised(model: SupervisedClassifier, dataset: ImageDataset, sett
     columns = torch.tensor([index[w] for w in dataset.wnids])
     logits = features.features[features.valid][:, columns]
     metrics = classification_metrics(logits, features.labels[features.valid], dataset.classnames)
-    return {**run_facts(model.info, dataset, features), "templates": None, "ensemble": None, **metrics,
+    return {**run_facts(model, dataset, features), "templates": None, "ensemble": None, **metrics,
             "metric": "top1", "score": metrics["top1"]}

@@ -11,7 +11,7 @@ from pixprompt.errors import UsageError
 from pixprompt.evaluation.label_free import PLAIN, checked_methods, load_hierarchy
 from pixprompt.evaluation.settings import RunSettings, run_settings
 from pixprompt.progress import announce
-from pixprompt.prompts.labels import read_text_file
+from pixprompt.readers import read_yaml
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +55,7 @@ def load_grid(path: str | Path) -> Grid:
     `suite: NAME` (or a list; `data_root: DIR` holds their datasets' folders, `download: false` keeps to what
     is on disk), `templates: [...]`, `language: XX` (every dataset's, or one dataset's `language:`), `method: [...]`
     (label-free methods beside `plain`; `hierarchy: FILE` for CHiLS) and `descriptions: SPEC` (as --descriptions)."""
-    import yaml
-
-    try:
-        data = yaml.safe_load(read_text_file(path, "bench config"))
-    except yaml.YAMLError as error:
-        raise UsageError(f"bench config {path} is not valid YAML ({str(error).splitlines()[0]})") from None
+    data = read_yaml(path, "bench config")
     if not isinstance(data, dict) or not data.get("models") or not (data.get("datasets") or data.get("suite")):
         raise UsageError(f"bench config {path} needs a non-empty `models` list, and `datasets` or `suite`")
     models = [m if isinstance(m, dict) else {"model": m} for m in data["models"]]

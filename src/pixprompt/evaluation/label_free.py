@@ -172,7 +172,7 @@ def parse_methods(spec: str) -> list[str]:
 
 def load_hierarchy(path: str | Path) -> dict[str, list[str]]:
     """A class hierarchy file: JSON mapping each class name to a non-empty list of subclass names (CHiLS)."""
-    from pixprompt.prompts.labels import read_json_mapping
+    from pixprompt.readers import read_json_mapping
 
     shape = "each class name to a non-empty list of subclass names"
     data = read_json_mapping(Path(path).expanduser(), "hierarchy file", shape)
@@ -197,7 +197,16 @@ def method_scores(name: str, classifier: ZeroShotClassifier, features: torch.Ten
     method = METHODS[name]
     if method.templated and not classifier.prompt_set.is_templated:
         raise UsageError(f"--method {name} weights templates: give it a template set, not per-class descriptions")
-    return method.score(classifier, features, context)
+    scores, parameters = method.score(classifier, features, context)
+    import torch
+
+    finite = torch.isfinite(scores).all(dim=1)
+    if not bool(finite.all()):
+        from pixprompt.errors import InputFailedError
+
+        raise InputFailedError(f"--method {name} gave non-finite scores (NaN or inf) for {int((~finite).sum()):,} "
+                               f"of {len(scores):,} images: its result is not used; run without it or report it")
+    return scores, parameters
 
 
 def method_facts(name: str, parameters: dict[str, Any]) -> dict[str, Any]:

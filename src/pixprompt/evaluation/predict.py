@@ -12,7 +12,13 @@ from pixprompt import distributed
 from pixprompt.data.datasets import FileImages, files_identity
 from pixprompt.data.images import DEFAULT_MAX_PIXELS
 from pixprompt.evaluation.label_free import METHODS, PLAIN, MethodContext, method_scores
-from pixprompt.features.cache import FeatureStore, ShardEncoder, ShardFeatures
+from pixprompt.features.cache import (
+    FeatureStore,
+    ShardEncoder,
+    ShardFeatures,
+    feature_facts,
+    refuse_broken_model,
+)
 from pixprompt.models.base import VisionLanguageModel
 from pixprompt.paths import resolve_cache
 from pixprompt.progress import announce, counted, progress_bar
@@ -70,7 +76,9 @@ def iter_predictions(model: VisionLanguageModel, classifiers: Sequence[ZeroShotC
     ranks = distributed.current()
     store = FeatureStore(root, model) if root else None
     draft = model.decode_size if jpeg_draft else None
+    distributed.agree(feature_facts(model, FileImages([], draft, max_pixels)), ranks)
     totals = [0, 0, 0]  # encoded, from the cache, failed
+    finite_seen = 0  # images with a finite embedding so far: a model that gives none stops at its first shard
     with progress_bar(None, "classify", "img", show=ranks.is_main) as bar:
         encoder = ShardEncoder(model, store, batch_size, workers, bar)
 
@@ -83,6 +91,8 @@ def iter_predictions(model: VisionLanguageModel, classifiers: Sequence[ZeroShotC
                 if number % ranks.world:  # another rank's images count here once received
                     bar.update(part.encoded)
                 totals = [total + count for total, count in zip(totals, part.counts)]
+                finite_seen += int(part.valid.sum())
+                refuse_broken_model(model, part.failures, finite_seen, "the inputs read so far")
                 yield number, shard, [shard_predictions(c, part, shard, top_k, ensemble, threshold, method,
                                                         context or MethodContext(model, cache_root=root))
                                       for c in classifiers]

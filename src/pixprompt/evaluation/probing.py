@@ -69,7 +69,7 @@ def probe_records(model: VisionLanguageModel, train: ImageDataset, test: ImageDa
 
     zero_shot_train, zero_shot_test = scores(classifier, train_x, ensemble), scores(classifier, test_x, ensemble)
     text_weights = classifier.logit_scale * classifier.weights
-    facts = {**run_facts(model.info, test, encoded[1]), "train_dataset": train.name, "templates": prompt_set.name,
+    facts = {**run_facts(model, test, encoded[1]), "train_dataset": train.name, "templates": prompt_set.name,
              "ensemble": ensemble, "metric": main_metric(test.name)}
 
     def record(method: str, logits: torch.Tensor, labels: torch.Tensor, **extra: Any) -> dict[str, Any]:

@@ -32,8 +32,8 @@ from pixprompt.evaluation.metrics import (
 )
 from pixprompt.evaluation.scoring import row_blocks, scores, text_classifier
 from pixprompt.evaluation.settings import RunSettings, run_settings
-from pixprompt.features.cache import FeatureSet
-from pixprompt.models.base import ModelInfo, VisionLanguageModel
+from pixprompt.features.cache import FeatureSet, feature_facts, refuse_broken_model
+from pixprompt.models.base import VisionLanguageModel
 from pixprompt.prompts.classifier import ZeroShotClassifier
 from pixprompt.prompts.templates import PromptSet
 
@@ -122,9 +122,16 @@ def dataset_groups(dataset: ImageDataset, rows: torch.Tensor) -> tuple[list[str]
     return fields, torch.tensor([values[int(row)] for row in rows], dtype=torch.long).reshape(len(rows), -1), specs
 
 
-def run_facts(info: ModelInfo, dataset: ImageDataset, features: FeatureSet) -> dict[str, Any]:
-    """What every result record says about the model, the data and the image pass."""
+def run_facts(model: Any, dataset: ImageDataset, features: FeatureSet) -> dict[str, Any]:
+    """What every result record says about the model, the data and the image pass; `run_digest` names everything that
+    shaped the images' features (model, weights, precision, preprocessing, image options) and the dataset, so that
+    records of other runs are told apart (with `templates`, `ensemble` and `method`, which the record names)."""
     from pixprompt import __version__
+    from pixprompt.distributed import facts_digest
+
+    info = model.info
+    digest = facts_digest({**feature_facts(model, dataset.images), "dataset": dataset.name, "split": dataset.split,
+                           "classes": "\x1f".join(dataset.classnames), "language": str(dataset.language)})
 
     return {
         "model": info.name, "pretrained": info.pretrained, "backend": info.backend, "params": info.params,
@@ -135,6 +142,7 @@ def run_facts(info: ModelInfo, dataset: ImageDataset, features: FeatureSet) -> d
         "skipped_files": [dataset.images.describe(i) for i in sorted(features.failures)],
         "jpeg_draft_size": getattr(dataset.images, "draft_size", None),
         "encoded_images": features.encoded, "cached_images": features.from_cache, "pixprompt_version": __version__,
+        "run_digest": digest,
     }
 
 
@@ -193,6 +201,7 @@ def evaluate(model: VisionLanguageModel, dataset: ImageDataset, prompt_sets: Seq
     for name, got, source in ((dataset.name, features, dataset), (calibration and calibration.name,
                                                                    calibration_features, calibration)):
         if got is not None and not got.valid.any():
+            refuse_broken_model(model, got.failures, 0, name)
             first = min(got.failures) if got.failures else None
             example = f", e.g. {source.images.describe(first)}: {got.failures[first]}" if first is not None else ""
             raise UnavailableError(f"no image of {name} could be read: {len(got.failures)} skipped{example}")
@@ -204,12 +213,12 @@ def evaluate(model: VisionLanguageModel, dataset: ImageDataset, prompt_sets: Seq
     if dataset.retrieval:
         from pixprompt.evaluation.retrieval import retrieval_records
 
-        return retrieval_records(model, dataset, features, cache_root, run_facts(model.info, dataset, features),
+        return retrieval_records(model, dataset, features, cache_root, run_facts(model, dataset, features),
                                  image_seconds)
     if dataset.association:
         from pixprompt.evaluation.association import association_records
 
-        return association_records(model, dataset, features, cache_root, run_facts(model.info, dataset, features),
+        return association_records(model, dataset, features, cache_root, run_facts(model, dataset, features),
                                    image_seconds)
     # the matrix itself when every image was read (no copy of the largest thing in memory)
     every = bool(features.valid.all())
@@ -217,7 +226,7 @@ def evaluate(model: VisionLanguageModel, dataset: ImageDataset, prompt_sets: Seq
     y = features.labels if every else features.labels[features.valid]
     item_indices = features.valid.nonzero().flatten()
     thumbnails = Thumbnails(dataset)
-    facts = run_facts(model.info, dataset, features)
+    facts = run_facts(model, dataset, features)
     metric = main_metric(dataset.name, dataset.multi_label)
     targets = label_matrix(dataset.label_sets, item_indices, len(dataset.classnames)) if dataset.multi_label else None
     groups = dataset_groups(dataset, item_indices)

@@ -45,7 +45,7 @@ def select_templates(model: VisionLanguageModel, validation: ImageDataset, candi
                   {"templates": f"all of {candidates.name}", "count": len(candidates.templates),
                    "selection set %": round(100 * all_validation, 2),
                    "held-out %": None if all_held is None else round(100 * all_held, 2)}]
-    return {**run_facts(model.info, validation, features), "templates": f"selected from {candidates.name}",
+    return {**run_facts(model, validation, features), "templates": f"selected from {candidates.name}",
             "ensemble": "embedding", "candidates": candidates.name, "chosen": chosen,
             "selection_path": [{"template": s.template, "accuracy": s.accuracy} for s in path],
             "top1": chosen_held if chosen_held is not None else chosen_validation,

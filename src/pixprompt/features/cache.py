@@ -48,6 +48,8 @@ DECODING_VERSION = "1"
 #: Bump when the chunk file layout changes: chunks of another layout sit in another folder, unread.
 CHUNK_FORMAT = "2"
 KEY_BYTES = 16
+#: The error row of an image whose embedding is not finite: it never reaches a score, a cache or a method.
+NON_FINITE = "the model gave a non-finite embedding (NaN or inf)"
 
 
 def _digest(*parts: str) -> str:
@@ -57,6 +59,17 @@ def _digest(*parts: str) -> str:
 def model_key(model: VisionLanguageModel) -> str:
     """What the features depend on: model and weights (local files by size and time), precision, decoding."""
     return _digest(model.info.identity, str(model.dtype), DECODING_VERSION, model.weights_stamp)
+
+
+def feature_facts(model: VisionLanguageModel, images: Any) -> dict[str, str]:
+    """Everything that shapes an image's features: what the ranks of a job must agree on before any work (see
+    `distributed.agree`), and what a record's `run_digest` is made from."""
+    return {"model": model.info.identity, "weights": model.weights_fingerprint,
+            "weights files": model.weights_stamp or "-", "precision": str(model.dtype).removeprefix("torch."),
+            "preprocessing": model.info.preprocess or "-", "decoding": DECODING_VERSION,
+            "--draft-jpeg size": str(getattr(images, "draft_size", None)),
+            "--max-pixels": str(getattr(images, "max_pixels", None)),
+            "image tokens": str(model.info.image_tokens)}
 
 
 def _key_rows(keys: np.ndarray) -> np.ndarray:
@@ -82,6 +95,8 @@ def _read_verified(chunk: Path) -> torch.Tensor:
     tensors = load_safetensors(data)
     if _chunk_checksum(tensors["features"], tensors["keys"], meta["failed"]) != meta.get("sha256"):
         raise ValueError("its checksum does not match: the file changed on disk")
+    if not torch.isfinite(tensors["features"]).all():  # written by another tool, or before this gate
+        raise ValueError("it holds non-finite features")
     return tensors["features"]
 
 
@@ -215,6 +230,19 @@ class FeatureStore:
         self.writable = cache_write(save, path)
 
 
+def refuse_broken_model(model: VisionLanguageModel, failures: dict[int, str], valid: int, of: str) -> None:
+    """Stop the run, with one line naming the model, when it gave no finite embedding for any image (a broken model,
+    damaged weights, an fp16 overflow), instead of an error row per image."""
+    if valid or not failures or any(message != NON_FINITE for message in failures.values()):
+        return
+    from pixprompt.errors import UnavailableError
+
+    name = model.info.name + (f" ({model.info.pretrained})" if model.info.pretrained else "")
+    raise UnavailableError(f"model {name} gave a non-finite embedding (NaN or inf) for every one of the "
+                           f"{len(failures):,} images of {of} in {str(model.dtype).removeprefix('torch.')}: its "
+                           "weights are broken or the precision overflowed (try --precision fp32)")
+
+
 @dataclass
 class ShardPlan:
     """One shard's keys and what the cache holds of it, known before anything is encoded."""
@@ -287,18 +315,21 @@ class ShardEncoder:
         try:
             for batch in iter_encoded(self.model, images, [positions[j] for j in todo], self.batch_size,
                                       self.workers, bar=self.bar):
-                rows = [local[i] for i in batch.indices.tolist()]
+                finite = torch.isfinite(batch.features).all(dim=1).tolist() if len(batch.indices) else []
+                rows = [local[i] for i, ok in zip(batch.indices.tolist(), finite) if ok]
+                for i in (i for i, ok in zip(batch.indices.tolist(), finite) if not ok):
+                    failures[local[i]] = NON_FINITE  # not remembered: another precision or model may do
                 if rows:
                     if matrix is None:
                         matrix = torch.zeros(count, batch.features.shape[1])
-                    matrix[rows] = batch.features.float()
+                    matrix[rows] = batch.features[torch.tensor(finite)].float()
                     valid[rows] = True
                     new_rows += rows
                 for failure in batch.failures:
                     failures[local[failure.index]] = failure.message
                     if failure.lasting and plan.keys is not None:  # I/O errors and settings-dependent refusals
                         new_failed[_hex(plan.keys[[local[failure.index]]])[0]] = failure.message  # are retried
-                self.done += len(rows) + len(batch.failures)
+                self.done += len(finite) + len(batch.failures)
         finally:  # a crash or Ctrl-C keeps every image of the shard encoded so far
             if self.store and (new_rows or new_failed):
                 self.store.write(plan.keys[new_rows], matrix[new_rows] if new_rows else torch.zeros(0, 1),
@@ -328,6 +359,7 @@ def extract_features(model: VisionLanguageModel, dataset: ImageDataset, cache_ro
     """
     ranks = distributed.current()
     images, count = dataset.images, len(dataset.images)
+    distributed.agree(feature_facts(model, images), ranks)
     encoder = ShardEncoder(model, FeatureStore(cache_root, model) if cache_root else None,
                            batch_size, workers)
     shards = distributed.shard_ranges(count)

@@ -7,9 +7,9 @@ DataComp score it: every caption against every image by cosine similarity.
   the k captions most similar to them.
 - `mean_recall@1`: DataComp's main metric, the mean of the two recalls at 1.
 
-Ranks are counted, not sorted: a caption's image is within the top k when fewer than k images score higher, so
-memory stays at one block of (captions × images) scores; ties (rare with float embeddings) count in the item's
-favour, where `torch.topk` would break them by index.
+Each row's top k is taken by `torch.topk` on that row, as CLIP_benchmark's `recall_at_k` (and DataComp, which calls
+it) takes it, so ties (identical captions have identical embeddings, and COCO and Flickr repeat captions) are broken
+exactly as theirs are, not counted in the item's favour; memory stays at one block of rows of scores.
 """
 from __future__ import annotations
 
@@ -19,43 +19,46 @@ import torch
 
 #: The recalls CLIP_benchmark and DataComp report.
 RECALL_AT = (1, 5, 10)
-#: Captions scored at once (a block of scores is BLOCK_CAPTIONS × images).
-BLOCK_CAPTIONS = 1024
+#: Scores held at once (a block of rows × every column).
+BLOCK_SCORES = 1 << 24
 
 
-def retrieval_ranks(image_features: torch.Tensor, text_features: torch.Tensor, text_image: torch.Tensor
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(per caption, per image) 0-based ranks: for each caption, how many images score above its own image; for
-    each image, how many captions score above its best own caption. Features L2-normalised (float32, as the
-    references score them); `text_image[t]` is caption t's image."""
+def _row_blocks(rows: int, columns: int) -> list[torch.Tensor]:
+    """Row numbers 0…rows-1 in blocks of at most BLOCK_SCORES scores."""
+    return list(torch.arange(rows).split(max(1, BLOCK_SCORES // max(1, columns))))
+
+
+def retrieval_hits(image_features: torch.Tensor, text_features: torch.Tensor, text_image: torch.Tensor,
+                   recall_at: Sequence[int] = RECALL_AT) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
+    """({k: whether each caption's image is among its top k images}, {k: whether each image has one of its captions
+    among its top k captions}), the top k of each row taken by `torch.topk` as CLIP_benchmark takes it (k capped at
+    the row's length). Features L2-normalised (float32, as the references score them); `text_image[t]` is caption
+    t's image."""
     images, texts = image_features.float(), text_features.float()
     text_image = text_image.long()
-
-    def blocks():  # the same products both times, so a pair's score is bit-for-bit the same in both passes
-        for start in range(0, len(texts), BLOCK_CAPTIONS):
-            yield start, texts[start:start + BLOCK_CAPTIONS] @ images.T  # (captions, images)
-
-    caption_ranks = torch.empty(len(texts), dtype=torch.long)
-    best_own = torch.full((len(images),), -torch.inf)
-    for start, block in blocks():
-        owners = text_image[start:start + len(block)]
-        own = block.gather(1, owners[:, None])
-        caption_ranks[start:start + len(block)] = (block > own).sum(dim=1)
-        best_own.scatter_reduce_(0, owners, own[:, 0], reduce="amax")
-    image_ranks = torch.zeros(len(images), dtype=torch.long)
-    for _, block in blocks():
-        image_ranks += (block > best_own[None, :]).sum(dim=0)
-    return caption_ranks, image_ranks
+    caption_hits = {k: torch.zeros(len(texts), dtype=torch.bool) for k in recall_at}
+    image_hits = {k: torch.zeros(len(images), dtype=torch.bool) for k in recall_at}
+    for rows in _row_blocks(len(texts), len(images)):
+        block = texts[rows] @ images.T  # (captions, images)
+        for k in recall_at:  # one topk per k, as the reference calls it: with ties a longer top k may order its head
+            top = block.topk(min(k, len(images)), dim=1).indices
+            caption_hits[k][rows] = (top == text_image[rows, None]).any(dim=1)
+    for rows in _row_blocks(len(images), len(texts)):
+        block = (texts @ images[rows].T).T  # (images, captions): the reference's scores.T
+        for k in recall_at:
+            top = block.topk(min(k, len(texts)), dim=1).indices
+            image_hits[k][rows] = (text_image[top] == rows[:, None]).any(dim=1)
+    return caption_hits, image_hits
 
 
 def retrieval_metrics(image_features: torch.Tensor, text_features: torch.Tensor, text_image: torch.Tensor,
                       recall_at: Sequence[int] = RECALL_AT) -> dict[str, float]:
     """CLIP_benchmark's recall@k in both directions (its names) and DataComp's `mean_recall@1` (when 1 is asked)."""
-    caption_ranks, image_ranks = retrieval_ranks(image_features, text_features, text_image)
+    caption_hits, image_hits = retrieval_hits(image_features, text_features, text_image, recall_at)
     metrics: dict[str, float] = {}
     for k in recall_at:
-        metrics[f"image_retrieval_recall@{k}"] = float((caption_ranks < k).double().mean())
-        metrics[f"text_retrieval_recall@{k}"] = float((image_ranks < k).double().mean())
+        metrics[f"image_retrieval_recall@{k}"] = float(caption_hits[k].double().mean())
+        metrics[f"text_retrieval_recall@{k}"] = float(image_hits[k].double().mean())
     if 1 in recall_at:
         metrics["mean_recall@1"] = (metrics["image_retrieval_recall@1"] + metrics["text_retrieval_recall@1"]) / 2
     return metrics

@@ -19,6 +19,22 @@ log = logging.getLogger(__name__)
 
 
 
+def module_fingerprint(module: torch.nn.Module) -> str:
+    """A digest of a module's weights themselves (each parameter's and buffer's name, shape, dtype and its first and
+    last 4,096 values), so that processes that load other weights under the same name can tell (ranks compare it)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    tensors = {**dict(module.named_parameters()), **dict(module.named_buffers())}
+    with torch.no_grad():
+        for name, tensor in sorted(tensors.items()):
+            flat = tensor.detach().reshape(-1)
+            digest.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype}".encode())
+            for part in (flat[:4096], flat[-4096:]):
+                digest.update(part.cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:20]
+
+
 class ImageFeatures(torch.nn.Module):
     """A dual encoder's unnormalised image features as one module: what `encode_images` runs and what
     `models.acceleration` compiles or exports.
@@ -67,6 +83,11 @@ class VisionLanguageModel(ABC):
     def context_length(self) -> int:
         assert self.info.context_length is not None
         return self.info.context_length
+
+    @cached_property
+    def weights_fingerprint(self) -> str:
+        """A digest of the loaded weights themselves (see `module_fingerprint`)."""
+        return module_fingerprint(self.image_tower.model)
 
     # -- images -------------------------------------------------------------------------------
     @property
@@ -150,6 +171,15 @@ class VisionLanguageModel(ABC):
                 bar.update(len(batch))
         embeddings = torch.empty(len(prompts), chunks[0].shape[1])
         embeddings[torch.tensor(order)] = torch.cat(chunks)
+        broken = (~torch.isfinite(embeddings).all(dim=1)).nonzero().flatten()
+        if len(broken):  # no score, classifier or cache is ever made from them
+            from pixprompt.errors import UnavailableError
+
+            name = self.info.name + (f" ({self.info.pretrained})" if self.info.pretrained else "")
+            raise UnavailableError(f"model {name} gave a non-finite text embedding (NaN or inf) for {len(broken):,} "
+                                   f"of {len(prompts):,} prompts, e.g. {prompts[int(broken[0])][:80]!r}, in "
+                                   f"{str(self.dtype).removeprefix('torch.')}: its weights are broken or the "
+                                   "precision overflowed (try --precision fp32)")
         return embeddings
 
     # -- scoring ------------------------------------------------------------------------------

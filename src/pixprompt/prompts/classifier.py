@@ -138,6 +138,8 @@ class ZeroShotClassifier:
             raise UsageError(f"{path} is not a pixprompt classifier file ({first_line(error)})") from None
         if header.get("sha256") != _checksum(tensors, meta_json):  # a missing checksum is damage too
             raise UsageError(f"{path} is damaged: its checksum is missing or does not match its contents")
+        if not torch.isfinite(tensors["prompt_embeddings"]).all():
+            raise UsageError(f"{path} holds non-finite prompt embeddings (NaN or inf): build it again")
         prompt_meta = meta.pop("prompt_set")
         prompt_set = PromptSet(prompt_meta["name"], tuple(prompt_meta["templates"]),
                                {k: tuple(v) for k, v in prompt_meta["descriptions"].items()})

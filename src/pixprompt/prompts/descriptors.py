@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from pixprompt.errors import UsageError
-from pixprompt.prompts.labels import read_json_mapping
 from pixprompt.prompts.templates import PromptSet
+from pixprompt.readers import read_json_mapping
 
 #: WaffleCLIP's defaults: pairs of (random words, random characters) descriptors, and its prompt around them.
 WAFFLE_COUNT = 15

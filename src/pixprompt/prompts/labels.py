@@ -1,38 +1,11 @@
 """Class names from the command line or a file, checked before any model work starts."""
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Iterable
-from pathlib import Path
 
 from pixprompt.errors import UsageError
-
-
-def read_text_file(path: str | Path, what: str) -> str:
-    """A UTF-8 text file's content, or a one-line error naming the file and the fix."""
-    path = Path(path).expanduser()
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise UsageError(f"{what} {path} does not exist") from None
-    except OSError as error:
-        raise UsageError(f"{what} {path} cannot be read: {error.strerror or error}") from None
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        raise UsageError(f"{what} {path} is not UTF-8 text (byte {error.start}): re-save it as UTF-8") from None
-
-
-def read_json_mapping(path: str | Path, what: str, shape: str) -> dict:
-    """A JSON file's non-empty top-level mapping, or a one-line error naming the file and the `shape` it needs."""
-    try:
-        data = json.loads(read_text_file(path, what))
-    except json.JSONDecodeError as error:
-        raise UsageError(f"{what} {path} is not valid JSON ({error})") from None
-    if not isinstance(data, dict) or not data:
-        raise UsageError(f"{what} {path} must map {shape}")
-    return data
+from pixprompt.readers import read_text
 
 
 def validate_classnames(names: Iterable[str], unique: bool = True) -> list[str]:
@@ -58,7 +31,7 @@ def parse_labels(labels: str | None = None, labels_file: str | None = None) -> l
     if labels and labels_file:
         raise UsageError("give either --labels or --labels-file, not both")
     if labels_file:
-        lines = read_text_file(labels_file, "label file").splitlines()
+        lines = read_text(labels_file, "label file").splitlines()
         return validate_classnames(line for line in lines if line.strip())
     if labels is None or not labels.strip():
         return validate_classnames([])

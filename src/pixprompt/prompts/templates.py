@@ -9,7 +9,7 @@ from importlib import resources
 from pathlib import Path
 
 from pixprompt.errors import UsageError
-from pixprompt.prompts.labels import read_json_mapping, read_text_file
+from pixprompt.readers import read_json, read_json_mapping, read_text
 
 # OpenAI's templates ship as data (equal to open_clip's copy, tested), so naming them imports no library.
 _OPENAI = json.loads(resources.files("pixprompt.resources").joinpath("openai_templates.json").read_text("utf-8"))
@@ -102,18 +102,14 @@ def template_file_text(templates: Sequence[str], comment: str = "") -> str:
 
 def _templates_from_file(path: Path) -> tuple[str, ...]:
     """One template per line (text) or a JSON list / {"templates": [...]}."""
-    text = read_text_file(path, "template file")
     if path.suffix.lower() == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise UsageError(f"template file {path} is not valid JSON ({error})") from None
+        data = read_json(path, "template file")
         data = data.get("templates") if isinstance(data, dict) else data
         if not isinstance(data, list) or not all(isinstance(t, str) for t in data):
             raise UsageError(f"template file {path} must hold a JSON list of strings or {{\"templates\": [...]}}")
         templates = [t.strip() for t in data if t.strip()]
     else:
-        lines = (line.strip() for line in text.splitlines())
+        lines = (line.strip() for line in read_text(path, "template file").splitlines())
         templates = [line[1:] if line.startswith("\\") else line for line in lines
                      if line and not line.startswith("#")]
     if not templates:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -12,6 +11,7 @@ from typing import Any
 
 from pixprompt.errors import UsageError, first_line
 from pixprompt.evaluation.label_free import is_label_free
+from pixprompt.readers import read_json
 from pixprompt.reports import figures
 from pixprompt.reports.figures import Record, best_per_model_and_dataset
 from pixprompt.reports.tables import format_cell, summary_columns, summary_row
@@ -34,13 +34,7 @@ def load_records(paths: Sequence[str | Path]) -> list[Record]:
     records: list[Record] = []
     for path in paths:
         path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise UsageError(f"results file {path} does not exist") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise UsageError(f"{path} is not a JSON results file ({error}): write one with --output FILE.json")\
-                from None
+        data = read_json(path, "results file (write one with --output FILE.json)")
         rows = data if isinstance(data, list) else [data]
         if not rows or not all(isinstance(r, dict) and "model" in r and ("top1" in r or is_classless(r)) for r in rows):
             raise UsageError(f"{path} holds no pixprompt result records (each needs model and top1)")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,7 +14,8 @@ from pixprompt.data.registry import source
 from pixprompt.data.sources.torchvision import torchvision_download
 from pixprompt.errors import UnavailableError, UsageError
 from pixprompt.paths import cache_root
-from pixprompt.prompts.labels import read_text_file, validate_classnames
+from pixprompt.prompts.labels import validate_classnames
+from pixprompt.readers import read_json, read_json_mapping, read_text
 
 log = logging.getLogger(__name__)
 
@@ -126,11 +126,10 @@ def load_objectnet(_: str, options: DatasetOptions) -> ImageDataset:
     folder order; images of the other classes are left out."""
     root = _require_dir(options.data_dir, "objectnet", options.data_dir_option)
     mappings, images = _objectnet_files(root)
-    try:
-        label_of = json.loads((mappings / "folder_to_objectnet_label.json").read_text("utf-8"))
-        overlapping = json.loads((mappings / "objectnet_to_imagenet_1k.json").read_text("utf-8"))
-    except (OSError, ValueError) as error:
-        raise UnavailableError(f"ObjectNet mapping files in {mappings} could not be read ({error})") from None
+    label_of = read_json_mapping(mappings / "folder_to_objectnet_label.json", "ObjectNet mapping file",
+                                 "each folder name to an ObjectNet label")
+    overlapping = read_json_mapping(mappings / "objectnet_to_imagenet_1k.json", "ObjectNet mapping file",
+                                    "each ObjectNet label to ImageNet classes")
     folders = sorted(folder for folder, label in label_of.items() if label in overlapping)
     index = {folder: number for number, folder in enumerate(folders)}
     present = [folder for folder in class_folders(images) if folder.name in index]
@@ -174,10 +173,7 @@ def load_folder(path: str, options: DatasetOptions) -> ImageDataset:
 def _class_map(path: str | None) -> dict[str, str]:
     if not path:
         return {}
-    try:
-        mapping = json.loads(read_text_file(path, "class map"))
-    except json.JSONDecodeError as error:
-        raise UsageError(f"class map {path} is not valid JSON ({error})") from None
+    mapping = read_json(path, "class map")
     if not isinstance(mapping, dict):
         raise UsageError(f"class map {path} must be a JSON object: folder name → class name")
     return {str(k): str(v) for k, v in mapping.items()}
@@ -188,7 +184,7 @@ def load_csv(path: str, options: DatasetOptions) -> ImageDataset:
     """A CSV with `path` and `label` columns; relative paths are resolved from the CSV's folder. A label cell
     naming several classes separated by `|` makes the dataset multi-label."""
     csv_path = Path(path).expanduser()
-    rows = list(csv.DictReader(read_text_file(csv_path, "CSV file").splitlines()))
+    rows = list(csv.DictReader(read_text(csv_path, "CSV file").splitlines()))
     columns = set(rows[0].keys()) if rows else set()
     missing = {"path", "label"} - columns
     if missing:

@@ -28,6 +28,7 @@ from pixprompt.data.datasets import DatasetOptions, ImageDataset
 from pixprompt.data.images import DEFAULT_MAX_PIXELS, decode_rgb
 from pixprompt.data.registry import source
 from pixprompt.errors import UnavailableError, UsageError, first_line
+from pixprompt.readers import read_text
 
 IMAGE_EXTENSIONS = ("webp", "png", "jpg", "jpeg")
 TEMPLATES_FILE = "zeroshot_classification_templates.txt"
@@ -89,10 +90,7 @@ class _Member(io.BytesIO):
 
 
 def _read_lines(path: Path) -> list[str]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as error:
-        raise UsageError(f"{path} is not UTF-8 text (byte {error.start}): save it as UTF-8") from None
+    text = read_text(path, "webdataset file")
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
