@@ -32,7 +32,8 @@ def two_nodes(tmp_path: Path, args: list[list], cwd: list[Path] | None = None) -
 
 
 @pytest.mark.parametrize(("extra", "said"), [
-    (["--max-pixels", "10M"], "rank 1 of 2 runs with another --max-pixels than rank 0 ('10000000' there, '64000000' on rank 0)"),
+    (["--max-pixels", "10M"],
+     "rank 1 of 2 runs with another --max-pixels than rank 0 ('10000000' there, '64000000' on rank 0)"),
     (["--draft-jpeg"], "another --draft-jpeg than rank 0 ('True' there, 'False' on rank 0)"),
     (["--precision", "bf16"], "another --precision than rank 0 ('bf16' there, 'auto' on rank 0)"),
 ])

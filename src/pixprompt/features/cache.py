@@ -237,8 +237,7 @@ def refuse_broken_model(model: VisionLanguageModel, failures: dict[int, str], va
         return
     from pixprompt.errors import UnavailableError
 
-    name = model.info.name + (f" ({model.info.pretrained})" if model.info.pretrained else "")
-    raise UnavailableError(f"model {name} gave a non-finite embedding (NaN or inf) for every one of the "
+    raise UnavailableError(f"model {model.info.label} gave a non-finite embedding (NaN or inf) for every one of the "
                            f"{len(failures):,} images of {of} in {str(model.dtype).removeprefix('torch.')}: its "
                            "weights are broken or the precision overflowed (try --precision fp32)")
 

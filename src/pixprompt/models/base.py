@@ -175,11 +175,10 @@ class VisionLanguageModel(ABC):
         if len(broken):  # no score, classifier or cache is ever made from them
             from pixprompt.errors import UnavailableError
 
-            name = self.info.name + (f" ({self.info.pretrained})" if self.info.pretrained else "")
-            raise UnavailableError(f"model {name} gave a non-finite text embedding (NaN or inf) for {len(broken):,} "
-                                   f"of {len(prompts):,} prompts, e.g. {prompts[int(broken[0])][:80]!r}, in "
-                                   f"{str(self.dtype).removeprefix('torch.')}: its weights are broken or the "
-                                   "precision overflowed (try --precision fp32)")
+            example, precision = prompts[int(broken[0])][:80], str(self.dtype).removeprefix("torch.")
+            raise UnavailableError(f"model {self.info.label} gave a non-finite text embedding (NaN or inf) for "
+                                   f"{len(broken):,} of {len(prompts):,} prompts, e.g. {example!r}, in {precision}: "
+                                   "its weights are broken or the precision overflowed (try --precision fp32)")
         return embeddings
 
     # -- scoring ------------------------------------------------------------------------------

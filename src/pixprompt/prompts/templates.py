@@ -129,7 +129,7 @@ def resolve_templates(spec: str) -> list[PromptSet]:
             sets.append(paper_prompt_set(name))
         elif name in TEMPLATE_SETS:
             sets.append(PromptSet(name, TEMPLATE_SETS[name]))
-        elif Path(name).expanduser().is_file():
+        elif Path(name).expanduser().exists():  # a folder or FIFO is refused by the reader
             path = Path(name).expanduser()
             sets.append(PromptSet(path.stem, _templates_from_file(path)))
         else:
