@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from cli_runner import eval_args, model_args, run_cli, strict_json
+from tiny_models import model_breaking_on
 
 
 def broken_copy(model_dir: Path, target: Path, tensor: str) -> Path:
@@ -26,20 +27,9 @@ def broken_copy(model_dir: Path, target: Path, tensor: str) -> Path:
 
 
 def breaks_on_red(model_dir: Path):
-    """The tiny model, loaded for real, whose image tower gives NaN for reddish images (an fp16 overflow on some
-    inputs looks so): every other image's embedding is its own."""
-    from pixprompt import load_model
-
-    model = load_model(str(model_dir), device="cpu")
-    forward = model.image_forward
-
-    def image_forward(pixels: torch.Tensor) -> torch.Tensor:
-        features = forward(pixels)
-        red = pixels[:, 0].mean(dim=(1, 2)) > pixels[:, 2].mean(dim=(1, 2)) + 0.5
-        return torch.where(red[:, None], torch.full_like(features, math.nan), features)
-
-    model.__dict__["image_forward"] = image_forward
-    return model
+    """The tiny model, breaking (NaN) on reddish images."""
+    return model_breaking_on(model_dir, lambda pixels: pixels[:, 0].mean(dim=(1, 2)) > pixels[:, 2].mean(dim=(1, 2))
+                             + 0.5)
 
 
 def all_finite(value) -> bool:

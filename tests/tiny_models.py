@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import string
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -181,3 +182,19 @@ BUILDERS = {
     "transformers_clip": make_transformers_clip,
     "transformers_siglip": make_transformers_siglip,
 }
+
+
+def model_breaking_on(model_dir: Path, breaks: Callable[[torch.Tensor], torch.Tensor]):
+    """The tiny model at `model_dir`, loaded for real, whose image tower gives NaN for the images `breaks(pixels)`
+    marks (an fp16 overflow on some inputs looks so); every other image's embedding is its own."""
+    from pixprompt import load_model
+
+    model = load_model(str(model_dir), device="cpu")
+    forward = model.image_forward
+
+    def image_forward(pixels: torch.Tensor) -> torch.Tensor:
+        features = forward(pixels)
+        return torch.where(breaks(pixels)[:, None], torch.full_like(features, float("nan")), features)
+
+    model.__dict__["image_forward"] = image_forward
+    return model

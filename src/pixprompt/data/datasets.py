@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from PIL import Image
 
-from pixprompt.data.images import DEFAULT_MAX_PIXELS, open_rgb
+from pixprompt.data.images import DEFAULT_MAX_PIXELS, open_rgb, path_text
 from pixprompt.errors import UsageError
 from pixprompt.storage import identity_digest
 
@@ -59,7 +59,7 @@ class FileImages:
             return f"{path}|unreadable"
 
     def describe(self, index: int) -> str:
-        return str(self.paths[index])
+        return path_text(self.paths[index])
 
 
 def files_identity(paths: Sequence[Path], draft_size: int | None = None) -> str:
@@ -67,6 +67,13 @@ def files_identity(paths: Sequence[Path], draft_size: int | None = None) -> str:
     (`identity_digest`): equal only for the same files, unchanged."""
     files = FileImages(paths, draft_size)
     return identity_digest(files.item_id(i) for i in range(len(paths)))
+
+
+def shared_items(images: ImageSource, others: ImageSource) -> list[int]:
+    """Positions of `images`' items that are also items of `others` (the same ids: file, size and modification
+    time, or tar member, or array), in order."""
+    other_ids = {others.item_id(i) for i in range(len(others))}
+    return [i for i in range(len(images)) if images.item_id(i) in other_ids]
 
 
 @dataclass

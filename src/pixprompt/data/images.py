@@ -45,6 +45,38 @@ def is_lasting_failure(error: BaseException) -> bool:
     return not (isinstance(error, OSError) and error.errno is not None)
 
 
+def path_text(path: str | os.PathLike) -> str:
+    """A file name as every output (table, JSON, CSV, Parquet, records) writes it: valid Unicode, one text per name.
+
+    A name that is UTF-8 and has no backslash is written as it is. On POSIX, where names are bytes, a name with bytes
+    that are not UTF-8 has each such byte written `\\xNN` and each backslash `\\\\`, and so does a name with a
+    backslash: two names never become one, and the bytes can be read back (`path_from_text`)."""
+    text = os.fspath(path)
+    if os.sep == "\\":  # Windows names are Unicode already, and the backslash is their separator
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    if "\\" not in text and not any("\udc80" <= c <= "\udcff" for c in text):
+        return text
+    return text.replace("\\", "\\\\").encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def path_from_text(text: str) -> bytes:
+    """The bytes of the POSIX file name `path_text` wrote as `text`."""
+    if "\\" not in text:
+        return text.encode("utf-8")
+    out, position = bytearray(), 0
+    while position < len(text):
+        if text.startswith("\\\\", position):
+            out += b"\\"
+            position += 2
+        elif text.startswith("\\x", position):
+            out.append(int(text[position + 2:position + 4], 16))
+            position += 4
+        else:
+            out += text[position].encode("utf-8")
+            position += 1
+    return bytes(out)
+
+
 def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
 

@@ -29,6 +29,13 @@ def association_records(model: VisionLanguageModel, dataset: ImageDataset, featu
     kept = [(row, game, slice(game.first, game.first + len(game.associated)))
             for row, game in enumerate(dataset.games)]
     kept = [(row, game, images) for row, game, images in kept if bool(features.valid[images].all())]
+    if not kept:
+        from pixprompt.errors import UnavailableError
+
+        first = min(features.failures) if features.failures else None
+        example = f", e.g. {dataset.images.describe(first)}: {features.failures[first]}" if first is not None else ""
+        raise UnavailableError(f"no game of {dataset.name} could be scored: each of its {len(dataset.games):,} "
+                               f"games has a candidate image that could not be read{example}")
     jaccards = [game_jaccard(features.features[images] @ cues[row], game.associated) for row, game, images in kept]
     metrics = association_metrics(jaccards, [len(game.associated) for _, game, _ in kept])
     return [{**facts, "task": "association", "templates": None, "ensemble": None, "games": len(kept),

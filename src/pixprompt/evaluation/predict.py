@@ -10,7 +10,7 @@ import torch
 
 from pixprompt import distributed
 from pixprompt.data.datasets import FileImages, files_identity
-from pixprompt.data.images import DEFAULT_MAX_PIXELS
+from pixprompt.data.images import DEFAULT_MAX_PIXELS, path_text
 from pixprompt.evaluation.label_free import METHODS, PLAIN, MethodContext, method_scores
 from pixprompt.features.cache import (
     FeatureStore,
@@ -128,7 +128,7 @@ def shard_predictions(classifier: ZeroShotClassifier, part: ShardFeatures, paths
     most probable first), or its error."""
     predictions: list[Prediction | None] = [None] * len(paths)
     for row, message in part.failures.items():
-        predictions[row] = Prediction(str(paths[row]), error=message)
+        predictions[row] = Prediction(path_text(paths[row]), error=message)
     valid = part.valid.nonzero().flatten()
     if len(valid):
         k = classifier.num_classes if threshold is not None else max(1, min(top_k, classifier.num_classes))
@@ -140,7 +140,7 @@ def shard_predictions(classifier: ZeroShotClassifier, part: ShardFeatures, paths
                    for position, ranked in enumerate(top)]
         for position, row in enumerate(valid.tolist()):
             predictions[row] = Prediction(
-                str(paths[row]), labels=tuple(classifier.classnames[c] for c in top[position]),
+                path_text(paths[row]), labels=tuple(classifier.classnames[c] for c in top[position]),
                 probabilities=tuple(float(probabilities[position, c]) for c in top[position]))
     return predictions  # type: ignore[return-value]  (every row is set: valid or failed)
 

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pixprompt.data.datasets import ImageDataset
+from pixprompt.data.datasets import ImageDataset, shared_items
 from pixprompt.errors import UsageError
 from pixprompt.evaluation.metrics import classification_metrics, spread
 from pixprompt.evaluation.runs import main_metric, run_facts
@@ -40,6 +40,11 @@ def _check_pair(train: ImageDataset, test: ImageDataset) -> None:
                          f"the same order ({len(train.classnames)} and {len(test.classnames)} classes)")
     if train.multi_label or test.multi_label:
         raise UsageError("probes are single-label classifiers: give single-label datasets")
+    shared = shared_items(train.images, test.images)
+    if shared:
+        raise UsageError(f"{len(shared):,} of the {len(train.images):,} training images are test images (e.g. "
+                         f"{train.images.describe(shared[0])}): a probe fitted on them is scored on images it has "
+                         "seen; give a training set apart from the test set")
 
 
 def probe_records(model: VisionLanguageModel, train: ImageDataset, test: ImageDataset, prompt_set: PromptSet,
@@ -78,6 +83,10 @@ def probe_records(model: VisionLanguageModel, train: ImageDataset, test: ImageDa
 
     records = [record("zero-shot", zero_shot_test, test_y, shots=0, seed=None, train_images=0)]
     labels = train_y.numpy()
+    empty = [name for number, name in enumerate(test.classnames) if not (labels == number).any()]
+    if empty:
+        raise UsageError(f"{len(empty)} class(es) have no readable training image, e.g. "
+                         f"{', '.join(map(repr, empty[:5]))}: a probe needs at least one image of every class")
     counts = _drawable(shots, int(np.bincount(labels).max()))
     fits = len(counts) * seeds * (len(methods) + (backbone is not None))
     done, started = 0, time.perf_counter()

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pixprompt.data.datasets import ImageDataset
+from pixprompt.data.datasets import ImageDataset, shared_items
 from pixprompt.errors import InputFailedError, UnavailableError, UsageError
 from pixprompt.evaluation.calibration import temperature_on
 from pixprompt.evaluation.examples import Thumbnails, example_predictions
@@ -194,6 +194,10 @@ def evaluate(model: VisionLanguageModel, dataset: ImageDataset, prompt_sets: Seq
                          f"{'retrieval' if dataset.retrieval else 'association'} dataset): leave --method out")
     cache_root, calibration, min_probability = settings.cache, settings.calibration, settings.min_probability
     started = time.perf_counter()
+    if calibration is not None and (shared := shared_items(calibration.images, dataset.images)):
+        log.warning("the --calibrate set %s shares %d of its %d images with %s: the temperature is fitted on the "
+                    "images it is scored on, so the calibrated ECE and NLL look better than on new images",
+                    calibration.name, len(shared), len(calibration.images), dataset.name)
     calibration_features = settings.features(model, calibration) if calibration else None
     features = settings.features(model, dataset)
     if features is None:  # another rank's: rank 0 scores and reports

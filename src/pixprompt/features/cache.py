@@ -189,8 +189,16 @@ class FeatureStore:
 
     @staticmethod
     def _discard(chunk: Path, error: BaseException) -> None:
+        """Remove a damaged chunk (a folder standing in its place is left, never deleted with what it holds)."""
+        try:
+            if chunk.is_dir() and not chunk.is_symlink():
+                raise IsADirectoryError(21, "a folder stands where the chunk belongs")
+            chunk.unlink(missing_ok=True)
+        except OSError as failure:
+            log.warning("ignoring damaged cache chunk %s (%s), which cannot be removed (%s); its images are encoded "
+                        "again", chunk, first_line(error), failure.strerror or failure)
+            return
         log.warning("removing damaged cache chunk %s (%s); its images are encoded again", chunk, first_line(error))
-        chunk.unlink(missing_ok=True)
 
     def load(self, index: ChunkIndex, keys: np.ndarray) -> tuple[np.ndarray, torch.Tensor | None]:
         """The stored rows of `keys` in one (n, D) matrix (zeros where absent) and which were found."""

@@ -48,7 +48,9 @@ class _Preprocessed(Dataset):
             return index, self.preprocess(self.images.load(index))
         except Exception as error:  # any decoding problem is reported per image
             message = str(error) if isinstance(error, ImageRejected) else f"{type(error).__name__}: {error}"
-            return index, ImageFailure(index, message.strip(), is_lasting_failure(error))
+            # a message quoting a name that is not UTF-8 is written as `path_text` writes names
+            message = message.strip().encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            return index, ImageFailure(index, message, is_lasting_failure(error))
 
 
 def _collate(items):

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from pixprompt.data.images import ImageRejected
-from pixprompt.errors import UsageError
+from pixprompt.errors import UnavailableError, UsageError
 from pixprompt.models.base import ImageFeatures, ModelInfo, VisionLanguageModel
 from pixprompt.models.device import PRECISIONS
 from pixprompt.models.preprocessing import resized_size
@@ -34,6 +34,22 @@ def _features(output: Any) -> torch.Tensor:
 
 def _image_features(model: torch.nn.Module, pixels: torch.Tensor) -> torch.Tensor:
     return _features(model.get_image_features(pixel_values=pixels))
+
+
+#: The most patches a NaFlex image may become (a 128 × 128 grid; SigLIP 2's own configs use at most 1,024).
+MAX_NAFLEX_PATCHES = 1 << 14
+
+
+def check_naflex_processor(model_id: str, image_processor: Any, patch_size: int, tokens: Any) -> None:
+    """Refuse, before any image, a NaFlex processor config that cannot work: a patch size other than the model's
+    (its patch embedding would not fit), or a patch budget that is not a whole number from 1 to MAX_NAFLEX_PATCHES."""
+    given = getattr(image_processor, "patch_size", patch_size)
+    if not isinstance(given, int) or isinstance(given, bool) or given != patch_size:
+        raise UnavailableError(f"{model_id}: its image processor cuts {given!r}-pixel patches but the model embeds "
+                               f"{patch_size}-pixel ones: fix patch_size in preprocessor_config.json")
+    if not isinstance(tokens, int) or isinstance(tokens, bool) or not 1 <= tokens <= MAX_NAFLEX_PATCHES:
+        raise UnavailableError(f"{model_id}: its image processor's max_num_patches is {tokens!r}: give a whole number "
+                               f"from 1 to {MAX_NAFLEX_PATCHES:,} in preprocessor_config.json")
 
 
 def pack_naflex(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -96,6 +112,8 @@ class TransformersModel(VisionLanguageModel):
         # NaFlex: each image becomes at most max_num_patches patches of its own aspect ratio (its sequence length)
         tokens = getattr(processor.image_processor, "max_num_patches", None) if config.model_type == "siglip2" \
             else None
+        if config.model_type == "siglip2":
+            check_naflex_processor(model_id, processor.image_processor, vision_config.patch_size, tokens)
         info = ModelInfo(
             backend="transformers",
             name=model_id,

@@ -165,6 +165,21 @@ def _checksum(tensors: dict[str, torch.Tensor], meta_json: str) -> str:
                              meta_json.encode()])
 
 
+def check_class_name_fits(model: VisionLanguageModel, prompt_set: PromptSet) -> None:
+    """Refuse a template whose words before the class name fill the model's context: its tokenizer would cut the
+    class name off, every class would get the same prompt and every image the same score for each."""
+    if not prompt_set.is_templated:
+        return
+    marker = "\x00"
+    prefixes = [template.format(marker).partition(marker)[0].rstrip() for template in prompt_set.templates]
+    for template, count in zip(prompt_set.templates, model.token_counts(prefixes)):
+        if count >= model.context_length:  # with its start and end tokens, no place is left for the class name
+            shown = template if len(template) <= 60 else template[:57] + "..."
+            raise UsageError(f"template {shown!r} takes {count} tokens before the class name and "
+                             f"{model.info.label} reads {model.context_length}: its tokenizer would cut the class "
+                             "name off and every class would get the same prompt; shorten the template")
+
+
 def build_classifier(model: VisionLanguageModel, classnames: Sequence[str], prompt_set: PromptSet,
                      batch_size: int = 256,
                      guard: Callable[[], AbstractContextManager] = nullcontext,
@@ -173,6 +188,7 @@ def build_classifier(model: VisionLanguageModel, classnames: Sequence[str], prom
     (each batch inside `guard()`, see `VisionLanguageModel.encode_text`); `announcement` replaces the line that
     says so (for texts that are not class prompts)."""
     classnames = validate_classnames(classnames, unique=False)  # user input is checked where it enters
+    check_class_name_fits(model, prompt_set)
     prompts = prompt_set.prompts_for(classnames)
     flat = [prompt for class_prompts in prompts for prompt in class_prompts]
     kind = counted(len(prompt_set.templates), "template") if prompt_set.is_templated else "their descriptions"

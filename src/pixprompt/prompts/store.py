@@ -49,8 +49,12 @@ def classifier_for(model: VisionLanguageModel, classnames: Sequence[str], prompt
     if path is not None and os.path.lexists(path) and not is_regular_file(Path(path)):
         if not owned:
             raise UsageError(f"{path} is not a regular file (a link, FIFO or device): give a classifier file name")
-        log.warning("removing %s from the cache: not a regular file", path)
-        Path(path).unlink()
+        if Path(path).is_dir() and not Path(path).is_symlink():  # never deleted with what it holds
+            log.warning("a folder stands where cache file %s belongs: the classifier is built and not cached", path)
+            path = None
+        else:
+            log.warning("removing %s from the cache: not a regular file", path)
+            Path(path).unlink()
     if path is not None and Path(path).is_file():
         stored = _stored(Path(path), owned)
         if stored is not None and matches(stored, model, [c.strip() for c in classnames], prompt_set):

@@ -122,6 +122,10 @@ def games_dataset(table: Any, source: str) -> ImageDataset:
         if not (isinstance(cue, str) and cue.strip() and candidates and set(associations) <= set(candidates)):
             raise UsageError(f"{source}: row {row} is not a game (cue {str(cue)[:40]!r}, {len(candidates or [])} "
                              "candidates, associations among them)")
+        if len(set(candidates)) != len(candidates):  # an association would mark every copy: Jaccard is undefined
+            twice = next(c for c in candidates if candidates.count(c) > 1)
+            raise UsageError(f"{source}: row {row} (cue {cue.strip()[:40]!r}) names candidate {str(twice)[:40]!r} "
+                             "twice: each candidate of a game once")
         games.append(Game(cue.strip(), len(positions), tuple(c in set(associations) for c in candidates)))
         positions += [(row, position) for position in range(len(candidates))]
     return ImageDataset(source, "test", [], HFListImages(table, "candidate_images", positions), [-1] * len(positions),

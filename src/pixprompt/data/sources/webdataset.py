@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import io
 import tarfile
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -45,11 +46,16 @@ class TarImages:
     sizes: list[int]
     names: list[str]
     max_pixels: int | None = DEFAULT_MAX_PIXELS
+    #: Samples that are listed but never read, by position, with why (a member that is a link, a folder or a
+    #: device; a sample key that appears twice): each is an error row, counted in `skipped` and named.
+    refused: dict[int, str] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.names)
 
     def load(self, index: int) -> Image.Image:
+        if index in self.refused:
+            raise ValueError(self.refused[index])
         with open(self.shards[self.shard_of[index]], "rb") as shard:
             shard.seek(self.offsets[index])
             data = shard.read(self.sizes[index])
@@ -152,14 +158,23 @@ def _label(tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo]) -> int | t
     return tuple(int(c) for c in np.flatnonzero(_vector(tar, members["npy"])))
 
 
-def _metadata(tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo], fields: int) -> tuple[int, ...]:
-    """A sample's group metadata (`.npy`, one integer per field: WILDS' and DataComp's fairness sets)."""
+def _metadata(tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo], fields: Sequence[str],
+              label: int | tuple[int, ...]) -> tuple[int, ...]:
+    """A sample's group metadata (`.npy`, one integer per field: WILDS' and DataComp's fairness sets): integers only
+    (a float or boolean would be read as another group id), and a `y` field equal to the sample's `.cls`."""
     if "npy" not in members:
         raise ValueError(f"{members['cls'].name}'s sample has no .npy group metadata")
+    name = members["npy"].name
     vector = _vector(tar, members["npy"]).reshape(-1)
-    if len(vector) != fields:
-        raise ValueError(f"{members['npy'].name} holds {len(vector)} metadata values, not {fields}")
-    return tuple(int(v) for v in vector)
+    if len(vector) != len(fields):
+        raise ValueError(f"{name} holds {len(vector)} metadata values, not {len(fields)}")
+    if vector.dtype.kind not in "iu":
+        raise ValueError(f"{name} holds {vector.dtype} metadata, not integer group ids ({', '.join(fields)})")
+    values = tuple(int(v) for v in vector)
+    if "y" in fields and values[list(fields).index("y")] != label:
+        raise ValueError(f"{name}'s y is {values[list(fields).index('y')]} but its .cls says {label}: the label "
+                         "and the metadata disagree")
+    return values
 
 
 def _captions(tar: tarfile.TarFile, member: tarfile.TarInfo) -> tuple[str, ...]:
@@ -174,8 +189,8 @@ def _captions(tar: tarfile.TarFile, member: tarfile.TarInfo) -> tuple[str, ...]:
     return captions
 
 
-def index_shards(shards: list[Path], max_pixels: int | None, retrieval: bool = False, metadata_fields: int = 0
-                 ) -> tuple[TarImages, list, list[tuple[int, ...]]]:
+def index_shards(shards: list[Path], max_pixels: int | None, retrieval: bool = False,
+                 metadata_fields: Sequence[str] = ()) -> tuple[TarImages, list, list[tuple[int, ...]]]:
     """Every sample's image member and label (see `_label`), or with `retrieval` its captions (`_captions`), in
     shard and member order; with `metadata_fields`, also each sample's group metadata (`_metadata`; the label is
     then its `.cls`)."""
@@ -190,14 +205,34 @@ def index_shards(shards: list[Path], max_pixels: int | None, retrieval: bool = F
             raise UnavailableError(f"webdataset shard {path} is {compressed}-compressed: pixprompt reads shards in "
                                    "place by member offset, so they must be plain tar files; decompress it first")
         size = path.stat().st_size
+        refused: dict[str, tuple[str, str]] = {}  # sample key → (the member named, why the sample is not read)
         try:
             with tarfile.open(path, mode="r:") as tar:
                 for member in tar:
-                    if member.isfile():
-                        key, extension = _sample_key(member.name)
-                        samples.setdefault(key, {})[extension] = member
-                for members in samples.values():
+                    key, extension = _sample_key(member.name)
+                    members = samples.setdefault(key, {})
+                    if extension not in IMAGE_EXTENSIONS and extension not in wanted | {"npy"}:
+                        continue
+                    if not member.isfile():  # webdataset skips these silently: here they are named
+                        refused.setdefault(key, (member.name, f"{member.name} in {path.name} is "
+                                                              f"{_member_kind(member)}, not a regular file"))
+                    elif extension in members:  # which copy is meant is unknown: webdataset refuses it too
+                        refused.setdefault(key, (member.name, f"sample key {key!r} appears twice in {path.name} "
+                                                              f"(two .{extension} members): which one is meant is "
+                                                              "unknown"))
+                    else:
+                        members[extension] = member
+                for key, members in samples.items():
                     image = next((members[e] for e in IMAGE_EXTENSIONS if e in members), None)
+                    if key in refused:
+                        name, images.refused[len(images.names)] = refused[key]
+                        labels.append(None)  # never scored: filled below with a label of the set's kind
+                        metadata.extend([(0,) * len(metadata_fields)] if metadata_fields else [])
+                        images.shard_of.append(number)
+                        images.offsets.append(0)
+                        images.sizes.append(0)
+                        images.names.append(name)
+                        continue
                     if image is None or not wanted & members.keys():
                         continue  # a sample without an image or a label is no test item
                     if image.issparse() or image.size > MAX_IMAGE_MEMBER_BYTES:
@@ -207,7 +242,7 @@ def index_shards(shards: list[Path], max_pixels: int | None, retrieval: bool = F
                         raise ValueError(f"truncated: {image.name} runs past the end of the file")
                     labels.append(_captions(tar, members["txt"]) if retrieval else _label(tar, members))
                     if metadata_fields:
-                        metadata.append(_metadata(tar, members, metadata_fields))
+                        metadata.append(_metadata(tar, members, metadata_fields, labels[-1]))
                     images.shard_of.append(number)
                     images.offsets.append(image.offset_data)
                     images.sizes.append(image.size)
@@ -217,7 +252,14 @@ def index_shards(shards: list[Path], max_pixels: int | None, retrieval: bool = F
                                    f"({first_line(error, 120)})") from None
         except (OSError, tarfile.TarError, ValueError, EOFError) as error:
             raise UnavailableError(f"webdataset shard {path} could not be read ({first_line(error, 160)})") from None
-    return images, labels, metadata
+    fill = () if retrieval or any(isinstance(label, tuple) for label in labels) else 0
+    return images, [fill if label is None else label for label in labels], metadata
+
+
+def _member_kind(member: tarfile.TarInfo) -> str:
+    """What a tar member that is not a regular file is, in words."""
+    return ("a symbolic link" if member.issym() else "a hard link" if member.islnk() else
+            "a folder" if member.isdir() else "a device or FIFO")
 
 
 @source("wds", takes_path=True)
@@ -249,7 +291,7 @@ def load_webdataset(path: str, split: str = "test", max_pixels: int | None = DEF
         return _retrieval_webdataset(root, split, max_pixels)
     if not (root / "classnames.txt").is_file():
         raise UsageError(f"{root} has no classnames.txt: zero-shot classification needs the class names")
-    images, labels, groups = index_shards(_shards(root, split), max_pixels, metadata_fields=len(metadata or ()))
+    images, labels, groups = index_shards(_shards(root, split), max_pixels, metadata_fields=metadata or ())
     if not labels:
         raise UnavailableError(f"webdataset {root} holds no image with a .cls or .npy label in {split}/")
     classnames = _read_lines(root / "classnames.txt")
