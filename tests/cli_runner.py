@@ -79,6 +79,7 @@ def in_terminal(argvs: list[list[str]], columns: int, cwd, timeout: float = 600)
         os.close(primary)
         code = child.wait(timeout=60)
         errors.seek(0)
-        assert code == 0 and b"Traceback" not in (err := errors.read()), err.decode(errors="replace")[-3000:]
+        err = errors.read()
+        assert code == 0 and b"Traceback" not in err, err.decode(errors="replace")[-3000:]
     screen = re.sub(r"\x1b\[[0-9;]*m", "", b"".join(chunks).decode().replace("\r\n", "\n"))
     return re.split(r"^=== \d+\n", screen, flags=re.M)[1:]

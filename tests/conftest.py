@@ -75,3 +75,15 @@ def colours(tmp_path) -> Path:
                                            "blue": (40, 40, 220)}.items()):
         write_photos(root / name, 8, colour, seed)
     return root
+
+
+@pytest.fixture()
+def colours_train(tmp_path) -> Path:
+    """Other photos of `colours`' three classes (4 each, other noise): a training set apart from the test images."""
+    from bad_inputs import write_photos
+
+    root = tmp_path / "colours-train"
+    for seed, (name, colour) in enumerate({"red": (220, 40, 40), "green": (40, 200, 40),
+                                           "blue": (40, 40, 220)}.items()):
+        write_photos(root / name, 4, colour, seed + 10)
+    return root

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -216,14 +217,15 @@ def test_sentence_says_where_zero_shot_is_matched():
     assert "beats the linear probe at every shot count" in zero_shot_sentence(rows[:2])
 
 
-def test_probe_cli_records_every_method_shot_and_draw(tiny_model_dirs, colours, tmp_path, capsys, monkeypatch):
+def test_probe_cli_records_every_method_shot_and_draw(tiny_model_dirs, colours, colours_train, tmp_path, capsys,
+                                                      monkeypatch):
     import torchvision
 
     original = torchvision.models.resnet50
     monkeypatch.setattr(torchvision.models, "resnet50", lambda weights=None: original(weights=None))  # offline
     output = tmp_path / "probe.json"
     code, out, err = run_cli(capsys, "probe", *model_args(tiny_model_dirs["open_clip_clip"]),
-                             "--dataset", f"folder:{colours}", "--train-dataset", f"folder:{colours}",
+                             "--dataset", f"folder:{colours}", "--train-dataset", f"folder:{colours_train}",
                              "--shots", "1,2", "--seeds", "2", "--templates", "standard", "--resnet50",
                              "IMAGENET1K_V1", "--output", output, "--report", tmp_path / "probe.html")
     assert code == 0, err
@@ -280,7 +282,7 @@ def test_shots_beyond_the_training_set_are_recorded_as_drawn(tiny_model_dirs, co
     train = tmp_path / "one-each"
     for folder in colours.iterdir():
         (train / folder.name).mkdir(parents=True)
-        (train / folder.name / "only.png").symlink_to(next(folder.iterdir()))
+        shutil.copy(next(folder.iterdir()), train / folder.name / "only.png")  # the same pixels, another file
     code, out, err = run_cli(capsys, "probe", *model_args(tiny_model_dirs["open_clip_clip"]), "--dataset",
                              f"folder:{colours}", "--train-dataset", f"folder:{train}", "--shots", "4,16",
                              "--methods", "linear", "--json")

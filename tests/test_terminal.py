@@ -22,6 +22,7 @@ def screens(tiny_model_dirs, tmp_path_factory):
     for seed, (name, colour) in enumerate({"red": (220, 40, 40), "green": (40, 200, 40),
                                            "blue": (40, 40, 220)}.items()):
         write_photos(deep / name, 6, colour, seed)
+        write_photos(root / "train" / name, 3, colour, seed + 10)  # the probe's training images, apart
     model = [*model_args(tiny_model_dirs["open_clip_clip"]), "--quiet", "--cache-dir", str(root / "cache")]
     config = root / "grid.yaml"
     config.write_text(f"models:\n  - model: {tiny_model_dirs['open_clip_clip']}\n"
@@ -40,7 +41,7 @@ def screens(tiny_model_dirs, tmp_path_factory):
                             "--min-probability", "0.5"],
         "bench": ["bench", "--config", str(config), "--device", "cpu", "--workers", "0", "--quiet",
                   "--cache-dir", str(root / "cache")],
-        "probe": ["probe", *model, "--dataset", f"folder:{deep}", "--train-dataset", f"folder:{deep}",
+        "probe": ["probe", *model, "--dataset", f"folder:{deep}", "--train-dataset", f"folder:{root / 'train'}",
                   "--shots", "1,2", "--seeds", "1", "--methods", "linear,tip-adapter"],
         "eval methods": ["eval", *model, "--dataset", f"folder:{deep}", "--templates", "clip7", "--method",
                          "plain,zpe,autoclip,zlap"],

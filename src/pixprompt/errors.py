@@ -33,3 +33,10 @@ def first_line(error: BaseException, limit: int | None = None) -> str:
     """An exception's first message line (at most `limit` characters), or its type name when it says nothing."""
     text = str(error).strip()
     return text.splitlines()[0][:limit] if text else type(error).__name__
+
+
+def shown(value: object, limit: int = 60) -> str:
+    """A user's value as a message quotes it: its repr (so no line break or control character shows raw), cut to
+    `limit` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."

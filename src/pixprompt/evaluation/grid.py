@@ -8,6 +8,7 @@ from typing import Any
 
 from pixprompt.data.images import DEFAULT_MAX_PIXELS
 from pixprompt.errors import UsageError
+from pixprompt.evaluation.grid_schema import check_config
 from pixprompt.evaluation.label_free import PLAIN, checked_methods, load_hierarchy
 from pixprompt.evaluation.settings import RunSettings, run_settings
 from pixprompt.progress import announce
@@ -55,13 +56,10 @@ def load_grid(path: str | Path) -> Grid:
     `suite: NAME` (or a list; `data_root: DIR` holds their datasets' folders, `download: false` keeps to what
     is on disk), `templates: [...]`, `language: XX` (every dataset's, or one dataset's `language:`), `method: [...]`
     (label-free methods beside `plain`; `hierarchy: FILE` for CHiLS) and `descriptions: SPEC` (as --descriptions)."""
-    data = read_yaml(path, "bench config")
-    if not isinstance(data, dict) or not data.get("models") or not (data.get("datasets") or data.get("suite")):
+    data = check_config(read_yaml(path, "bench config"), f"bench config {path}")
+    if not data.get("models") or not (data.get("datasets") or data.get("suite")):
         raise UsageError(f"bench config {path} needs a non-empty `models` list, and `datasets` or `suite`")
     models = [m if isinstance(m, dict) else {"model": m} for m in data["models"]]
-    for entry in models:
-        if "model" not in entry:
-            raise UsageError(f"bench config {path}: every model entry needs `model:` ({entry})")
     suites = data.get("suite") or []
     suites = [suites] if isinstance(suites, str) else list(suites)
     datasets = []
@@ -69,8 +67,6 @@ def load_grid(path: str | Path) -> Grid:
         entry = entry if isinstance(entry, dict) else {"dataset": entry}
         if "suite" in entry:
             suites.append(entry["suite"])
-        elif "dataset" not in entry:
-            raise UsageError(f"bench config {path}: every dataset entry needs `dataset:` or `suite:` ({entry})")
         else:
             datasets.append(entry)
     listed = {entry["dataset"] for entry in datasets}

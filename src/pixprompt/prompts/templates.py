@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from pixprompt.errors import UsageError
+from pixprompt.errors import UsageError, shown
 from pixprompt.readers import read_json, read_json_mapping, read_text
 
 # OpenAI's templates ship as data (equal to open_clip's copy, tested), so naming them imports no library.
@@ -44,17 +44,18 @@ def validate_template(template: str, source: str = "templates") -> str:
         fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(template)
                   if name is not None]
     except ValueError as error:
-        raise UsageError(f"template {template!r} in {source} has stray braces ({error}); "
+        raise UsageError(f"template {shown(template)} in {source} has stray braces ({error}); "
                          "write literal braces as {{ and }}") from None
     if not fields:
-        raise UsageError(f"template {template!r} in {source} has no {{}} placeholder for the class name")
+        raise UsageError(f"template {shown(template)} in {source} has no {{}} placeholder for the class name")
     if len(fields) > 1:
-        raise UsageError(f"template {template!r} in {source} has {len(fields)} placeholders: write one {{}} where "
+        raise UsageError(f"template {shown(template)} in {source} has {len(fields)} placeholders: write one {{}} where "
                          "the class name goes (literal braces as {{ and }})")
     for name, spec, conv in fields:
         if name or spec or conv:
-            raise UsageError(f"template {template!r} in {source} uses {{{name}{'!' + conv if conv else ''}"
-                             f"{':' + spec if spec else ''}}}: write a bare {{}} where the class name goes")
+            used = shown(f"{{{name}{'!' + conv if conv else ''}{':' + spec if spec else ''}}}", 40)
+            raise UsageError(f"template {shown(template)} in {source} uses {used}: write a bare {{}} where the class "
+                             "name goes")
     return template
 
 
