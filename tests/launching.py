@@ -15,6 +15,14 @@ from PIL import Image
 TIMEOUT = 240
 
 
+def has_pixprompt_frame(text: str) -> bool:
+    """Whether a traceback in `text` has a frame in pixprompt's own source (by the package's folder, so a checkout
+    or a virtual environment in a folder named `pixprompt` never matches torch's own frames)."""
+    import pixprompt
+
+    return f'File "{Path(pixprompt.__file__).parent}{os.sep}' in text
+
+
 # -- launching -----------------------------------------------------------------------------------------------
 def launch_env(cache: Path, **extra: str) -> dict[str, str]:
     """The environment of a launched job: its own cache, small shards, short collective timeouts."""

@@ -71,9 +71,11 @@ def test_bench_suite_warnings_name_the_config_keys_not_eval_flags(tiny_model_dir
                       f"data_root: {tmp_path / 'nothing-here'}\ndownload: false\ntemplates: [raw]\n")
     code, _, err = run_cli(capsys, "bench", "--config", config, "--device", "cpu", "--workers", "0")
     warnings = [line for line in err.splitlines() if "left out" in line]
-    assert code == 2 and len(warnings) >= 20
-    assert all("--data-dir" not in line and "allow the download" not in line for line in warnings)
-    assert any("data_root: DIR (holding DIR/cifar10) in the config" in line for line in warnings)
+    assert code == 3 and len(warnings) == 1, err  # one summary, the data unavailable
+    assert "--data-dir" not in warnings[0] and "allow the download" not in warnings[0]
+    assert f"pixprompt datasets --filter clip --fetch-commands {tmp_path / 'nothing-here'} > fetch.sh" in warnings[0]
+    code, _, err = run_cli(capsys, "bench", "--config", config, "--device", "cpu", "--workers", "0", "--verbose")
+    assert f"its folder at {tmp_path / 'nothing-here' / 'cifar10'} (data_root's cifar10/, not there)" in err
 
 
 def test_classify_says_the_temperature_it_fitted(tiny_model_dirs, colours, capsys):

@@ -81,6 +81,24 @@ class CatalogEntry:
         return NAME_SOURCES[self.names]
 
 
+def fetch_command(entry: CatalogEntry, data_root: str) -> str:
+    """The shell line that puts `entry`'s copy in `data_root/FOLDER` on a connected machine (where a suite's
+    `data_root:` reads it), or a comment saying how else it is had."""
+    target = f"{data_root.rstrip('/')}/{entry.folder}"
+    if "games" in entry.read:  # WinoGAViL: a table saved with save_to_disk, as DataComp loads it
+        return (f"python -c \"import datasets; datasets.load_dataset('{entry.read['hf']}', split='test')"
+                f".save_to_disk('{target}')\"")
+    if "hf" in entry.read:
+        return f"hf download --repo-type dataset {entry.read['hf']} --local-dir {target}"
+    if "datacomp" in entry.read:
+        return f"hf download --repo-type dataset djghosh/{entry.folder} --local-dir {target}"
+    if entry.wds:  # CLIP_benchmark's copy, which a data folder may hold (its names mapped to the paper's)
+        return f"hf download --repo-type dataset clip-benchmark/wds_{entry.wds.replace('/', '-')} --local-dir {target}"
+    if "torchvision" in entry.read and entry.read.get("download", True):
+        return f"# {entry.name}: torchvision downloads it on first use when online (or lay it out in {target})"
+    return f"# {entry.name}: not downloadable: lay it out in {target} (see README's Datasets table)"
+
+
 @lru_cache(maxsize=1)
 def catalog() -> dict[str, CatalogEntry]:
     """Every named dataset, by name."""

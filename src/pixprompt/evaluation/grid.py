@@ -36,6 +36,8 @@ class Grid:
     hierarchy: str | None = None
     #: A --descriptions spec added to every dataset's template sets (`descriptions: waffle`).
     descriptions: str | None = None
+    #: The folder a suite's datasets are read from (`data_root: DIR`, each in DIR/NAME).
+    data_root: str | None = None
 
 
 def _suite_datasets(name: str, data_root: str | None, download: bool) -> list[dict[str, Any]]:
@@ -47,7 +49,7 @@ def _suite_datasets(name: str, data_root: str | None, download: bool) -> list[di
     for dataset in suite(name):
         folder = Path(data_root).expanduser() / known[dataset].folder if data_root else None
         entries.append({"dataset": dataset, "data_dir": str(folder) if folder and folder.is_dir() else None,
-                        "suite": name, "download": download})
+                        "suite": name, "download": download, "data_root_tried": str(folder) if folder else None})
     return entries
 
 
@@ -81,7 +83,17 @@ def load_grid(path: str | Path) -> Grid:
     methods = checked_methods([methods] if isinstance(methods, str) else list(methods), data.get("hierarchy"))
     return Grid(models, datasets, [templates] if isinstance(templates, str) else list(templates),
                 data.get("ensemble", "embedding"), list(dict.fromkeys(suites)), data.get("language"), methods,
-                data.get("hierarchy"), data.get("descriptions"))
+                data.get("hierarchy"), data.get("descriptions"), data.get("data_root"))
+
+
+def _where_to_put(entry: dict[str, Any]) -> str:
+    """What a dataset's messages tell the user to give: the path a suite's `data_root` made and found missing."""
+    if "suite" not in entry:
+        return "data_dir: in the config"
+    tried = entry.get("data_root_tried")
+    if tried:
+        return f"its folder at {tried} (data_root's {Path(tried).name}/, not there)"
+    return "data_root: DIR (holding its folder) in the config"
 
 
 def available_datasets(grid: Grid) -> list[Any]:
@@ -90,21 +102,28 @@ def available_datasets(grid: Grid) -> list[Any]:
     from pixprompt.data.datasets import DatasetOptions, load_dataset
     from pixprompt.errors import UnavailableError
 
-    datasets = []
+    datasets, left_out = [], {}
     for entry in grid.datasets:
         try:
             options = DatasetOptions(entry.get("data_dir"), entry.get("class_map"), entry.get("download", True),
                                      language=entry.get("language", grid.language),
-                                     data_dir_option=f"data_root: DIR (holding DIR/{entry['dataset']}) in the config"
-                                     if "suite" in entry else "data_dir: in the config",
+                                     data_dir_option=_where_to_put(entry),
                                      download_option="set download: true in the config")
             datasets.append(load_dataset(entry["dataset"], options))
         except (UnavailableError, UsageError) as error:  # a suite's: not under data_root, or not as expected there
             if "suite" not in entry:
                 raise
-            log.warning("suite %s: %s left out: %s", entry["suite"], entry["dataset"], str(error).splitlines()[0])
+            log.info("suite %s: %s left out: %s", entry["suite"], entry["dataset"], str(error).splitlines()[0])
+            left_out.setdefault(entry["suite"], []).append((entry["dataset"], str(error).splitlines()[0]))
+    for name, missing in left_out.items():  # one summary per suite, each dataset's reason with --verbose
+        first, reason = missing[0]
+        root = grid.data_root or "DATA_ROOT"
+        log.warning("suite %s: %d dataset(s) left out (%s), e.g. %s: %s; to fetch them on a connected machine: "
+                    "pixprompt datasets --filter %s --fetch-commands %s > fetch.sh (--verbose names each reason)",
+                    name, len(missing), ", ".join(d for d, _ in missing[:6]) + (", …" if len(missing) > 6 else ""),
+                    first, reason, name, root)
     if not datasets:
-        raise UsageError("none of the grid's datasets is available: see the warnings above")
+        raise UnavailableError("none of the grid's datasets is available: see the summary above")
     return datasets
 
 
@@ -138,7 +157,12 @@ def run_grid(grid: Grid, device: str = "auto", precision: str = "auto", jpeg_dra
             announce(f"[{model_number * len(datasets) + dataset_number + 1}/{jobs}] {entry['model']}{pretrained} "
                      f"on {dataset.name}")
             decoded = dataset.decoded_with(model.decode_size if jpeg_draft else None, max_pixels)
-            records += evaluate(model, decoded, prompt_sets[dataset.name], [grid.ensemble], settings, grid.methods)
+            evaluated = evaluate(model, decoded, prompt_sets[dataset.name], [grid.ensemble], settings, grid.methods)
+            if DATASET_TEMPLATES in grid.templates:  # which records answer the grid's `default` column
+                own = {prompt_set.name for prompt_set in resolve_templates(dataset.default_templates)}
+                evaluated = [{**r, "templates_spec": DATASET_TEMPLATES} if r.get("templates") in own else r
+                             for r in evaluated]
+            records += evaluated
     return records
 
 
@@ -159,7 +183,8 @@ def paper_table(records: list[dict[str, Any]], templates: list[str]) -> tuple[li
                          "reported SigLIP T3": reported.get("siglip_table3"),
                          **{f"reproduced {t}": reported.get(t) for t in templates}}
         # the first ensembling mode run stands for the template set (the papers' recipe, embedding, by default)
-        rows[key].setdefault(templates_column(record["templates"]), round(100 * record["top1"], 2))
+        rows[key].setdefault(templates_column(record.get("templates_spec", record["templates"])),
+                             round(100 * record["top1"], 2))
     for row in rows.values():
         paper = row["reported CLIP T11"] if row["reported CLIP T11"] is not None else row["reported SigLIP T3"]
         ours = row.get(templates_column(templates[0]))

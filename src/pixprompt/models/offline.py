@@ -69,17 +69,30 @@ def _in_hub_cache(source: str, cache_dir: str | None) -> bool:
     return snapshots.is_dir() and any(snapshots.iterdir())
 
 
+#: Seconds a probe's answer is reused: one retry policy for a whole run (a suite of 38 Hub tasks probes once).
+PROBE_REUSE_SECONDS = 60.0
+_last_probe: dict[str, tuple[float, bool]] = {}
+
+
 def hub_reachable(timeout: float = PROBE_SECONDS) -> bool:
-    """Whether one TCP connection to the Hub's endpoint opens within `timeout` seconds."""
+    """Whether one TCP connection to the Hub's endpoint opens within `timeout` seconds; the answer is reused for
+    PROBE_REUSE_SECONDS, so a run that needs many files from an unreachable Hub waits once."""
+    import time
+
     from huggingface_hub import constants
 
     endpoint = urlparse(constants.ENDPOINT)
+    seen = _last_probe.get(constants.ENDPOINT)
+    if seen and time.monotonic() - seen[0] < PROBE_REUSE_SECONDS:
+        return seen[1]
     port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
     try:
         with socket.create_connection((endpoint.hostname, port), timeout=timeout):
-            return True
+            reachable = True
     except OSError:
-        return False
+        reachable = False
+    _last_probe[constants.ENDPOINT] = (time.monotonic(), reachable)
+    return reachable
 
 
 def require_weights_or_network(backend: str, name: str, pretrained: str | None, cache_dir: str | None) -> None:

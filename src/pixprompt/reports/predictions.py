@@ -49,26 +49,32 @@ def require_writer(path: str) -> None:
             raise UsageError("--output FILE.parquet needs pyarrow: pip install pyarrow") from None
 
 
-def csv_columns(top_k: int) -> list[str]:
-    return ["image", "templates", "error"] + [f"{name}_{rank}" for rank in range(1, top_k + 1)
-                                              for name in ("label", "probability")]
+def csv_columns(top_k: int, prediction: bool = False) -> list[str]:
+    """The columns of a CSV of predictions (`-o FILE.csv` and `--csv` alike): with `prediction`
+    (`--min-probability`), the top class or `unknown`; probabilities are 0–1, as JSON and Parquet hold them."""
+    return ["image", "templates", *(["prediction"] if prediction else []), "error"] + \
+        [f"{name}_{rank}" for rank in range(1, top_k + 1) for name in ("label", "probability")]
 
 
 def csv_row(row: dict[str, Any]) -> dict[str, Any]:
     """One image and template set per CSV line: its top classes side by side."""
     flat = {"image": row["image"], "templates": row["templates"], "error": row.get("error", "")}
+    if "prediction" in row:
+        flat["prediction"] = row["prediction"]
     for rank, top in enumerate(row.get("top", []), start=1):
         flat[f"label_{rank}"], flat[f"probability_{rank}"] = top["label"], top["probability"]
     return flat
 
 
-def _parquet_table(rows: Sequence[dict[str, Any]]):
+def _parquet_table(rows: Sequence[dict[str, Any]], prediction: bool = False):
     import pyarrow as pa
 
-    schema = pa.schema([("image", pa.string()), ("templates", pa.string()), ("labels", pa.list_(pa.string())),
+    schema = pa.schema([("image", pa.string()), ("templates", pa.string()),
+                        *([("prediction", pa.string())] if prediction else []), ("labels", pa.list_(pa.string())),
                         ("probabilities", pa.list_(pa.float64())), ("error", pa.string())])
     return pa.Table.from_pylist([{
         "image": row["image"], "templates": row["templates"], "error": row.get("error"),
+        **({"prediction": row.get("prediction")} if prediction else {}),
         "labels": [top["label"] for top in row.get("top", [])],
         "probabilities": [top["probability"] for top in row.get("top", [])],
     } for row in rows], schema=schema)
@@ -96,11 +102,12 @@ class PredictionFile:
 
     _PART = re.compile(r"^(\d{8})-(\d+)-([0-9a-f]{24})-r(\d+)-([0-9a-f]{32})(\.[a-z]+)$")
 
-    def __init__(self, path: str | Path, top_k: int):
-        """Lock the output for this run (a second run refuses at once); `begin` then says what it holds."""
+    def __init__(self, path: str | Path, top_k: int, prediction: bool = False):
+        """Lock the output for this run (a second run refuses at once); `begin` then says what it holds.
+        `prediction`: rows carry the top class or `unknown` (`--min-probability`), as a column of every format."""
         self.path = Path(path).expanduser()
         self.format = self.path.suffix.lower()
-        self.top_k = top_k
+        self.top_k, self.prediction = top_k, prediction
         self.parts = self.path.parent / f".{self.path.name}.parts"
         self.joined: list[Path] = []
         self.entries: dict[tuple[int, str], Path] = {}
@@ -209,11 +216,11 @@ class PredictionFile:
             import pyarrow.parquet as pq
 
             buffer = io.BytesIO()
-            pq.write_table(_parquet_table(rows), buffer)
+            pq.write_table(_parquet_table(rows, self.prediction), buffer)
             return buffer.getvalue()
         if self.format == ".csv":
             text = io.StringIO()
-            columns = csv_columns(self.top_k)
+            columns = csv_columns(self.top_k, self.prediction)
             csv.DictWriter(text, columns, lineterminator="\n").writerows(csv_cells(csv_row(row), columns)
                                                                           for row in rows)
             return text.getvalue().encode("utf-8")
@@ -255,13 +262,13 @@ class PredictionFile:
             if self.format == ".parquet":
                 import pyarrow.parquet as pq
 
-                with pq.ParquetWriter(tmp, _parquet_table([]).schema) as writer:
+                with pq.ParquetWriter(tmp, _parquet_table([], self.prediction).schema) as writer:
                     for part in self.joined:  # one part in memory at a time
                         writer.write_table(pq.read_table(io.BytesIO(self._checked(part))))
             else:
                 with tmp.open("wb") as out:
                     if self.format == ".csv":
-                        out.write((",".join(csv_columns(self.top_k)) + "\n").encode())
+                        out.write((",".join(csv_columns(self.top_k, self.prediction)) + "\n").encode())
                     for part in self.joined:
                         out.write(self._checked(part))
         shutil.rmtree(self.parts, ignore_errors=True)

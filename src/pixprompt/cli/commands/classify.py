@@ -101,7 +101,8 @@ def run_classify(args: argparse.Namespace) -> int:
         from pixprompt.reports.predictions import PredictionFile
 
         output = PredictionFile(args.output, len(classnames) if args.multi_label else min(args.top_k,
-                                                                                          len(classnames)))
+                                                                                          len(classnames)),
+                                prediction=args.min_probability is not None)
     try:
         return _classify(args, classnames, prompt_sets, output, scoring)
     finally:
@@ -187,6 +188,11 @@ def _classify(args: argparse.Namespace, classnames: list[str], prompt_sets: list
             print(f"pixprompt: {progress.counted(images, 'image')} × {sets} written to {args.output}", file=sys.stderr)
     elif args.format == "json":
         emit(rows, "json")
+    elif args.format == "csv":  # the columns and units of `-o FILE.csv`
+        from pixprompt.reports.predictions import csv_columns, csv_row
+
+        width = len(classnames) if args.multi_label else min(args.top_k, len(classnames))
+        emit([csv_row(row) for row in rows], "csv", csv_columns(width, args.min_probability is not None))
     else:
         table, columns = _classify_table(rows, several_sets=len(prompt_sets) > 1, once=args.format == "table",
                                          threshold=args.threshold if args.multi_label else None)

@@ -16,6 +16,9 @@ log = logging.getLogger("pixprompt")
 def _datasets_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--filter", metavar="TEXT",
                         help="only datasets whose name, title, suite or group contains TEXT (e.g. vtab, imagenet)")
+    parser.add_argument("--fetch-commands", metavar="DATA_ROOT",
+                        help="print a shell script that fetches each listed dataset into DATA_ROOT/NAME on a "
+                             "connected machine (a bench config's data_root: reads them there)")
     add_format_options(parser)
 
 
@@ -31,6 +34,14 @@ def run_datasets(args: argparse.Namespace) -> int:
             if wanted in " ".join([row["name"], row["title"], *row["suites"], row["group"] or ""]).lower()]
     suites = [{"suite": name, "datasets": len(suite(name)), "what": what} for name, what in SUITES.items()
               if wanted in f"{name} {what}".lower() or any(name in row["suites"] for row in rows)]
+    if args.fetch_commands:
+        from pixprompt.data.catalog import fetch_command
+
+        print("#!/bin/sh\n# fetch these datasets on a connected machine, then copy the folder where data_root points")
+        print("set -e")
+        for row in rows:
+            print(fetch_command(catalog()[row["name"]], args.fetch_commands))
+        return 0
     if args.format == "json":
         print(json_text({"datasets": rows, "suites": suites}))
         return 0

@@ -42,7 +42,7 @@ def _games_table(entry: CatalogEntry, options: DatasetOptions):
     `datasets`)."""
     repository = entry.read["hf"]
     if options.data_dir:
-        return read_table(Path(options.data_dir).expanduser(), split="test")
+        return read_table(_local_copy(entry, Path(options.data_dir).expanduser()), split="test")
     if not options.download:
         raise UnavailableError(f"dataset {entry.name} is not on disk: pass {options.data_dir_option} (a copy of "
                                f"{repository} saved with save_to_disk), or {options.download_option}")
@@ -70,14 +70,22 @@ def _retrieval_folder(entry: CatalogEntry, options: DatasetOptions) -> Path:
                  hosted_folder="data")
 
 
+def _local_copy(entry: CatalogEntry, root: Path, inner: str = "") -> Path:
+    """The task's copy under a `--data-dir` or `data_root` folder: DataComp's `--data_dir` layout (the folder holds
+    the task's own folder, `winogavil/` or `flickr_1k_test_image_text_retrieval/data/`) or the task's folder itself,
+    whichever is there (the first folder of: root/TASK/inner, root/TASK, root/inner, root)."""
+    candidates = [root / entry.folder / inner, root / entry.folder, root / inner, root] if inner and inner != \
+        entry.folder else [root / entry.folder, root]
+    return next((folder for folder in candidates if folder.is_dir()), root)
+
+
 def _copy(entry: CatalogEntry, options: DatasetOptions, folder: str, repository: str, patterns: list[str],
           local: str, hosted_folder: str = "") -> Path:
     """The task's copy: under `--data-dir`, its `folder` there or the directory itself; else `repository`'s files
     matching `patterns` in the Hugging Face cache (downloaded when missing, if downloads are allowed), and the
     `hosted_folder` inside them. `local` says what `--data-dir` should hold."""
     if options.data_dir:
-        root = Path(options.data_dir).expanduser()
-        return root / folder if (root / folder).is_dir() else root
+        return _local_copy(entry, Path(options.data_dir).expanduser(), folder)
     if not options.download:
         raise UnavailableError(f"dataset {entry.name} is not on disk: pass {options.data_dir_option} ({local}), or "
                                f"{options.download_option}")

@@ -1,0 +1,143 @@
+"""A working day, round two (#35): outputs that agree with each other, the bench table's default set, configs checked
+by one schema, suites that say where they looked and how to fetch what is missing, DataComp's --data-dir layouts."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+
+from cli_runner import model_args, run_cli, strict_json
+
+OPTIONS = {
+    "top-2": ["--top-k", "2"],
+    "min-probability": ["--top-k", "2", "--min-probability", "0.4"],
+    "multi-label": ["--multi-label", "--threshold", "0.3"],
+}
+FORMATS = ["--json", "--csv", "jsonl", "csv", "parquet"]
+
+
+def read_rows(form: str, out: str, output) -> list[dict]:
+    """The rows of one format, each as (image, templates, prediction, [(label, probability)], error)."""
+    if form == "--json":
+        raw = strict_json(out)
+    elif form == "jsonl":
+        raw = [strict_json(line) for line in output.read_text().splitlines()]
+    elif form == "parquet":
+        import pyarrow.parquet as pq
+
+        raw = []
+        for r in pq.read_table(output).to_pylist():
+            pairs = zip(r.pop("labels"), r.pop("probabilities"))
+            raw.append({**r, "top": [{"label": label, "probability": p} for label, p in pairs]})
+    else:
+        text = out if form == "--csv" else output.read_text()
+        raw = []
+        for r in csv.DictReader(io.StringIO(text)):
+            ranks = sorted(int(k.split("_")[1]) for k in r if k.startswith("label_"))
+            raw.append({**r, "top": [{"label": r[f"label_{n}"], "probability": float(r[f"probability_{n}"])}
+                                     for n in ranks if r[f"label_{n}"]]})
+    columns = {frozenset(k for k in row if k not in ("top",) and not k.startswith(("label_", "probability_")))
+               for row in raw}
+    return columns, sorted((r["image"], r["templates"], r.get("prediction") or None,  # CSV has no null
+                            tuple((t["label"], round(t["probability"], 9)) for t in r.get("top", [])), r.get("error") or None)
+                           for r in raw)
+
+
+@pytest.mark.parametrize("option", list(OPTIONS))
+def test_every_output_format_has_the_same_columns_in_the_same_units(tiny_model_dirs, colours, tmp_path, capsys,
+                                                                   option):
+    (colours / "broken.png").write_bytes(b"not an image")
+    argv = ["classify", colours, *model_args(tiny_model_dirs["open_clip_clip"]), "--labels", "red,green,blue",
+            "--cache-dir", tmp_path / "cache", *OPTIONS[option]]
+    answers = {}
+    for form in FORMATS:
+        output = tmp_path / f"out.{form}"
+        code, out, err = run_cli(capsys, *argv, *([form] if form.startswith("--") else ["--output", output]))
+        assert code == 1, err  # the broken image
+        answers[form] = read_rows(form, out, output)
+    first_columns, first_rows = answers["--json"]
+    for form, (columns, rows) in answers.items():
+        assert rows == first_rows, form
+        assert {"image", "templates", "error"} | ({"prediction"} if option == "min-probability" else set()) \
+            >= set().union(*columns) - {"top"}, (form, columns)
+    assert all(0 <= p <= 1 for row in first_rows for _, p in row[3])  # 0–1 everywhere, not percent
+    if option == "min-probability":
+        assert {row[2] for row in first_rows if not row[4]} <= {"red", "green", "blue", "unknown"}
+        assert all(row[2] is not None for row in first_rows if not row[4])
+
+
+def test_bench_shows_the_default_template_set_and_its_delta(tiny_model_dirs, colours, tmp_path, capsys):
+    config = tmp_path / "grid.yaml"
+    config.write_text(f"models: [{tiny_model_dirs['open_clip_clip']}]\ndatasets: [folder:{colours}]\n"
+                      "templates: [default, raw]\n")
+    code, out, err = run_cli(capsys, "bench", "--config", config, "--device", "cpu", "--workers", "0", "--no-cache",
+                             "--csv")
+    assert code == 0, err
+    (row,) = list(csv.DictReader(io.StringIO(out)))
+    assert row["ours default"] not in ("", "-") and row["ours raw"] not in ("", "-"), row
+
+
+@pytest.mark.parametrize(("line", "said"), [
+    ("template: [raw]", "unknown key `template`: did you mean `templates`?"),
+    ("max_images: 10", "unknown key `max_images`:"),
+    ("download: maybe", "`download` must be true or false, not a text ('maybe')"),
+    ("templates: 5", "`templates` must be a text or a list of texts, not a number (5)"),
+])
+def test_a_misspelt_or_mistyped_config_key_is_refused_before_anything_runs(tiny_model_dirs, colours, tmp_path,
+                                                                          capsys, line, said):
+    config = tmp_path / "grid.yaml"
+    config.write_text(f"models: [{tiny_model_dirs['open_clip_clip']}]\ndatasets: [folder:{colours}]\n{line}\n")
+    code, out, err = run_cli(capsys, "bench", "--config", config, "--device", "cpu")
+    assert code == 2 and out == "" and said in err and "loading" not in err, err
+
+
+def test_every_config_key_is_documented_in_readme():
+    from pathlib import Path
+
+    from pixprompt.evaluation.grid_schema import CONFIG_KEYS, DATASET_KEYS, MODEL_KEYS
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    for key in CONFIG_KEYS:
+        assert f"| `{key}` |" in readme, key
+    for key in MODEL_KEYS:
+        assert f"| `models: [{{{key}}}]` |" in readme, key
+    for key in DATASET_KEYS:
+        assert f"| `datasets: [{{{key}}}]` |" in readme, key
+
+
+def test_fetch_commands_name_every_hosted_copy(capsys):
+    code, out, _ = run_cli(capsys, "datasets", "--filter", "datacomp", "--fetch-commands", "/data/dc")
+    lines = [line for line in out.splitlines() if line and not line.startswith(("#", "set "))]
+    assert code == 0 and len(lines) == 38
+    assert "hf download --repo-type dataset djghosh/wds_vtab-dtd_test --local-dir /data/dc/wds_vtab-dtd_test" in lines
+    assert "hf download --repo-type dataset nlphuji/flickr_1k_test_image_text_retrieval --local-dir " \
+           "/data/dc/flickr_1k_test_image_text_retrieval" in lines
+    assert any("save_to_disk('/data/dc/winogavil')" in line for line in lines)
+
+
+def test_datacomp_tables_read_from_a_folder_holding_them_as_readme_lays_it_out(loaded_models, tmp_path):
+    """README: `--data-dir` may be DataComp's --data_dir, a folder holding `winogavil/` and
+    `flickr_1k_test_image_text_retrieval/data/*.parquet`, or the task's own folder."""
+    import datasets
+    from PIL import Image
+
+    from fake_datasets import write_winogavil_table
+    from pixprompt.data.datasets import DatasetOptions, load_dataset
+
+    root = tmp_path / "datacomp-eval"
+    write_winogavil_table(root / "winogavil")
+    table = datasets.Dataset.from_dict({"image": [Image.new("RGB", (16, 16), (i * 40, 90, 30)) for i in range(3)],
+                                        "caption": [[f"caption {i}", f"another {i}"] for i in range(3)]},
+                                       features=datasets.Features({"image": datasets.Image(), "caption":
+                                                                   datasets.Sequence(datasets.Value("string"))}))
+    (root / "flickr_1k_test_image_text_retrieval" / "data").mkdir(parents=True)
+    table.to_parquet(str(root / "flickr_1k_test_image_text_retrieval" / "data" / "test-0.parquet"))
+    for where in (root, root / "winogavil"):
+        games = load_dataset("datacomp/misc/winogavil", DatasetOptions(str(where)))
+        assert len(games.games) == 6
+    for where in (root, root / "flickr_1k_test_image_text_retrieval",
+                  root / "flickr_1k_test_image_text_retrieval" / "data"):
+        flickr = load_dataset("datacomp/retrieval/flickr_1k_test_image_text_retrieval", DatasetOptions(str(where)))
+        assert len(flickr.images) == 3 and json.dumps(flickr.captions[0]) == '["caption 0", "another 0"]'
