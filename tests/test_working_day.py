@@ -41,7 +41,8 @@ def read_rows(form: str, out: str, output) -> list[dict]:
     columns = {frozenset(k for k in row if k not in ("top",) and not k.startswith(("label_", "probability_")))
                for row in raw}
     return columns, sorted((r["image"], r["templates"], r.get("prediction") or None,  # CSV has no null
-                            tuple((t["label"], round(t["probability"], 9)) for t in r.get("top", [])), r.get("error") or None)
+                            tuple((t["label"], round(t["probability"], 9)) for t in r.get("top", [])),
+                            r.get("error") or None)
                            for r in raw)
 
 
@@ -141,3 +142,53 @@ def test_datacomp_tables_read_from_a_folder_holding_them_as_readme_lays_it_out(l
                   root / "flickr_1k_test_image_text_retrieval" / "data"):
         flickr = load_dataset("datacomp/retrieval/flickr_1k_test_image_text_retrieval", DatasetOptions(str(where)))
         assert len(flickr.images) == 3 and json.dumps(flickr.captions[0]) == '["caption 0", "another 0"]'
+
+
+def test_wrapped_tables_repeat_the_columns_that_tell_rows_apart(tmp_path):
+    from pixprompt.reports.tables import SUMMARY_LAYOUT, fit_table, summary_columns, summary_row
+
+    combos = [(d, t, m) for d in ("imagenet", "imagenet-sketch") for t in ("clip80", "standard")
+              for m in ("plain", "zpe")]
+    records = [{"model": "ViT-B-32", "pretrained": "openai", "dataset": dataset, "templates": templates,
+                "ensemble": "embedding", "method": method, "top1": 0.6 + i / 100, "top5": 0.8 + i / 100,
+                "mean_per_class_recall": 0.59 + i / 100, "ece": 0.04 + i / 1000, "images": 50000 - i, "skipped": i,
+                **({"temperature": 1.2 + i / 10, "ece_uncalibrated": 0.05 + i / 100} if method == "plain" else {}),
+                "open_set": {"threshold": 0.5, "coverage": 0.7 - i / 100, "accuracy": 0.81 + i / 100}}
+               for i, (dataset, templates, method) in enumerate(combos)]
+    rows = [summary_row(r) for r in records]
+    lines = fit_table(rows, summary_columns(records), 80, SUMMARY_LAYOUT)
+    assert max(map(len, lines)) <= 80
+    blocks = [block.splitlines() for block in "\n".join(lines).split("\n\n")]
+    blocks = [block[next(i for i, line in enumerate(block) if line.startswith("model")):] for block in blocks]
+    assert len(blocks) >= 2
+    for block in blocks:  # every block names each row by what differs between rows
+        assert all(word in block[0] for word in ("model", "dataset", "templates", "method")), block[0]
+        assert len(block) == 2 + len(records)
+    assert all(r["ECE after %"] is None for r in rows if r["method"] == "zpe")  # never its uncalibrated ECE
+
+
+def test_numbers_in_one_column_share_their_decimals():
+    from pixprompt.reports.tables import fit_table
+
+    lines = fit_table([{"name": "a", "T": 1.5}, {"name": "b", "T": 0.123}, {"name": "c", "T": 12.0}],
+                      ["name", "T"], None)
+    assert [line.split()[-1] for line in lines[2:]] == ["1.500", "0.123", "12.000"]
+
+
+def test_report_keeps_results_of_different_runs_apart(tiny_model_dirs, colours, tmp_path, capsys):
+    from cli_runner import eval_args
+
+    runs = {}
+    for name, extra in (("all", []), ("some", ["--max-images", "12"])):
+        runs[name] = tmp_path / f"{name}.json"
+        code, _, err = run_cli(capsys, *eval_args(tiny_model_dirs["open_clip_clip"], colours, "--no-cache",
+                                                  "--output", runs[name]))
+        assert code == 0, err
+        if extra:  # a second run on fewer images, under the same model, dataset and templates
+            code, _, err = run_cli(capsys, *eval_args(tiny_model_dirs["open_clip_clip"], colours, "--no-cache",
+                                                      "--output", runs[name], *extra))
+    code, _, err = run_cli(capsys, "report", runs["all"], runs["some"], "--output", tmp_path / "report.html")
+    assert code == 0, err
+    assert "all.json and some.json both hold" in err and "kept apart as 'some'" in err
+    html = (tmp_path / "report.html").read_text()
+    assert "open_clip_clip · some" in html and html.count("open_clip_clip") >= 2

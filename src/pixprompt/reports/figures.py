@@ -26,8 +26,10 @@ def _subplots(rows: int = 1, columns: int = 1, figsize: tuple[float, float] = (8
 
 
 def model_label(record: Record) -> str:
-    """The model as figures name it: a local folder by its folder name, then the pretrained tag."""
-    return info.model_label(record["model"], record.get("pretrained"))
+    """The model as figures name it: a local folder by its folder name, then the pretrained tag (and the results
+    file of a run kept apart from another of the same name, see `load_records`)."""
+    label = info.model_label(record["model"], record.get("pretrained"))
+    return f"{label} · {record['run_label']}" if record.get("run_label") else label
 
 
 def first_per_template_set(records: Sequence[Record]) -> list[Record]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -32,6 +33,7 @@ class ReportFigure:
 def load_records(paths: Sequence[str | Path]) -> list[Record]:
     """Result records from JSON files written by `eval`/`bench --output x.json` (a list or one record)."""
     records: list[Record] = []
+    seen: dict[tuple, tuple[Path, Record]] = {}
     for path in paths:
         path = Path(path)
         data = read_json(path, "results file (write one with --output FILE.json)")
@@ -43,8 +45,34 @@ def load_records(paths: Sequence[str | Path]) -> list[Record]:
             if problem:
                 raise UsageError(f"{path}: record {number} is not one pixprompt wrote ({problem}); nothing was "
                                  "written")
-        records += rows
+        records += [_kept_apart(row, path, seen) for row in rows]
     return records
+
+
+#: What names a result in a report's tables and figures; two records of other runs under one of these are kept apart.
+_RESULT_KEY = ("model", "pretrained", "dataset", "templates", "ensemble", "method", "shots", "seed", "train_dataset",
+               "task")
+
+
+def _kept_apart(record: Record, path: Path, seen: dict[tuple, tuple[Path, Record]]) -> Record:
+    """`record`, labelled by its file (`run_label`, shown beside its model) when an earlier file holds a result of
+    the same name from another run (other images, another run digest), so neither is merged into or hides the other."""
+    key = tuple(json.dumps(record.get(field), sort_keys=True) for field in _RESULT_KEY)
+    earlier = seen.get(key)
+    if earlier is None:
+        seen[key] = (path, record)
+        return record
+    first_path, first = earlier
+    differs = next((field for field in ("run_digest", "split", "images", "skipped")
+                    if first.get(field) != record.get(field)), None)
+    if differs is None or first_path == path:
+        return record
+    import logging
+
+    logging.getLogger(__name__).warning(
+        "%s and %s both hold %s on %s (%s) from different runs (%s differs): kept apart as %r", first_path.name,
+        path.name, record["model"], record.get("dataset"), record.get("templates"), differs, path.stem)
+    return {**record, "run_label": path.stem}
 
 
 #: The fields every report figure and table reads, with the types pixprompt writes them in.

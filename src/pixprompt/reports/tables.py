@@ -59,12 +59,14 @@ def summary_row(record: dict) -> dict:
     row = {k: _record_value(record, k) for k in [*SUMMARY_COLUMNS, *EXTRA_COLUMNS]}
     if record.get("transductive"):
         row["method"] = f"{row['method']}*"
-    row["model"] = display_model(row["model"])
+    row["model"] = display_model(row["model"]) + (f" · {record['run_label']}" if record.get("run_label") else "")
     for column in _PERCENT:
         value = row[column]
         row[column] = round(100 * value, 2) if isinstance(value, (int, float)) and math.isfinite(value) else None
     if isinstance(row["T"], float):
         row["T"] = round(row["T"], 3)
+    else:  # no temperature fitted (a method's logits, an uncalibrated run): nothing after calibration to show
+        row["ECE after %"] = None
     return row
 
 
@@ -87,12 +89,16 @@ class Layout:
     2. the `elide` columns are shortened (the middle elided, a path's file name kept), then the `droppable`
        columns are left out in that order and a closing line names them;
     3. if that is not enough, the table is split into stacked blocks that hold every column (none left out,
-       none elided but where it is too wide for its block, the keys last), each repeating the first `keys`;
+       none elided but where it is too wide for its block, the keys last), each repeating the first `keys` and
+       the `identity` columns shown, so a row of one block is matched to its row in the next;
        with `stack` False, the other text columns are shortened instead. `whole` columns are never shortened.
 
     No cell is split across lines, and no other column is ever left out."""
 
     keys: int = 1
+    #: Columns that may tell rows apart (model, dataset, templates…): those that differ between rows are repeated
+    #: in every stacked block.
+    identity: Sequence[str] = ()
     elide: Sequence[str] = ()
     droppable: Sequence[str] = ()
     #: Columns never shortened (names a user copies into a command).
@@ -102,7 +108,8 @@ class Layout:
 
 
 #: How a summary gives way in a narrow terminal: the accuracies are never left out.
-SUMMARY_LAYOUT = Layout(elide=("model", "pretrained", "dataset", "templates"), droppable=("skipped", "images"))
+SUMMARY_LAYOUT = Layout(elide=("model", "pretrained", "dataset", "templates"), droppable=("skipped", "images"),
+                        identity=("model", "pretrained", "dataset", "templates", "ensemble", "method"))
 #: An elided column keeps at least this many characters (or its header's width).
 ELIDED_WIDTH = 16
 
@@ -118,6 +125,14 @@ def elide(text: str, width: int) -> str:
     return text[:width - 1 - len(tail)] + "…" + tail
 
 
+def _decimals(values: Sequence[Any]) -> str:
+    """One float format for a column: as many decimals as its most precise value needs at 4 significant digits
+    (at most 4), so the numbers of one column share their decimals."""
+    places = [len(text.split(".")[1]) for v in values if isinstance(v, float) and math.isfinite(v)
+              for text in [format(v, ".4g")] if "." in text and "e" not in text]
+    return f".{min(4, max(places))}f" if places else ".4g"
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -127,8 +142,8 @@ class _Table:
 
     def __init__(self, rows: Sequence[Row], columns: Sequence[str]):
         self.rows = len(rows)
-        self.cells = {c: [format_cell(row.get(c), ".2f" if c.endswith("%") else ".4g") for row in rows]
-                      for c in columns}
+        self.cells = {c: [format_cell(row.get(c), ".2f" if c.endswith("%") else _decimals([r.get(c) for r in rows]))
+                          for row in rows] for c in columns}
         self.natural = {c: max([len(c), *map(len, self.cells[c])]) for c in columns}
         self.widths = dict(self.natural)
         self.numeric = {c: any(_is_number(row.get(c)) for row in rows)
@@ -192,9 +207,11 @@ def fit_table(rows: Sequence[Row], columns: Sequence[str], width: int | None, la
     else:  # stacked blocks hold every column: none left out, elided ones whole where their block has room
         shown, dropped = [c for c in columns if c not in folded], []
         table.widths = dict(table.natural)
-        blocks = _blocks(table, shown, layout.keys, width)
+        keys = [c for c in shown if c in shown[:layout.keys]  # and the identity columns that tell rows apart
+                or (c in layout.identity and len(set(table.cells[c])) > 1)]
+        blocks = _blocks(table, shown, keys, width)
         for block in blocks:  # a text column too wide for its block is shortened there, the keys last
-            table.shrink(block, [c for c in shortenable(block) if c not in block[:layout.keys]], width)
+            table.shrink(block, [c for c in shortenable(block) if c not in keys], width)
             table.shrink(block, shortenable(block), width)
     lines = textwrap.wrap("same in every row: " + "; ".join(f"{c} {table.cells[c][0]}" for c in folded), width) \
         if folded else []
@@ -205,11 +222,11 @@ def fit_table(rows: Sequence[Row], columns: Sequence[str], width: int | None, la
     return lines
 
 
-def _blocks(table: _Table, shown: list[str], keys: int, width: int) -> list[list[str]]:
+def _blocks(table: _Table, shown: list[str], keys: list[str], width: int) -> list[list[str]]:
     """`shown` cut into blocks no wider than `width` where that can be (a single column wider than the room left
-    beside the keys gets a block of its own), each starting with the first `keys` columns."""
-    leading, blocks = shown[:keys], []
-    for column in shown[keys:]:
+    beside the keys gets a block of its own), each starting with the `keys` columns."""
+    leading, blocks = keys, []
+    for column in (c for c in shown if c not in keys):
         if blocks and table.span([*blocks[-1], column]) <= width:
             blocks[-1].append(column)
         else:
