@@ -49,7 +49,9 @@ def write_datacomp_fakes(root: Path) -> list[str]:
         else:
             labels = [(number + i) % len(CLASSES) for i in range(12)]
             fields = entry.read.get("metadata")
-            metadata = [tuple((i * (f + 1) + f) % 6 for f in range(len(fields))) for i in range(12)] if fields else None
+            # WILDS' `y` field is the sample's label, as in the real metadata
+            metadata = [tuple(labels[i] if name == "y" else (i * (f + 1) + f) % 6 for f, name in enumerate(fields))
+                        for i in range(12)] if fields else None
             webdataset(folder, CLASSES, labels, TEMPLATES, metadata)
         written.append(entry.name)
     return written

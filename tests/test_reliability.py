@@ -241,7 +241,7 @@ def test_ctrl_c_keeps_finished_chunks_and_the_next_run_says_what_it_found(tiny_m
     with ctrl_c_after(monkeypatch, 2):
         code, out, err = run_cli(capsys, *args)
     assert code == 130 and out == ""
-    assert "interrupted after 8 of 29 images: the 8 encoded in this run are kept in the cache" in err
+    assert "interrupted after 8 of 29 images: the features of the 8 encoded in this run are kept in the cache" in err
     code, out, err = run_cli(capsys, *args)
     total = 12 + len(UNREADABLE) + len(ODD_BUT_VALID)
     assert code == 0 and f"encoding {total - 8} of {total} images (8 found in the cache)" in err

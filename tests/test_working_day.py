@@ -192,3 +192,33 @@ def test_report_keeps_results_of_different_runs_apart(tiny_model_dirs, colours, 
     assert "all.json and some.json both hold" in err and "kept apart as 'some'" in err
     html = (tmp_path / "report.html").read_text()
     assert "open_clip_clip · some" in html and html.count("open_clip_clip") >= 2
+
+
+def test_ctrl_c_without_a_cache_says_what_was_kept_and_the_resume_is_no_warning(tiny_model_dirs, tmp_path):
+    """A real SIGINT to `classify -o … --no-cache` once a part is written: the words say the features were not
+    cached and the finished rows were kept; the rerun joins them and says so as information."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from launching import TIMEOUT, launch_env, wait_for, write_slow_photos
+
+    photos = write_slow_photos(tmp_path / "photos", per_class=12)
+    output = tmp_path / "preds.jsonl"
+    command = [sys.executable, "-m", "pixprompt", "classify", photos, *model_args(tiny_model_dirs["open_clip_clip"]),
+               "--labels", "red,blue", "--no-cache", "--output", output]
+    env = launch_env(tmp_path / "unused-cache", PIXPROMPT_SHARD_SIZE="4")
+    job = subprocess.Popen(list(map(str, command)), env=env, stderr=subprocess.PIPE, text=True)
+    parts = tmp_path / ".preds.jsonl.parts"
+    wait_for(lambda: len(list(parts.glob("0*-r*"))) >= 1, time.monotonic() + TIMEOUT, "a part")
+    job.send_signal(signal.SIGINT)
+    _, err = job.communicate(timeout=TIMEOUT)
+    assert job.returncode == 130, err
+    assert "are not cached (--no-cache): the next run encodes them again" in err
+    assert "shard(s) finished so far are kept in" in err and str(parts) in err
+    rerun = subprocess.run(list(map(str, command)), env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "shard(s) were already written by an earlier run; joined as they were" in rerun.stderr
+    assert "WARNING" not in rerun.stderr
+    assert len(output.read_text().splitlines()) == 24

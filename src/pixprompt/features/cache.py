@@ -295,9 +295,10 @@ class ShardEncoder:
         """Say truthfully, after Ctrl-C, what was kept of this process's work."""
         store = self.store
         kept = "kept in the cache; the next run goes on from there" if store and store.writable \
-            else "not kept (no cache)" if not store else "not kept (the cache could not be written)"
-        log.warning("interrupted after %d%s images: the %d encoded in this run are %s", self.done, of, self.done,
-                    kept)
+            else "not cached (--no-cache): the next run encodes them again" if not store \
+            else "not cached (the cache could not be written): the next run encodes them again"
+        log.warning("interrupted after %d%s images: the features of the %d encoded in this run are %s", self.done,
+                    of, self.done, kept)
 
     def plan(self, images: ImageSource, positions: Sequence[int]) -> ShardPlan:
         """Keys of the shard's items and what the cache already has."""

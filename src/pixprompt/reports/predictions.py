@@ -255,9 +255,11 @@ class PredictionFile:
     def finish(self) -> None:
         """Join this run's parts, in shard order, into the output file, checking each again; then remove the
         parts folder."""
-        if self.resumed:
-            log.warning("%s: %d shard(s) were already written by an earlier run; joined as they were", self.path,
-                        self.resumed)
+        if self.resumed:  # a resume is the normal case after an interruption: said, not warned
+            from pixprompt.progress import announce
+
+            announce(f"{self.path}: {self.resumed} shard(s) were already written by an earlier run; joined as they "
+                     "were")
         with atomic_path(self.path) as tmp:
             if self.format == ".parquet":
                 import pyarrow.parquet as pq

@@ -119,7 +119,6 @@ def _classify(args: argparse.Namespace, classnames: list[str], prompt_sets: list
 
     calibration = calibration_from_args(args)
     from pixprompt import distributed  # torch: only once the arguments are sound
-    from pixprompt.data.datasets import files_identity
     from pixprompt.evaluation.label_free import MethodContext
     from pixprompt.evaluation.predict import iter_predictions
     from pixprompt.evaluation.scoring import text_classifier
@@ -168,15 +167,14 @@ def _classify(args: argparse.Namespace, classnames: list[str], prompt_sets: list
         output.begin(settings)
     rows: list[dict] = []  # kept only for stdout, when there is no --output file
     images = failed = 0
-    for number, shard, per_set in stream:
-        shard_rows = [prediction.row(prompt_set.name, args.min_probability)
-                      for prompt_set, predictions in zip(prompt_sets, per_set) for prediction in predictions]
-        images += len(shard)
-        failed += sum(prediction.error is not None for prediction in per_set[0])
-        if output is None:
-            rows += shard_rows
-        elif not output.has(number, identity := files_identity(shard)):
-            write_output(lambda: output.write(number, identity, shard_rows), args.output)  # noqa: B023
+    try:
+        for number, shard, per_set in stream:
+            images, failed = _write_shard(args, output, prompt_sets, rows, number, shard, per_set, images, failed)
+    except KeyboardInterrupt:
+        if output is not None:  # rows of finished shards are kept whether or not features are cached
+            log.warning("%s: the rows of the %d shard(s) finished so far are kept in %s; the same command writes the "
+                        "others and joins them", args.output, len(output.joined), output.parts)
+        raise
     if not ranks.is_main:
         return 0
     if not images:
@@ -201,6 +199,21 @@ def _classify(args: argparse.Namespace, classnames: list[str], prompt_sets: list
         log.error("%d of %s could not be classified", failed, progress.counted(images, "image"))
         return 1
     return 0
+
+
+def _write_shard(args: argparse.Namespace, output, prompt_sets: list, rows: list[dict], number: int, shard: list,
+                 per_set: list, images: int, failed: int) -> tuple[int, int]:
+    """One shard's rows: kept for stdout, or written as a part of --output unless an earlier run wrote it; the
+    running counts of images and of those that could not be classified."""
+    from pixprompt.data.datasets import files_identity
+
+    shard_rows = [prediction.row(prompt_set.name, args.min_probability)
+                  for prompt_set, predictions in zip(prompt_sets, per_set) for prediction in predictions]
+    if output is None:
+        rows += shard_rows
+    elif not output.has(number, identity := files_identity(shard)):
+        write_output(lambda: output.write(number, identity, shard_rows), args.output)
+    return images + len(shard), failed + sum(prediction.error is not None for prediction in per_set[0])
 
 
 def _classify_table(rows: list[dict], several_sets: bool, once: bool,
