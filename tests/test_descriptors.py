@@ -88,13 +88,34 @@ def test_dclip_descriptor_files_read_as_dclip_writes_its_prompts(tmp_path):
     assert resolve_descriptions(f"dclip:{path}", ["pug"]).descriptions == prompt_set.descriptions
 
 
-@pytest.mark.parametrize(("spec", "expected"), [("waffle", (15, 0)), ("waffle:30", (30, 0)), ("waffle:5:7", (5, 7))])
+@pytest.mark.parametrize(("spec", "expected"), [("waffle", (15, 0, None)), ("waffle:30", (30, 0, None)),
+                                                ("waffle:5:7", (5, 7, None)),
+                                                ("waffle:5:7:a:b.json", (5, 7, "a:b.json"))])
 def test_waffle_specs(spec, expected):
     assert parse_waffle_spec(spec) == expected
-    assert resolve_descriptions(spec, CLASSES).name == f"waffle{expected[0]}-seed{expected[1]}"
+    if expected[2] is None:
+        assert resolve_descriptions(spec, CLASSES).name == f"waffle{expected[0]}-seed{expected[1]}"
 
 
-@pytest.mark.parametrize("spec", ["waffle:", "waffle:0", "waffle:x", "waffle:1:2:3", "waffle:3:-1"])
+@pytest.mark.parametrize("seed", [0, 5])
+def test_waffle_with_the_datasets_descriptor_file_draws_the_authors_characters(tmp_path, seed):
+    """The authors' code takes its random characters from the dataset's GPT descriptor file: given that file,
+    pixprompt's prompts equal theirs; without it, its characters come from the word list (other prompts)."""
+    path = tmp_path / "descriptors_fish.json"
+    descriptors = {name: [f"a {name} with fins, scales.", "lives in water"] for name in CLASSES[:4]}
+    descriptors["hen"] = []  # their [''] for an empty list
+    path.write_text(json.dumps(descriptors))
+    words = [x.replace(",", "").replace(".", "") for d in descriptors.values() for y in (d or [""])
+             for x in y.split(" ")]
+    characters = np.unique(list("".join(np.unique(words))))
+    expected = waffle_reference(CLASSES, 4, seed, waffle_vocabulary()[0], characters)
+    theirs = resolve_descriptions(f"waffle:4:{seed}:{path}", CLASSES)
+    assert {name: prompts for name, prompts in zip(CLASSES, theirs.prompts_for(CLASSES))} == expected
+    assert theirs.name == f"waffle4-seed{seed}-chars:descriptors_fish"
+    assert resolve_descriptions(f"waffle:4:{seed}", CLASSES).templates != theirs.templates
+
+
+@pytest.mark.parametrize("spec", ["waffle:", "waffle:0", "waffle:x", "waffle:1:2:", "waffle:3:-1", "waffle:x:1:f"])
 def test_bad_waffle_specs_are_usage_errors(spec):
     with pytest.raises(UsageError, match="waffle:COUNT"):
         parse_waffle_spec(spec)

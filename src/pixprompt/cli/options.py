@@ -102,8 +102,9 @@ def add_prompt_options(parser: argparse.ArgumentParser, default_templates: str |
                             "list); one result per set")
     group.add_argument("--descriptions",
                        help="per-class prompts: FILE (JSON, class → sentences: CuPL), dclip:FILE (JSON, class → "
-                            "descriptors: DCLIP's \"{class}, which …\"), or waffle[:COUNT[:SEED]] (WaffleCLIP's "
-                            "random-word and random-character descriptors, 15 pairs and seed 0 by default)")
+                            "descriptors: DCLIP's \"{class}, which …\"), or waffle[:COUNT[:SEED[:FILE]]] "
+                            "(WaffleCLIP's random-word and random-character descriptors, 15 pairs and seed 0 by "
+                            "default; FILE: the dataset's DCLIP descriptor file, where the authors draw characters)")
     group.add_argument("--ensemble", default="embedding",
                        help="how a class's prompts are combined: embedding (default), logits or vote "
                             "(eval takes a comma-separated list)")

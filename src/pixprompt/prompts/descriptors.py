@@ -90,30 +90,55 @@ def waffle_descriptors(classnames: Sequence[str], count: int = WAFFLE_COUNT, see
     return per_class[int(rng.randint(0, len(names)))]
 
 
-def waffle_prompt_set(classnames: Sequence[str], count: int = WAFFLE_COUNT, seed: int = 0) -> PromptSet:
+def waffle_prompt_set(classnames: Sequence[str], count: int = WAFFLE_COUNT, seed: int = 0,
+                      characters_from: str | Path | None = None) -> PromptSet:
     """WaffleCLIP's prompts as a template set, one template per descriptor: "A photo of a {}, which … ." (the
-    authors substitute the class name into one class's sentences; a template does the same)."""
+    authors substitute the class name into one class's sentences; a template does the same). `characters_from`:
+    a DCLIP descriptor file whose descriptors give the random characters, as the authors' code takes them from the
+    dataset's file (then a seed gives their very prompts); without it, the characters of WaffleCLIP's word list."""
+    characters = dclip_characters(characters_from) if characters_from else None
     templates = tuple(f"{WAFFLE_BEFORE}{{}}{WAFFLE_SEPARATOR}"
                       f"{descriptor_sentence(d).replace('{', '{{').replace('}', '}}')}{WAFFLE_AFTER}"
-                      for d in waffle_descriptors(classnames, count, seed))
-    return PromptSet(f"waffle{count}-seed{seed}", templates)
+                      for d in waffle_descriptors(classnames, count, seed, characters=characters))
+    pool = f"-chars:{Path(characters_from).stem}" if characters_from else ""
+    return PromptSet(f"waffle{count}-seed{seed}{pool}", templates)
 
 
-def parse_waffle_spec(spec: str) -> tuple[int, int]:
-    """(count, seed) of `waffle`, `waffle:COUNT` or `waffle:COUNT:SEED`."""
-    parts = spec.split(":")[1:]
+def dclip_characters(path: str | Path) -> list[str]:
+    """The characters WaffleCLIP's `load_gpt_descriptions` draws from, given the dataset's DCLIP descriptor file:
+    the sorted distinct characters of its descriptors' distinct words, commas and full stops removed (an empty list
+    counts as one empty descriptor, as theirs does)."""
+    data = read_json_mapping(Path(path).expanduser(), "descriptor file", "each class name to a list of descriptors")
+    if not all(isinstance(d, list) and all(isinstance(x, str) for x in d) for d in data.values()):
+        raise UsageError(f"descriptor file {path}: every class must have a list of descriptors")
+    descriptors = [x for items in data.values() for x in (items or [""])]
+    words = np.unique([word for descriptor in descriptors for word in descriptor.split(" ")])
+    characters = [str(c) for c in np.unique(list("".join(w.replace(",", "").replace(".", "") for w in words)))]
+    if not characters:
+        raise UsageError(f"descriptor file {path} holds no characters to draw from")
+    return characters
+
+
+def parse_waffle_spec(spec: str) -> tuple[int, int, str | None]:
+    """(count, seed, descriptor file or None) of `waffle`, `waffle:COUNT`, `waffle:COUNT:SEED` or
+    `waffle:COUNT:SEED:FILE` (the file's characters, as the authors draw them)."""
+    parts = spec.split(":", 3)[1:]
+    characters_from = parts.pop() if len(parts) == 3 else None
     try:
         numbers = [int(p) for p in parts]
     except ValueError:
         numbers = []
-    if parts and not numbers or len(numbers) > 2 or any(n < 0 for n in numbers) or (numbers and numbers[0] < 1):
-        raise UsageError(f"{spec!r}: write waffle, waffle:COUNT or waffle:COUNT:SEED (COUNT ≥ 1 pairs, SEED ≥ 0)")
+    if parts and not numbers or len(numbers) > 2 or any(n < 0 for n in numbers) or (numbers and numbers[0] < 1) \
+            or characters_from == "":
+        raise UsageError(f"{spec!r}: write waffle, waffle:COUNT, waffle:COUNT:SEED or waffle:COUNT:SEED:FILE "
+                         "(COUNT ≥ 1 pairs, SEED ≥ 0, FILE a DCLIP descriptor file to draw characters from)")
     count = numbers[0] if numbers else WAFFLE_COUNT
-    return count, numbers[1] if len(numbers) > 1 else 0
+    return count, numbers[1] if len(numbers) > 1 else 0, characters_from
 
 
 def resolve_descriptions(spec: str, classnames: Sequence[str]) -> PromptSet:
-    """The --descriptions set: `waffle[:COUNT[:SEED]]` made for `classnames`, `dclip:FILE`, or a CuPL file."""
+    """The --descriptions set: `waffle[:COUNT[:SEED[:FILE]]]` made for `classnames`, `dclip:FILE`, or a CuPL
+    file."""
     from pixprompt.prompts.templates import load_descriptions
 
     if spec == "waffle" or spec.startswith("waffle:"):
