@@ -222,3 +222,20 @@ def test_ctrl_c_without_a_cache_says_what_was_kept_and_the_resume_is_no_warning(
     assert "shard(s) were already written by an earlier run; joined as they were" in rerun.stderr
     assert "WARNING" not in rerun.stderr
     assert len(output.read_text().splitlines()) == 24
+
+
+def test_an_offline_datacomp_suite_is_one_summary_with_the_way_forward(tiny_model_dirs, tmp_path, capsys,
+                                                                       monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # a Hub nobody answers for, as offline
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
+    config = tmp_path / "grid.yaml"
+    config.write_text(f"models: [{tiny_model_dirs['open_clip_clip']}]\nsuite: datacomp\n"
+                      f"data_root: {tmp_path / 'nothing-here'}\n")
+    code, out, err = run_cli(capsys, "bench", "--config", config, "--device", "cpu")
+    lines = [line for line in err.splitlines() if line.startswith("pixprompt")]
+    assert code == 3 and out == "", err
+    assert len([line for line in lines if "left out" in line]) == 1 and len(lines) == 2, err
+    assert "38 dataset(s) left out" in err and "--fetch-commands" in err
+    assert "thrown while requesting" not in err  # no library retrying the Hub task after task

@@ -13,6 +13,7 @@ table's folder for retrieval); without it, the copy is fetched into the Hugging 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pixprompt.data.catalog import CatalogEntry
 from pixprompt.data.datasets import DatasetOptions, ImageDataset
@@ -46,9 +47,13 @@ def _games_table(entry: CatalogEntry, options: DatasetOptions):
     if not options.download:
         raise UnavailableError(f"dataset {entry.name} is not on disk: pass {options.data_dir_option} (a copy of "
                                f"{repository} saved with save_to_disk), or {options.download_option}")
+    from pixprompt.models.offline import hub_reachable
+
     try:
         import datasets
 
+        if not hub_reachable():  # the one probe every Hub read goes by: only `datasets`' cache, no retries
+            return _cached_table(datasets, repository, entry, options)
         return datasets.load_dataset(repository, split="test")
     except ImportError:
         raise UnavailableError("WinoGAViL needs the `datasets` package: pip install datasets") from None
@@ -68,6 +73,21 @@ def _retrieval_folder(entry: CatalogEntry, options: DatasetOptions) -> Path:
     """The folder of the table's parquet files (`data/`, as `hf download … --local-dir` leaves it)."""
     return _copy(entry, options, "data", entry.read["hf"], ["data/*"], f"a local copy of {entry.read['hf']}",
                  hosted_folder="data")
+
+
+def _cached_table(datasets: Any, repository: str, entry: CatalogEntry, options: DatasetOptions):
+    """The table from `datasets`' own cache, asking the Hub nothing; one line saying how to fetch it if absent."""
+    config, setting = datasets.config, datasets.config.HF_HUB_OFFLINE
+    config.HF_HUB_OFFLINE = True
+    try:
+        return datasets.load_dataset(repository, split="test")
+    except Exception:  # not cached: say how to have it
+        raise UnavailableError(f"dataset {entry.name} is not on disk and the Hub cannot be reached (offline?): on a "
+                               f"connected machine, save it with datasets.load_dataset({repository!r}, "
+                               f"split='test').save_to_disk('DIR/winogavil') and give DIR as "
+                               f"{options.data_dir_option}") from None
+    finally:
+        config.HF_HUB_OFFLINE = setting
 
 
 def _local_copy(entry: CatalogEntry, root: Path, inner: str = "") -> Path:
