@@ -9,6 +9,10 @@ import pytest
 
 from tiny_models import BUILDERS
 
+# The references the tests compare with (open_clip, transformers, CLIP_benchmark) run in fp32: so does every test,
+# and its child processes, unless it asks for `auto`'s bf16 itself (tests/test_cpu_precision.py).
+os.environ["PIXPROMPT_CPU_BF16"] = "off"
+
 DATA_ENV = "PIXPROMPT_TEST_DATA"
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 

@@ -73,7 +73,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--backend", choices=["open_clip", "transformers"], help="override backend detection")
     group.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     group.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
-                       help="auto: fp16 on CUDA, fp32 elsewhere")
+                       help="auto: fp16 on CUDA; bf16 on a CPU with bf16 matrix units (AMX, AVX512-BF16) where a "
+                            "probe at load keeps fp32's answers; fp32 elsewhere")
     group.add_argument("--weights-dir", help="where model weights are downloaded (default: the HF cache)")
     group.add_argument("--accelerate", metavar="NAME",
                        help="optional faster image path: compile, channels-last or onnx (CPU); used only "

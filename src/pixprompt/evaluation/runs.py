@@ -34,6 +34,7 @@ from pixprompt.evaluation.scoring import row_blocks, scores, text_classifier
 from pixprompt.evaluation.settings import RunSettings, run_settings
 from pixprompt.features.cache import FeatureSet, feature_facts, refuse_broken_model
 from pixprompt.models.base import VisionLanguageModel
+from pixprompt.models.device import PRECISIONS
 from pixprompt.prompts.classifier import ZeroShotClassifier
 from pixprompt.prompts.templates import PromptSet
 
@@ -135,6 +136,8 @@ def run_facts(model: Any, dataset: ImageDataset, features: FeatureSet) -> dict[s
 
     return {
         "model": info.name, "pretrained": info.pretrained, "backend": info.backend, "params": info.params,
+        "precision": {v: k for k, v in PRECISIONS.items()}.get(model.dtype, str(model.dtype)),
+        "precision_reason": getattr(model, "precision_reason", ""),
         "quick_gelu": info.quick_gelu, **({"image_tokens": info.image_tokens} if info.image_tokens else {}),
         "dataset": dataset.name, "split": dataset.split, "classes": len(dataset.classnames),
         "language": dataset.language,

@@ -84,6 +84,13 @@ class VisionLanguageModel(ABC):
         assert self.info.context_length is not None
         return self.info.context_length
 
+    #: Why the model runs in its precision (`choose_precision`, and the bf16 check's measure where it ran).
+    precision_reason: str = ""
+
+    def lower_precision(self, dtype: torch.dtype) -> None:
+        """Cast the loaded fp32 weights to `dtype` in place, as the model's library casts them when loaded in it."""
+        raise NotImplementedError(f"{type(self).__name__} cannot change its precision after loading")
+
     @cached_property
     def weights_fingerprint(self) -> str:
         """A digest of the loaded weights themselves (see `module_fingerprint`)."""

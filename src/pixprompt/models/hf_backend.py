@@ -128,6 +128,11 @@ class TransformersModel(VisionLanguageModel):
         )
         return cls(model, processor, info, device, precision)
 
+    def lower_precision(self, dtype: torch.dtype) -> None:
+        """transformers' own cast: every weight in `dtype`, as `from_pretrained(dtype=…)` loads it."""
+        self.model.to(dtype)
+        self.dtype = dtype
+
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         if self.naflex:
             return pack_naflex(self.image_processor(images=image, return_tensors="pt"))

@@ -208,6 +208,17 @@ class OpenClipModel(VisionLanguageModel):
         )
         return cls(model, preprocess, tokenizer, info, device, precision)
 
+    def lower_precision(self, dtype: torch.dtype) -> None:
+        """open_clip's own cast for `precision="bf16"`/"fp16"`: linear and attention weights low, LayerNorms as
+        their class says (its factory's `_set_model_device_and_precision`)."""
+        from open_clip import factory
+
+        name = "bf16" if dtype == torch.bfloat16 else "fp16"
+        factory._set_model_device_and_precision(self.model, self.device, name,
+                                                is_timm_model=type(getattr(self.model, "visual", None)).__name__
+                                                == "TimmModel")
+        self.dtype = dtype
+
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         return self._preprocess(image)
 

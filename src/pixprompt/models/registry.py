@@ -10,7 +10,7 @@ import torch
 
 from pixprompt.errors import PixpromptError, UnavailableError, UsageError, first_line
 from pixprompt.models.base import VisionLanguageModel
-from pixprompt.models.device import resolve_device, resolve_precision
+from pixprompt.models.device import choose_precision, resolve_device
 from pixprompt.models.info import display_model
 from pixprompt.models.load_errors import describe_load_error, is_local
 from pixprompt.models.offline import offline_hint, require_weights_or_network
@@ -97,7 +97,8 @@ def load_model(name: str, pretrained: str | None = None, *, backend: str | None 
         pretrained: open_clip pretrained tag (`openai`, `laion2b_s34b_b79k`, `webli`, …) or checkpoint path.
         backend: force `open_clip` or `transformers` instead of detecting it from the name.
         device: `auto` (default), `cpu`, `cuda`, `cuda:N` or `mps`.
-        precision: `auto` (default: fp16 on CUDA, fp32 elsewhere), `fp32`, `fp16` or `bf16`.
+        precision: `auto` (default: fp16 on CUDA; bf16 on a CPU with bf16 matrix units, where it keeps the
+            answers of fp32 on a probe; fp32 elsewhere), `fp32`, `fp16` or `bf16`.
         cache_dir: where weights are downloaded (default: the Hugging Face cache).
         accelerate: an optional faster image path (`compile`, `channels-last`, `onnx`), used only if it
             reproduces the eager embeddings (see `pixprompt.models.acceleration`).
@@ -107,13 +108,16 @@ def load_model(name: str, pretrained: str | None = None, *, backend: str | None 
     if backend not in BACKENDS:
         raise UsageError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
     torch_device = resolve_device(device)
-    resolved_precision = resolve_precision(precision, torch_device)
+    resolved_precision, reason = choose_precision(precision, torch_device)
+    # auto's bf16 on a CPU is checked against fp32: loaded in fp32, cast once the probe agrees
+    checked = resolved_precision == "bf16" and torch_device.type == "cpu" and precision in (None, "", "auto")
     shown = f"{display_model(name)} (local folder)" if display_model(name) != name else name
     announce(f"loading {shown}{f' ({pretrained})' if pretrained else ''} on {torch_device}…")
     try:
         if not is_local(name):
             require_weights_or_network(backend, resolved_name, pretrained, cache_dir)
-        model = BACKENDS[backend](resolved_name, pretrained, torch_device, resolved_precision, cache_dir)
+        model = BACKENDS[backend](resolved_name, pretrained, torch_device, "fp32" if checked else resolved_precision,
+                                  cache_dir)
     except PixpromptError:
         raise
     except Exception as error:  # library errors (download, config, checkpoint) become one actionable line
@@ -127,8 +131,20 @@ def load_model(name: str, pretrained: str | None = None, *, backend: str | None 
         cause = cause.split(" Last error:")[0].rstrip(".")  # huggingface_hub appends a cut-off fragment
         hint = "" if is_local(name) else f"\n{offline_hint(backend, name, pretrained, cache_dir)}"
         raise UnavailableError(f"could not load model {what} with {backend}: {cause}.{hint}") from None
+    if checked:
+        from pixprompt.models.cpu_precision import keeps_answers_in_bf16
+
+        holds, measure = keeps_answers_in_bf16(model)
+        if holds:
+            reason = f"{reason}; {measure}"
+        else:
+            log.warning("bf16 is not kept for %s on this CPU (%s): it runs in fp32 (--precision bf16 forces bf16)",
+                        display_model(name), measure)
+            model = BACKENDS[backend](resolved_name, pretrained, torch_device, "fp32", cache_dir)
+            resolved_precision, reason = "fp32", f"auto: bf16 failed the check against fp32 ({measure})"
+    model.precision_reason = reason
     model.weights_stamp = local_weights_stamp(resolved_name, pretrained)
-    log.info("loaded %s on %s (%s)", model.info.identity, torch_device, resolved_precision)
+    log.info("loaded %s on %s (%s: %s)", model.info.identity, torch_device, resolved_precision, reason)
     if accelerate and model.info.image_tokens:
         raise UsageError(f"--accelerate exports a fixed-resolution image tower; {name} is NaFlex (images of their "
                          "own shape): leave --accelerate out")
