@@ -120,7 +120,7 @@ def available_datasets(grid: Grid) -> list[Any]:
         root = grid.data_root or "DATA_ROOT"
         log.warning("suite %s: %d dataset(s) left out (%s), e.g. %s: %s; to fetch them on a connected machine: "
                     "pixprompt datasets --filter %s --fetch-commands %s > fetch.sh (--verbose names each reason)",
-                    name, len(missing), ", ".join(d for d, _ in missing[:6]) + (", …" if len(missing) > 6 else ""),
+                    name, len(missing), ", ".join(d for d, _ in missing),
                     first, reason, name, root)
     if not datasets:
         raise UnavailableError("none of the grid's datasets is available: see the summary above")
