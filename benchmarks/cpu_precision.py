@@ -61,7 +61,7 @@ def main() -> None:
             print(f"\n{name}: auto = {str(auto.dtype).removeprefix('torch.')} ({auto.precision_reason})")
             pixels = torch.stack([fp32.preprocess(image) for image in images])
 
-            def encode(model):
+            def encode(model, pixels=pixels):
                 return torch.cat([model.encode_images(pixels[i:i + 32]) for i in range(0, len(pixels), 32)])
 
             seconds32, embeddings32 = timed(lambda: encode(fp32))  # noqa: B023
