@@ -194,7 +194,25 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
                        help="a quick look: N images taken at even steps, so every class keeps some")
 
 
+def confidence_level(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.5 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a confidence in [0.5, 1), e.g. 0.95 or 0.99, got {text!r}")
+    return value
+
+
 def add_run_options(parser: argparse.ArgumentParser) -> None:
+    intervals = parser.add_argument_group("intervals and comparisons")
+    intervals.add_argument("--confidence", type=confidence_level, default=0.95, metavar="LEVEL",
+                           help="the confidence of every interval (default 0.95)")
+    intervals.add_argument("--bootstrap", type=positive_int, default=1000, metavar="N",
+                           help="resamples of every bootstrap interval (default 1000, seeded)")
+    intervals.add_argument("--baseline", metavar="TEMPLATES",
+                           help="the template set every other record of a run is compared with (default: the first, "
+                                "plain)")
     group = parser.add_argument_group("cache and output")
     add_cache_options(group)
     group.add_argument("--output", "-o", help="also write the records to FILE (.json, .csv or .md)")
@@ -217,9 +235,13 @@ def cache_from_args(args: argparse.Namespace) -> Path | None:
 def settings_from_args(args: argparse.Namespace, **evaluate_only: Any):
     """The `RunSettings` every job of this command takes: cache, batch size and workers from the shared options,
     plus `evaluate`'s own (`strict`, `examples_per_class`, …) where the command has them."""
+    from pixprompt.evaluation.intervals import BootstrapSettings
     from pixprompt.evaluation.settings import RunSettings
 
-    return RunSettings(cache_from_args(args), args.batch_size, args.workers, **evaluate_only)
+    intervals = BootstrapSettings(args.confidence, args.bootstrap) if hasattr(args, "confidence") else \
+        BootstrapSettings()
+    return RunSettings(cache_from_args(args), args.batch_size, args.workers, intervals=intervals,
+                       baseline=getattr(args, "baseline", None), **evaluate_only)
 
 
 def dataset_from_args(args: argparse.Namespace):

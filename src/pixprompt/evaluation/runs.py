@@ -14,6 +14,15 @@ from pixprompt.data.datasets import ImageDataset, shared_items
 from pixprompt.errors import InputFailedError, UnavailableError, UsageError
 from pixprompt.evaluation.calibration import temperature_on
 from pixprompt.evaluation.examples import Thumbnails, example_predictions
+from pixprompt.evaluation.intervals import (
+    BootstrapSettings,
+    class_mean_interval,
+    ece_interval,
+    holm,
+    pack_correct,
+    paired_difference,
+    wilson_interval,
+)
 from pixprompt.evaluation.label_free import (
     METHODS,
     PLAIN,
@@ -37,6 +46,7 @@ from pixprompt.models.base import VisionLanguageModel
 from pixprompt.models.device import PRECISIONS
 from pixprompt.prompts.classifier import ZeroShotClassifier
 from pixprompt.prompts.templates import PromptSet
+from pixprompt.storage import identity_digest
 
 log = logging.getLogger(__name__)
 
@@ -151,11 +161,11 @@ def run_facts(model: Any, dataset: ImageDataset, features: FeatureSet) -> dict[s
 
 def method_metrics(method: ScoringMethod, classifier: ZeroShotClassifier, given: torch.Tensor, labels: torch.Tensor,
                    targets: torch.Tensor | None, groups: tuple | None, dataset: ImageDataset,
-                   min_probability: float | None) -> dict[str, Any]:
+                   min_probability: float | None) -> tuple[dict[str, Any], Scored | None]:
     """A label-free method's metrics from its scores: as the plain ensemble's, with the calibration and open-set
-    figures only where its scores are logits."""
+    figures only where its scores are logits; and each image's scores where it has a top-1 (not multi-label)."""
     if targets is not None:
-        return multilabel_metrics(given, targets, dataset.classnames)
+        return multilabel_metrics(given, targets, dataset.classnames), None
     scored = score_images(classifier, given, labels, "embedding", given=given)
     metrics = ranking_metrics(scored.ranking, labels, dataset.classnames)
     if method.logits:
@@ -164,7 +174,43 @@ def method_metrics(method: ScoringMethod, classifier: ZeroShotClassifier, given:
             metrics["open_set"] = selective_accuracy(scored.confidence, scored.correct, min_probability)
     if groups is not None:
         metrics.update(group_metrics(scored.ranking, labels, *groups))
-    return metrics
+    return metrics, scored
+
+
+def figure_intervals(scored: Scored, metrics: dict[str, Any], intervals: BootstrapSettings) -> dict[str, Any]:
+    """The record's intervals (`evaluation.intervals`): Wilson's for top-1 and top-5, a bootstrap over classes for
+    mean per-class recall, over images for ECE; each with its method, and the settings they were drawn with."""
+    labels, count = scored.labels, len(scored.labels)
+    hits5 = int((scored.ranking[:, :5] == labels[:, None]).any(dim=1).sum())
+    ci = {"top1": wilson_interval(int(scored.correct.sum()), count, intervals.confidence),
+          "top5": wilson_interval(hits5, count, intervals.confidence),
+          "mean_per_class_recall": class_mean_interval(list(metrics["per_class_accuracy"].values()), intervals)}
+    how = {"top1": "wilson", "top5": "wilson", "mean_per_class_recall": "bootstrap over classes"}
+    if "ece" in metrics:
+        ci["ece"], how["ece"] = ece_interval(scored.confidence, scored.correct, intervals), "bootstrap over images"
+    return {"ci": {name: list(bounds) for name, bounds in ci.items()}, "ci_method": how,
+            "ci_settings": intervals.to_dict(), "correct_bits": pack_correct(scored.correct)}
+
+
+def compare_with_baseline(records: list[dict[str, Any]], correct: dict[int, np.ndarray], baseline: str | None,
+                          intervals: BootstrapSettings) -> None:
+    """Each single-label record of one run compared with the run's baseline on the same images (`vs_baseline`: the
+    top-1 difference, its paired bootstrap interval, the exact McNemar p-value, Holm-corrected across the run, and
+    `real`: the corrected p below 1 − confidence and the interval clear of 0)."""
+    plain = [i for i in correct if records[i].get("method") == PLAIN]
+    chosen = [i for i in plain if records[i]["templates"] == baseline] if baseline else plain[:1]
+    if baseline and not chosen:
+        raise UsageError(f"--baseline {baseline}: no template set of this run is called so (the run has "
+                         f"{', '.join(dict.fromkeys(records[i]['templates'] for i in plain))})")
+    if not chosen:
+        return
+    base = chosen[0]
+    others = [i for i in correct if i != base]
+    found = [paired_difference(correct[i], correct[base], intervals) for i in others]
+    name = f"{records[base]['templates']} ({records[base]['ensemble']}, {PLAIN})"
+    for i, comparison, adjusted in zip(others, found, holm([c["mcnemar_p"] for c in found])):
+        real = adjusted < 1 - intervals.confidence and not comparison["low"] <= 0 <= comparison["high"]
+        records[i]["vs_baseline"] = {"baseline": name, **comparison, "holm_p": adjusted, "real": real}
 
 
 def evaluate(model: VisionLanguageModel, dataset: ImageDataset, prompt_sets: Sequence[PromptSet],
@@ -237,7 +283,9 @@ def evaluate(model: VisionLanguageModel, dataset: ImageDataset, prompt_sets: Seq
     metric = main_metric(dataset.name, dataset.multi_label)
     targets = label_matrix(dataset.label_sets, item_indices, len(dataset.classnames)) if dataset.multi_label else None
     groups = dataset_groups(dataset, item_indices)
-    records = []
+    records: list[dict[str, Any]] = []
+    correct: dict[int, np.ndarray] = {}  # each single-label record's per-image correctness, by its position
+    facts["items_digest"] = identity_digest(dataset.images.item_id(int(i)) for i in item_indices)
     context = MethodContext(model, dataset.name, cache_root, settings.hierarchy, settings.method_seed)
     for prompt_set in prompt_sets:
         set_started = time.perf_counter()
@@ -264,6 +312,8 @@ def evaluate(model: VisionLanguageModel, dataset: ImageDataset, prompt_sets: Seq
                     metrics["open_set"] = selective_accuracy(scored.confidence, scored.correct, min_probability)
                 if groups is not None:
                     metrics.update(group_metrics(scored.ranking, y, *groups))
+                metrics.update(figure_intervals(scored, metrics, settings.intervals))
+                correct[len(records)] = scored.correct
             if settings.examples_per_class and not dataset.multi_label:
                 shown = replace(classifier, temperature=metrics.get("temperature", 1.0))
                 metrics["examples"] = example_predictions(
@@ -281,13 +331,17 @@ def evaluate(model: VisionLanguageModel, dataset: ImageDataset, prompt_sets: Seq
                 continue
             method_started = time.perf_counter()
             given, parameters = method_scores(name, classifier, x, context)
-            metrics = method_metrics(METHODS[name], classifier, given, y, targets, groups, dataset,
-                                     min_probability)
+            metrics, scored = method_metrics(METHODS[name], classifier, given, y, targets, groups, dataset,
+                                             min_probability)
+            if scored is not None:
+                metrics.update(figure_intervals(scored, metrics, settings.intervals))
+                correct[len(records)] = scored.correct
             records.append({**set_facts, "ensemble": METHODS[name].ensemble, **method_facts(name, parameters),
                             **metrics, "metric": metric, "score": metrics[metric],
                             "per_template_accuracy": template_accuracy,
                             "method_seconds": round(time.perf_counter() - method_started, 3),
                             "elapsed_s": round(image_seconds + time.perf_counter() - method_started, 3)})
+    compare_with_baseline(records, correct, settings.baseline, settings.intervals)
     if features.failures:
         log.warning("%d image(s) skipped (recorded in the results as skipped_files)", len(features.failures))
     return records

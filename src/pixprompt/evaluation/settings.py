@@ -3,10 +3,11 @@ the same long list of arguments passed down each call."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pixprompt.evaluation.intervals import BootstrapSettings
 from pixprompt.paths import resolve_cache
 
 if TYPE_CHECKING:
@@ -21,7 +22,8 @@ class RunSettings:
     None picks them for the device. `strict`: refuse a run in which any image could not be read. `evaluate` alone
     reads the rest: `examples_per_class` (images kept with their top-3 for the visual report), `min_probability`
     (open-set coverage at that top-1 probability), `calibration` (a dataset to fit a temperature on), `hierarchy`
-    (each class's subclasses, for CHiLS) and `method_seed` (the order TDA streams the images in)."""
+    (each class's subclasses, for CHiLS), `method_seed` (the order TDA streams the images in), `intervals` and
+    `baseline` (see `evaluation.intervals`)."""
 
     cache_root: Path | str | bool | None = True
     batch_size: int | None = None
@@ -32,6 +34,10 @@ class RunSettings:
     calibration: ImageDataset | None = None
     hierarchy: Mapping[str, Sequence[str]] | None = None
     method_seed: int = 1
+    #: The intervals' confidence, resamples and seed (`--confidence`, `--bootstrap`), and the record every other one
+    #: of a run is compared with (`--baseline`: a template set's name; None: the first template set, `plain`).
+    intervals: BootstrapSettings = field(default_factory=lambda: BootstrapSettings())
+    baseline: str | None = None
 
     @property
     def cache(self) -> Path | None:

@@ -17,7 +17,7 @@ from pixprompt.models.info import display_model
 Row = dict[str, Any]
 
 #: The headline columns of a result record, as tables and CSV/Markdown summaries show them.
-SUMMARY_COLUMNS = ["model", "pretrained", "dataset", "templates", "ensemble", "method", "top1 %", "top5 %",
+SUMMARY_COLUMNS = ["model", "pretrained", "dataset", "templates", "ensemble", "method", "top1 %", "±", "top5 %",
                    "mean recall %", "images", "skipped"]
 #: Beside the accuracies when records have them: mAP (multi-label), the fitted temperature with the expected
 #: calibration error before and after it (--calibrate), the open-set coverage and accuracy (--min-probability).
@@ -26,20 +26,33 @@ EXTRA_COLUMNS = {"mAP %": "mean_average_precision", "T": "temperature", "ECE bef
                  **{f"{way} R@{k} %": f"{kind}_retrieval_recall@{k}"
                     for way, kind in (("t→i", "image"), ("i→t", "text")) for k in (1, 5, 10)},
                  "mean R@1 %": "mean_recall@1",
-                 "Jaccard %": "avg_jaccard_score", "Jaccard 10-12 %": "jaccard_score_10-12"}
+                 "Jaccard %": "avg_jaccard_score", "Jaccard 10-12 %": "jaccard_score_10-12",
+                 "Δ top1 %": "vs_baseline"}
 #: Columns left out when no record has a value there (retrieval records have no templates and no accuracy).
-_OPTIONAL_COLUMNS = ("templates", "ensemble", "top1 %", "top5 %", "mean recall %")
+_OPTIONAL_COLUMNS = ("templates", "ensemble", "top1 %", "±", "top5 %", "mean recall %")
 #: The record field behind each summary column (a column not named here is its own field).
 _FIELD_OF = {"top1 %": "top1", "top5 %": "top5", "mean recall %": "mean_per_class_recall", **EXTRA_COLUMNS}
 #: Columns shown in percent of a 0…1 field.
-_PERCENT = [column for column in _FIELD_OF if column.endswith("%")]
+_PERCENT = [column for column in _FIELD_OF if column.endswith("%") and column != "Δ top1 %"]
 _OPEN_SET_COLUMNS = ("min P", "coverage %", "covered top1 %")
 
 
 def _record_value(record: dict, column: str) -> Any:
-    """The record's value behind a summary column (the open-set ones live in the record's `open_set`)."""
+    """The record's value behind a summary column (the open-set ones live in the record's `open_set`; `±` is half
+    the width of top-1's interval, in points)."""
+    if column == "±":
+        bounds = (record.get("ci") or {}).get("top1")
+        return None if not bounds or None in bounds else round(50 * (bounds[1] - bounds[0]), 2)
     source = (record.get("open_set") or {}) if column in _OPEN_SET_COLUMNS else record
     return source.get(_FIELD_OF.get(column, column))
+
+
+def baseline_cell(comparison: dict | None) -> str | None:
+    """A record's top-1 difference from its run's baseline, in points; `(~0)` where the difference is not real (its
+    interval holds 0 or its corrected McNemar p is too large)."""
+    if not comparison or comparison.get("difference") is None:
+        return None
+    return f"{100 * comparison['difference']:+.2f}" + ("" if comparison.get("real") else " (~0)")
 
 
 def summary_columns(records: Sequence[dict]) -> list[str]:
@@ -63,6 +76,7 @@ def summary_row(record: dict) -> dict:
     for column in _PERCENT:
         value = row[column]
         row[column] = round(100 * value, 2) if isinstance(value, (int, float)) and math.isfinite(value) else None
+    row["Δ top1 %"] = baseline_cell(row["Δ top1 %"])
     if isinstance(row["T"], float):
         row["T"] = round(row["T"], 3)
     else:  # no temperature fitted (a method's logits, an uncalibrated run): nothing after calibration to show
@@ -108,7 +122,7 @@ class Layout:
 
 
 #: How a summary gives way in a narrow terminal: the accuracies are never left out.
-SUMMARY_LAYOUT = Layout(elide=("model", "pretrained", "dataset", "templates"), droppable=("skipped", "images"),
+SUMMARY_LAYOUT = Layout(elide=("model", "pretrained", "dataset", "templates"), droppable=("skipped", "images", "±"),
                         identity=("model", "pretrained", "dataset", "templates", "ensemble", "method"))
 #: An elided column keeps at least this many characters (or its header's width).
 ELIDED_WIDTH = 16
