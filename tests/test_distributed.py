@@ -21,7 +21,7 @@ from pixprompt.distributed import Ranks, discover, shard_ranges
 
 #: Record fields computed from float32 probabilities: a process with other thread counts (torchrun gives each rank
 #: one) sums the same matrix products in another order, so they agree to about 1e-7, not bit for bit.
-PROBABILITY_FIELDS = ("ece", "nll", "brier", "reliability")
+PROBABILITY_FIELDS = ("ece", "nll", "brier", "reliability", "ci")
 
 
 def without_timing(records: list[dict]) -> list[dict]:
