@@ -65,6 +65,7 @@ def argv_for(option: str, path: Path, model: Path, colours: Path) -> list:
         "select-templates --eval-dataset": ["select-templates", *tiny, *folder, "--eval-dataset", f"csv:{path}"],
         "bench --config": ["bench", "--config", path],
         "report results": ["report", path, "--output", path.parent / "report.html"],
+        "compare results": ["compare", path, path],
         "serve --calibrate": None,  # a server: the same reader as eval's --calibrate, checked through eval
     }
     assert option in table, f"{option} reads a file but has no hostile-file case here: add one"

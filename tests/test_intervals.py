@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cli_runner import eval_args, run_cli, strict_json
+from cli_runner import eval_args, model_args, run_cli, strict_json
 from pixprompt.evaluation import intervals
 from pixprompt.evaluation.intervals import BootstrapSettings
 from pixprompt.evaluation.metrics import expected_calibration_error
@@ -116,3 +116,21 @@ def test_eval_records_carry_intervals_and_paired_comparisons(tiny_model_dirs, co
     assert wider[0]["vs_baseline"]["baseline"] == "standard (embedding, plain)"
     code, _, err = run_cli(capsys, *argv, "--baseline", "clip80")
     assert code == 2 and "--baseline clip80: no template set of this run is called so" in err
+
+
+def test_compare_pairs_runs_on_the_same_images_and_refuses_other_ones(tiny_model_dirs, colours, tmp_path, capsys):
+    files = {}
+    for name, extra in (("raw", ["--templates", "raw"]), ("clip7", ["--templates", "clip7"]),
+                        ("fewer", ["--templates", "raw", "--max-images", "12"])):
+        files[name] = tmp_path / f"{name}.json"
+        code, _, err = run_cli(capsys, "eval", *model_args(tiny_model_dirs["open_clip_clip"]), "--dataset",
+                               f"folder:{colours}", "--no-cache", "--json", *extra, "--output", files[name])
+        assert code == 0, err
+    code, out, err = run_cli(capsys, "compare", files["raw"], files["clip7"], "--json")
+    assert code == 0, err
+    (row,) = strict_json(out)
+    raw, clip7 = (strict_json(files[n].read_text())[0] for n in ("raw", "clip7"))
+    assert row["difference"] == pytest.approx(clip7["top1"] - raw["top1"], abs=1e-12)
+    assert row["low"] <= row["difference"] <= row["high"] and row["holm_p"] == row["mcnemar_p"]
+    code, _, err = run_cli(capsys, "compare", files["raw"], files["fewer"])
+    assert code == 2 and "were scored on other images (24 images there, 12 here" in err

@@ -27,7 +27,7 @@ def command(name: str, help: str, add_arguments: Callable[[argparse.ArgumentPars
 
 #: The command modules under `pixprompt.cli.commands`, in the order `pixprompt --help` lists them.
 COMMAND_MODULES = ("models", "classify", "datasets", "evaluate", "baseline", "probe", "select_templates", "bench",
-                   "report", "serve")
+                   "report", "compare", "serve")
 
 
 def registered() -> dict[str, Command]:

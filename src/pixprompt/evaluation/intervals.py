@@ -155,3 +155,40 @@ def unpack_correct(text: str, count: int) -> np.ndarray:
     import base64
 
     return np.unpackbits(np.frombuffer(base64.b64decode(text), dtype=np.uint8))[:count].astype(bool)
+
+
+def compare_runs(baseline: Sequence[dict], others: Sequence[dict], settings: BootstrapSettings) -> list[dict]:
+    """One row per record of `others` against the `baseline` record of its dataset (the first there), paired by
+    the images both scored (`items_digest`): the top-1 difference, its paired interval, McNemar's p and Holm's
+    across the rows. Records without per-image correctness are left out; a dataset scored on other images refuses."""
+    from pixprompt.errors import UsageError
+
+    first: dict[str, dict] = {}
+    for record in baseline:
+        if record.get("correct_bits"):
+            first.setdefault(record["dataset"], record)
+    rows, found = [], []
+    for record in others:
+        base = first.get(record.get("dataset"))
+        if base is None or not record.get("correct_bits"):
+            continue
+        if record.get("items_digest") != base.get("items_digest") or record.get("images") != base.get("images"):
+            raise UsageError(f"{record['dataset']}: the records were scored on other images ({base.get('images')} "
+                             f"images there, {record.get('images')} here, or other files): compare runs on the same "
+                             "test set")
+        comparison = paired_difference(unpack_correct(record["correct_bits"], record["images"]),
+                                       unpack_correct(base["correct_bits"], base["images"]), settings)
+        rows.append({"dataset": record["dataset"], "baseline": _named(base), "record": _named(record), **comparison})
+        found.append(comparison["mcnemar_p"])
+    for row, adjusted in zip(rows, holm(found)):
+        row["holm_p"] = adjusted
+        row["real"] = adjusted < 1 - settings.confidence and not row["low"] <= 0 <= row["high"]
+    return rows
+
+
+def _named(record: dict) -> str:
+    from pixprompt.models.info import model_label
+
+    return (f"{model_label(record['model'], record.get('pretrained'))} {record.get('templates')} "
+            f"{record.get('method', 'plain')}")
+
