@@ -133,8 +133,6 @@ def test_a_hugging_face_caption_table_is_the_same_retrieval_set(loaded_models, r
 
 def test_ranks_equal_clip_benchmarks_recall_across_blocks(monkeypatch):
     """Several captions per image, blocks smaller than the caption count: CLIP_benchmark's recall_at_k."""
-    from clip_benchmark.metrics.zeroshot_retrieval import batchify, recall_at_k
-
     from pixprompt.methods import retrieval
 
     generator = torch.Generator().manual_seed(0)
@@ -142,15 +140,7 @@ def test_ranks_equal_clip_benchmarks_recall_across_blocks(monkeypatch):
     owner = torch.cat([torch.arange(40), torch.randint(0, 40, (150,), generator=generator)])
     texts = torch.nn.functional.normalize(images[owner] + 1.2 * torch.randn(190, 8, generator=generator), dim=-1)
     monkeypatch.setattr(retrieval, "BLOCK_SCORES", 64 * 40)
-    ours = retrieval.retrieval_metrics(images, texts, owner)
-    scores = texts @ images.T
-    positive = torch.zeros_like(scores, dtype=torch.bool)
-    positive[torch.arange(len(texts)), owner] = True
-    for k in (1, 5, 10):
-        t2i = (batchify(recall_at_k, scores, positive, 32, "cpu", k=k) > 0).float().mean().item()
-        i2t = (batchify(recall_at_k, scores.T, positive.T, 32, "cpu", k=k) > 0).float().mean().item()
-        assert ours[f"image_retrieval_recall@{k}"] == pytest.approx(t2i, abs=1e-6)
-        assert ours[f"text_retrieval_recall@{k}"] == pytest.approx(i2t, abs=1e-6)
+    ours = assert_recalls_equal_clip_benchmarks(images, texts, owner, batch=32)
     assert 0 < ours["image_retrieval_recall@1"] < ours["image_retrieval_recall@10"] < 1
 
 
@@ -158,8 +148,6 @@ def test_ranks_equal_clip_benchmarks_recall_across_blocks(monkeypatch):
 def test_repeated_captions_rank_as_clip_benchmark_breaks_ties(monkeypatch, block_scores):
     """Identical captions (COCO and Flickr repeat some) have identical embeddings, and so do duplicated images:
     CLIP_benchmark's topk breaks those ties, and pixprompt's recalls equal its own, at both ends of the block size."""
-    from clip_benchmark.metrics.zeroshot_retrieval import batchify, recall_at_k
-
     from pixprompt.methods import retrieval
 
     generator = torch.Generator().manual_seed(3)
@@ -170,17 +158,28 @@ def test_repeated_captions_rank_as_clip_benchmark_breaks_ties(monkeypatch, block
     phrases = torch.nn.functional.normalize(torch.randn(6, 8, generator=generator), dim=-1)
     texts = phrases[torch.randint(0, 6, (120,), generator=generator)]  # six captions, each repeated ~20 times
     monkeypatch.setattr(retrieval, "BLOCK_SCORES", block_scores)
+    ours = assert_recalls_equal_clip_benchmarks(images, texts, owner, batch=16)
+    counted = retrieval_recall_counting_ties_in_favour(images, texts, owner)
+    assert counted > ours["text_retrieval_recall@1"]  # the old reading inflated image → text recall here
+
+
+def assert_recalls_equal_clip_benchmarks(images: torch.Tensor, texts: torch.Tensor, owner: torch.Tensor,
+                                         batch: int) -> dict[str, float]:
+    """pixprompt's recalls, checked equal to CLIP_benchmark's `recall_at_k` (in its batches) at k = 1, 5, 10."""
+    from clip_benchmark.metrics.zeroshot_retrieval import batchify, recall_at_k
+
+    from pixprompt.methods import retrieval
+
     ours = retrieval.retrieval_metrics(images, texts, owner)
     scores = texts @ images.T
     positive = torch.zeros_like(scores, dtype=torch.bool)
     positive[torch.arange(len(texts)), owner] = True
     for k in (1, 5, 10):
-        t2i = (batchify(recall_at_k, scores, positive, 16, "cpu", k=k) > 0).float().mean().item()
-        i2t = (batchify(recall_at_k, scores.T, positive.T, 16, "cpu", k=k) > 0).float().mean().item()
+        t2i = (batchify(recall_at_k, scores, positive, batch, "cpu", k=k) > 0).float().mean().item()
+        i2t = (batchify(recall_at_k, scores.T, positive.T, batch, "cpu", k=k) > 0).float().mean().item()
         assert ours[f"image_retrieval_recall@{k}"] == pytest.approx(t2i, abs=1e-6), k
         assert ours[f"text_retrieval_recall@{k}"] == pytest.approx(i2t, abs=1e-6), k
-    counted = retrieval_recall_counting_ties_in_favour(images, texts, owner)
-    assert counted > ours["text_retrieval_recall@1"]  # the old reading inflated image → text recall here
+    return ours
 
 
 def retrieval_recall_counting_ties_in_favour(images: torch.Tensor, texts: torch.Tensor, owner: torch.Tensor) -> float:
