@@ -69,25 +69,25 @@ def shared_data() -> Path:
     return root
 
 
+COLOURS = {"red": (220, 40, 40), "green": (40, 200, 40), "blue": (40, 40, 220)}
+
+
+def colour_photos(root: Path, per_class: int, first_seed: int = 0) -> Path:
+    """Three classes of plain-colour photos (with noise drawn from `first_seed` on), in the folder layout."""
+    from bad_inputs import write_photos
+
+    for seed, (name, colour) in enumerate(COLOURS.items(), start=first_seed):
+        write_photos(root / name, per_class, colour, seed)
+    return root
+
+
 @pytest.fixture()
 def colours(tmp_path) -> Path:
     """Three classes of 8 plain-colour photos each, in the folder layout."""
-    from bad_inputs import write_photos
-
-    root = tmp_path / "colours"
-    for seed, (name, colour) in enumerate({"red": (220, 40, 40), "green": (40, 200, 40),
-                                           "blue": (40, 40, 220)}.items()):
-        write_photos(root / name, 8, colour, seed)
-    return root
+    return colour_photos(tmp_path / "colours", 8)
 
 
 @pytest.fixture()
 def colours_train(tmp_path) -> Path:
     """Other photos of `colours`' three classes (4 each, other noise): a training set apart from the test images."""
-    from bad_inputs import write_photos
-
-    root = tmp_path / "colours-train"
-    for seed, (name, colour) in enumerate({"red": (220, 40, 40), "green": (40, 200, 40),
-                                           "blue": (40, 40, 220)}.items()):
-        write_photos(root / name, 4, colour, seed + 10)
-    return root
+    return colour_photos(tmp_path / "colours-train", 4, first_seed=10)
