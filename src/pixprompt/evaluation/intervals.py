@@ -4,7 +4,8 @@ pure functions over per-image arrays.
 - A share of images (top-1, top-5): Wilson's score interval (statsmodels' `proportion_confint(method="wilson")`).
 - A mean over classes (mean per-class recall): a percentile bootstrap over the classes, which are its samples.
 - A figure over images that is no plain share (ECE): a percentile bootstrap over the images.
-- Two records on the same images: the difference in top-1 with a paired percentile bootstrap over the images, and
+- Two records on the same images: the difference in top-1 with a paired percentile bootstrap over the images (each
+  resample drawn as one multinomial over the images that gain, lose or keep: the same distribution, O(1) each), and
   an exact McNemar test on the discordant images (statsmodels' `mcnemar(exact=True)`), Holm-corrected across the
   comparisons of one run (statsmodels' `multipletests(method="holm")`).
 
@@ -125,11 +126,16 @@ def paired_difference(correct: np.ndarray, baseline: np.ndarray, settings: Boots
     """`correct`'s top-1 minus `baseline`'s on the same images, with its paired percentile bootstrap interval, the
     discordant counts and the exact McNemar p-value."""
     first, second = correct.astype(bool), baseline.astype(bool)
-    change = first.astype(np.float64) - second.astype(np.float64)
-    low, high = _percentiles(_resampled_statistics(len(change), lambda idx: change[idx].mean(axis=1), settings),
-                             settings.confidence) if len(change) else (math.nan, math.nan)
+    count = len(first)
     only_first, only_second = int((first & ~second).sum()), int((second & ~first).sum())
-    return {"difference": float(change.mean()) if len(change) else math.nan, "low": low, "high": high,
+    change = (only_first - only_second) / count if count else math.nan
+    low = high = math.nan
+    if count:  # a resample's difference is (its +1s − its −1s) / N: one multinomial draw, as resampling the images
+        drawn = np.random.default_rng(settings.seed).multinomial(
+            count, [only_first / count, only_second / count, 1 - (only_first + only_second) / count],
+            size=settings.resamples)
+        low, high = _percentiles((drawn[:, 0] - drawn[:, 1]) / count, settings.confidence)
+    return {"difference": change, "low": low, "high": high,
             "only_this": only_first, "only_baseline": only_second, "mcnemar_p": mcnemar_exact(only_first, only_second)}
 
 
