@@ -42,7 +42,8 @@ def reference_resamples(count: int, settings: BootstrapSettings) -> list[np.ndar
     block = max(1, intervals.BLOCK_VALUES // count)
     drawn = []
     for start in range(0, settings.resamples, block):
-        drawn += list(generator.integers(0, count, size=(min(block, settings.resamples - start), count)))
+        drawn += list(generator.integers(0, count, size=(min(block, settings.resamples - start), count),
+                                         dtype=np.int32))
     return drawn
 
 

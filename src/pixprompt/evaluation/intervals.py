@@ -65,7 +65,7 @@ def _resampled_statistics(count: int, statistic: Callable[[np.ndarray], np.ndarr
     block = max(1, BLOCK_VALUES // max(1, count))
     values = []
     for start in range(0, settings.resamples, block):
-        indices = generator.integers(0, count, size=(min(block, settings.resamples - start), count))
+        indices = generator.integers(0, count, size=(min(block, settings.resamples - start), count), dtype=np.int32)
         values.append(statistic(indices))
     return np.concatenate(values) if values else np.zeros(0)
 
@@ -98,14 +98,12 @@ def ece_interval(confidence: np.ndarray, correct: np.ndarray, settings: Bootstra
         return math.nan, math.nan
     edges = np.linspace(0, 1, bins + 1)
     which = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, bins - 1)
-    conf, hits = confidence.astype(np.float64), correct.astype(np.float64)
+    gap = correct.astype(np.float64) - confidence.astype(np.float64)  # a bin's Σ gap = n_b (acc_b − conf_b)
 
     def statistic(indices: np.ndarray) -> np.ndarray:
-        rows = np.arange(len(indices))[:, None] * bins + which[indices]  # (block, count): each resample's own bins
-        size = len(indices) * bins
-        confidence_sums = np.bincount(rows.ravel(), weights=conf[indices].ravel(), minlength=size).reshape(-1, bins)
-        hit_sums = np.bincount(rows.ravel(), weights=hits[indices].ravel(), minlength=size).reshape(-1, bins)
-        return np.abs(hit_sums - confidence_sums).sum(axis=1) / count  # Σ n_b/N · |acc_b − conf_b|
+        rows = (np.arange(len(indices), dtype=np.int64)[:, None] * bins + which[indices]).ravel()  # own bins
+        sums = np.bincount(rows, weights=gap[indices].ravel(), minlength=len(indices) * bins).reshape(-1, bins)
+        return np.abs(sums).sum(axis=1) / count  # Σ n_b/N · |acc_b − conf_b|
 
     return _percentiles(_resampled_statistics(count, statistic, settings), settings.confidence)
 
