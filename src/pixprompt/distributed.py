@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any, TypeVar
 
-from pixprompt.errors import InputFailedError, UsageError, first_line
+from pixprompt.errors import InputFailedError, UsageError, first_line, shown
 from pixprompt.storage import identity_digest
 
 T = TypeVar("T")
@@ -167,17 +167,15 @@ def facts_digest(facts: Mapping[str, str]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def agree(facts: Mapping[str, str], ranks: Ranks | None = None) -> str:
+def agree(facts: Mapping[str, str], ranks: Ranks | None = None) -> None:
     """Stop the job before any work, with one line naming the first setting and the rank, unless every rank has the
     same `facts` (everything that shapes its results: options, file contents, model, weights, precision, image
-    options); returns their digest. One process exchanges nothing."""
+    options). One process exchanges nothing."""
     ranks = ranks or current()
-    facts = {name: str(value) for name, value in facts.items()}
     if ranks.world > 1:
-        verdict, _ = exchange(facts, ranks, lambda gathered: _facts_differ(gathered, ranks.world))
+        verdict, _ = exchange(dict(facts), ranks, lambda gathered: _facts_differ(gathered, ranks.world))
         if verdict:
             raise SettingsDiffer(verdict)
-    return facts_digest(facts)
 
 
 def _facts_differ(gathered: list[dict[str, str]], world: int) -> str | None:
@@ -186,14 +184,11 @@ def _facts_differ(gathered: list[dict[str, str]], world: int) -> str | None:
     for rank, theirs in enumerate(gathered[1:], start=1):
         for name in [*ours, *(name for name in theirs if name not in ours)]:
             if ours.get(name) != theirs.get(name):
-                return (f"rank {rank} of {world} runs with another {name} than rank 0 ({_shown(theirs.get(name))} "
-                        f"there, {_shown(ours.get(name))} on rank 0): every rank must run the same settings; "
-                        "nothing was written")
+                there, here = (shown(value) if value is not None else "none"
+                               for value in (theirs.get(name), ours.get(name)))
+                return (f"rank {rank} of {world} runs with another {name} than rank 0 ({there} there, {here} on rank "
+                        "0): every rank must run the same settings; nothing was written")
     return None
-
-
-def _shown(value: str | None) -> str:
-    return "none" if value is None else repr(value if len(value) <= 60 else value[:57] + "...")
 
 
 def current() -> Ranks:

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pixprompt.errors import UsageError
+from pixprompt.errors import UsageError, shown
 
 TEXT, FLAG, TEXTS = "text", "true or false", "a text or a list of texts"
 
@@ -93,5 +93,4 @@ def _check_value(value: Any, kind: str, where: str) -> None:
 def _kind(value: Any) -> str:
     """A value's type in a config's words, with a glimpse of it."""
     names = {bool: "true/false", int: "a number", float: "a number", str: "a text", list: "a list", dict: "a mapping"}
-    shown = repr(value)
-    return f"{names.get(type(value), type(value).__name__)} ({shown if len(shown) <= 40 else shown[:37] + '...'})"
+    return f"{names.get(type(value), type(value).__name__)} ({shown(value, 40)})"

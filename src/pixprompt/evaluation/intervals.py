@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 
@@ -37,20 +38,11 @@ class BootstrapSettings:
         return {"confidence": self.confidence, "resamples": self.resamples, "seed": self.seed}
 
 
-def _normal_quantile(confidence: float) -> float:
-    """z with P(|Z| ≤ z) = confidence, for a standard normal Z (by bisection on erf: no SciPy needed)."""
-    low, high = 0.0, 40.0
-    for _ in range(200):
-        middle = (low + high) / 2
-        low, high = (middle, high) if math.erf(middle / math.sqrt(2)) < confidence else (low, middle)
-    return (low + high) / 2
-
-
 def wilson_interval(successes: int, total: int, confidence: float = 0.95) -> tuple[float, float]:
     """Wilson's score interval for a binomial share: (low, high); (nan, nan) for no trials."""
     if total == 0:
         return math.nan, math.nan
-    z = _normal_quantile(confidence)
+    z = NormalDist().inv_cdf((1 + confidence) / 2)  # P(|Z| ≤ z) = confidence
     share = successes / total
     centre = (share + z * z / (2 * total)) / (1 + z * z / total)
     half = z * math.sqrt(share * (1 - share) / total + z * z / (4 * total * total)) / (1 + z * z / total)
@@ -137,6 +129,15 @@ def paired_difference(correct: np.ndarray, baseline: np.ndarray, settings: Boots
             "only_this": only_first, "only_baseline": only_second, "mcnemar_p": mcnemar_exact(only_first, only_second)}
 
 
+def with_holm(comparisons: list[dict], confidence: float) -> list[dict]:
+    """`paired_difference` results of one family, each given its Holm-corrected p-value (`holm_p`) and `real`: that p
+    below 1 − confidence and the interval clear of 0."""
+    for comparison, adjusted in zip(comparisons, holm([c["mcnemar_p"] for c in comparisons])):
+        comparison["holm_p"] = adjusted
+        comparison["real"] = adjusted < 1 - confidence and not comparison["low"] <= 0 <= comparison["high"]
+    return comparisons
+
+
 def holm(p_values: Sequence[float]) -> list[float]:
     """Holm's step-down adjusted p-values, in the given order."""
     order = sorted(range(len(p_values)), key=p_values.__getitem__)
@@ -171,7 +172,7 @@ def compare_runs(baseline: Sequence[dict], others: Sequence[dict], settings: Boo
     for record in baseline:
         if record.get("correct_bits"):
             first.setdefault(record["dataset"], record)
-    rows, found = [], []
+    rows = []
     for record in others:
         base = first.get(record.get("dataset"))
         if base is None or not record.get("correct_bits"):
@@ -183,11 +184,7 @@ def compare_runs(baseline: Sequence[dict], others: Sequence[dict], settings: Boo
         comparison = paired_difference(unpack_correct(record["correct_bits"], record["images"]),
                                        unpack_correct(base["correct_bits"], base["images"]), settings)
         rows.append({"dataset": record["dataset"], "baseline": _named(base), "record": _named(record), **comparison})
-        found.append(comparison["mcnemar_p"])
-    for row, adjusted in zip(rows, holm(found)):
-        row["holm_p"] = adjusted
-        row["real"] = adjusted < 1 - settings.confidence and not row["low"] <= 0 <= row["high"]
-    return rows
+    return with_holm(rows, settings.confidence)
 
 
 def _named(record: dict) -> str:

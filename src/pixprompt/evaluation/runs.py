@@ -18,10 +18,10 @@ from pixprompt.evaluation.intervals import (
     BootstrapSettings,
     class_mean_interval,
     ece_interval,
-    holm,
     pack_correct,
     paired_difference,
     wilson_interval,
+    with_holm,
 )
 from pixprompt.evaluation.label_free import (
     METHODS,
@@ -43,7 +43,7 @@ from pixprompt.evaluation.scoring import row_blocks, scores, text_classifier
 from pixprompt.evaluation.settings import RunSettings, run_settings
 from pixprompt.features.cache import FeatureSet, feature_facts, refuse_broken_model
 from pixprompt.models.base import VisionLanguageModel
-from pixprompt.models.device import PRECISIONS
+from pixprompt.models.device import precision_name
 from pixprompt.prompts.classifier import ZeroShotClassifier
 from pixprompt.prompts.templates import PromptSet
 from pixprompt.storage import identity_digest
@@ -146,7 +146,7 @@ def run_facts(model: Any, dataset: ImageDataset, features: FeatureSet) -> dict[s
 
     return {
         "model": info.name, "pretrained": info.pretrained, "backend": info.backend, "params": info.params,
-        "precision": {v: k for k, v in PRECISIONS.items()}.get(model.dtype, str(model.dtype)),
+        "precision": precision_name(model.dtype),
         "precision_reason": getattr(model, "precision_reason", ""),
         "quick_gelu": info.quick_gelu, **({"image_tokens": info.image_tokens} if info.image_tokens else {}),
         "dataset": dataset.name, "split": dataset.split, "classes": len(dataset.classnames),
@@ -206,11 +206,11 @@ def compare_with_baseline(records: list[dict[str, Any]], correct: dict[int, np.n
         return
     base = chosen[0]
     others = [i for i in correct if i != base]
-    found = [paired_difference(correct[i], correct[base], intervals) for i in others]
     name = f"{records[base]['templates']} ({records[base]['ensemble']}, {PLAIN})"
-    for i, comparison, adjusted in zip(others, found, holm([c["mcnemar_p"] for c in found])):
-        real = adjusted < 1 - intervals.confidence and not comparison["low"] <= 0 <= comparison["high"]
-        records[i]["vs_baseline"] = {"baseline": name, **comparison, "holm_p": adjusted, "real": real}
+    found = with_holm([{"baseline": name, **paired_difference(correct[i], correct[base], intervals)} for i in others],
+                      intervals.confidence)
+    for i, comparison in zip(others, found):
+        records[i]["vs_baseline"] = comparison
 
 
 def evaluate(model: VisionLanguageModel, dataset: ImageDataset, prompt_sets: Sequence[PromptSet],

@@ -36,7 +36,7 @@ class RunSettings:
     method_seed: int = 1
     #: The intervals' confidence, resamples and seed (`--confidence`, `--bootstrap`), and the record every other one
     #: of a run is compared with (`--baseline`: a template set's name; None: the first template set, `plain`).
-    intervals: BootstrapSettings = field(default_factory=lambda: BootstrapSettings())
+    intervals: BootstrapSettings = field(default_factory=BootstrapSettings)
     baseline: str | None = None
 
     @property

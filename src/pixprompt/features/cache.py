@@ -27,6 +27,7 @@ from safetensors.torch import save_file
 from pixprompt import distributed
 from pixprompt.errors import first_line
 from pixprompt.features.encoding import iter_encoded
+from pixprompt.models.device import precision_name
 from pixprompt.progress import announce, progress_bar
 from pixprompt.storage import (
     atomic_path,
@@ -65,7 +66,7 @@ def feature_facts(model: VisionLanguageModel, images: Any) -> dict[str, str]:
     """Everything that shapes an image's features: what the ranks of a job must agree on before any work (see
     `distributed.agree`), and what a record's `run_digest` is made from."""
     return {"model": model.info.identity, "weights": model.weights_fingerprint,
-            "weights files": model.weights_stamp or "-", "precision": str(model.dtype).removeprefix("torch."),
+            "weights files": model.weights_stamp or "-", "precision": precision_name(model.dtype),
             "preprocessing": model.info.preprocess or "-", "decoding": DECODING_VERSION,
             "--draft-jpeg size": str(getattr(images, "draft_size", None)),
             "--max-pixels": str(getattr(images, "max_pixels", None)),
@@ -246,7 +247,7 @@ def refuse_broken_model(model: VisionLanguageModel, failures: dict[int, str], va
     from pixprompt.errors import UnavailableError
 
     raise UnavailableError(f"model {model.info.label} gave a non-finite embedding (NaN or inf) for every one of the "
-                           f"{len(failures):,} images of {of} in {str(model.dtype).removeprefix('torch.')}: its "
+                           f"{len(failures):,} images of {of} in {precision_name(model.dtype)}: its "
                            "weights are broken or the precision overflowed (try --precision fp32)")
 
 

@@ -181,8 +181,9 @@ class VisionLanguageModel(ABC):
         broken = (~torch.isfinite(embeddings).all(dim=1)).nonzero().flatten()
         if len(broken):  # no score, classifier or cache is ever made from them
             from pixprompt.errors import UnavailableError
+            from pixprompt.models.device import precision_name
 
-            example, precision = prompts[int(broken[0])][:80], str(self.dtype).removeprefix("torch.")
+            example, precision = prompts[int(broken[0])][:80], precision_name(self.dtype)
             raise UnavailableError(f"model {self.info.label} gave a non-finite text embedding (NaN or inf) for "
                                    f"{len(broken):,} of {len(prompts):,} prompts, e.g. {example!r}, in {precision}: "
                                    "its weights are broken or the precision overflowed (try --precision fp32)")

@@ -11,6 +11,11 @@ from pixprompt.errors import UsageError
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
+def precision_name(dtype: torch.dtype) -> str:
+    """A dtype as `--precision` names it (fp32, fp16, bf16), else torch's own name."""
+    return next((name for name, known in PRECISIONS.items() if known == dtype), str(dtype).removeprefix("torch."))
+
+
 def resolve_device(requested: str | None = None) -> torch.device:
     """`auto` (or None) picks CUDA, then Apple MPS, then the CPU; anything else must be a valid torch device.
 

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from pixprompt.errors import UsageError, first_line
+from pixprompt.errors import UsageError, first_line, shown
 from pixprompt.models.base import Scoring, VisionLanguageModel
 from pixprompt.progress import announce, counted
 from pixprompt.prompts.ensembling import get_ensembler
@@ -174,8 +174,7 @@ def check_class_name_fits(model: VisionLanguageModel, prompt_set: PromptSet) -> 
     prefixes = [template.format(marker).partition(marker)[0].rstrip() for template in prompt_set.templates]
     for template, count in zip(prompt_set.templates, model.token_counts(prefixes)):
         if count >= model.context_length:  # with its start and end tokens, no place is left for the class name
-            shown = template if len(template) <= 60 else template[:57] + "..."
-            raise UsageError(f"template {shown!r} takes {count} tokens before the class name and "
+            raise UsageError(f"template {shown(template)} takes {count} tokens before the class name and "
                              f"{model.info.label} reads {model.context_length}: its tokenizer would cut the class "
                              "name off and every class would get the same prompt; shorten the template")
 

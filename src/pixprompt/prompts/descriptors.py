@@ -36,17 +36,22 @@ def wordify(name: str) -> str:
     return name.replace("_", " ")
 
 
-def load_dclip_descriptors(path: str | Path) -> PromptSet:
-    """DCLIP's prompts from its descriptor file, a JSON mapping class name → descriptors: "{class}, which …" for
-    each descriptor (a class with none gets the clause of an empty one, as DCLIP does)."""
+def read_dclip_file(path: str | Path) -> dict[str, list[str]]:
+    """A DCLIP descriptor file: a JSON mapping each class name to its list of descriptors, checked."""
     path = Path(path).expanduser()
     data = read_json_mapping(path, "descriptor file", "each class name to a list of descriptors (DCLIP's format)")
-    descriptions = {}
     for name, descriptors in data.items():
         if not isinstance(descriptors, list) or not all(isinstance(d, str) for d in descriptors):
             raise UsageError(f"descriptor file {path}: class {name!r} must have a list of descriptors")
-        descriptions[name] = tuple(f"{wordify(name)}, {descriptor_sentence(d)}" for d in descriptors or [""])
-    return PromptSet(f"dclip:{path.stem}", descriptions=descriptions)
+    return data
+
+
+def load_dclip_descriptors(path: str | Path) -> PromptSet:
+    """DCLIP's prompts from its descriptor file (`read_dclip_file`): "{class}, which …" for each descriptor (a class
+    with none gets the clause of an empty one, as DCLIP does)."""
+    descriptions = {name: tuple(f"{wordify(name)}, {descriptor_sentence(d)}" for d in descriptors or [""])
+                    for name, descriptors in read_dclip_file(path).items()}
+    return PromptSet(f"dclip:{Path(path).expanduser().stem}", descriptions=descriptions)
 
 
 def waffle_vocabulary() -> tuple[list[str], list[str]]:
@@ -108,10 +113,7 @@ def dclip_characters(path: str | Path) -> list[str]:
     """The characters WaffleCLIP's `load_gpt_descriptions` draws from, given the dataset's DCLIP descriptor file:
     the sorted distinct characters of its descriptors' distinct words, commas and full stops removed (an empty list
     counts as one empty descriptor, as theirs does)."""
-    data = read_json_mapping(Path(path).expanduser(), "descriptor file", "each class name to a list of descriptors")
-    if not all(isinstance(d, list) and all(isinstance(x, str) for x in d) for d in data.values()):
-        raise UsageError(f"descriptor file {path}: every class must have a list of descriptors")
-    descriptors = [x for items in data.values() for x in (items or [""])]
+    descriptors = [x for items in read_dclip_file(path).values() for x in (items or [""])]
     words = np.unique([word for descriptor in descriptors for word in descriptor.split(" ")])
     characters = [str(c) for c in np.unique(list("".join(w.replace(",", "").replace(".", "") for w in words)))]
     if not characters:

@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from pixprompt.models import info
+from pixprompt.reports.tables import with_run_label
 
 Record = dict[str, Any]
 
@@ -28,8 +29,7 @@ def _subplots(rows: int = 1, columns: int = 1, figsize: tuple[float, float] = (8
 def model_label(record: Record) -> str:
     """The model as figures name it: a local folder by its folder name, then the pretrained tag (and the results
     file of a run kept apart from another of the same name, see `load_records`)."""
-    label = info.model_label(record["model"], record.get("pretrained"))
-    return f"{label} · {record['run_label']}" if record.get("run_label") else label
+    return with_run_label(info.model_label(record["model"], record.get("pretrained")), record)
 
 
 def first_per_template_set(records: Sequence[Record]) -> list[Record]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -17,6 +18,8 @@ from pixprompt.reports import figures
 from pixprompt.reports.figures import Record, best_per_model_and_dataset
 from pixprompt.reports.tables import format_cell, summary_columns, summary_row
 from pixprompt.storage import atomic_path, write_text_atomic
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -67,9 +70,7 @@ def _kept_apart(record: Record, path: Path, seen: dict[tuple, tuple[Path, Record
                     if first.get(field) != record.get(field)), None)
     if differs is None or first_path == path:
         return record
-    import logging
-
-    logging.getLogger(__name__).warning(
+    log.warning(
         "%s and %s both hold %s on %s (%s) from different runs (%s differs): kept apart as %r", first_path.name,
         path.name, record["model"], record.get("dataset"), record.get("templates"), differs, path.stem)
     return {**record, "run_label": path.stem}

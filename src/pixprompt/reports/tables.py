@@ -47,6 +47,11 @@ def _record_value(record: dict, column: str) -> Any:
     return source.get(_FIELD_OF.get(column, column))
 
 
+def with_run_label(name: str, record: dict) -> str:
+    """A model's name with the results file of a run kept apart from another of the same name (`load_records`)."""
+    return f"{name} · {record['run_label']}" if record.get("run_label") else name
+
+
 def baseline_cell(comparison: dict | None) -> str | None:
     """A record's top-1 difference from its run's baseline, in points; `(~0)` where the difference is not real (its
     interval holds 0 or its corrected McNemar p is too large)."""
@@ -72,7 +77,7 @@ def summary_row(record: dict) -> dict:
     row = {k: _record_value(record, k) for k in [*SUMMARY_COLUMNS, *EXTRA_COLUMNS]}
     if record.get("transductive"):
         row["method"] = f"{row['method']}*"
-    row["model"] = display_model(row["model"]) + (f" · {record['run_label']}" if record.get("run_label") else "")
+    row["model"] = with_run_label(display_model(row["model"]), record)
     for column in _PERCENT:
         value = row[column]
         row[column] = round(100 * value, 2) if isinstance(value, (int, float)) and math.isfinite(value) else None

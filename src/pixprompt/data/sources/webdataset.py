@@ -53,6 +53,15 @@ class TarImages:
     def __len__(self) -> int:
         return len(self.names)
 
+    def add(self, shard: int, offset: int, size: int, name: str, refused: str | None = None) -> None:
+        """List one item: its shard, its member's bytes and name (and why it is refused, if it is)."""
+        if refused is not None:
+            self.refused[len(self.names)] = refused
+        self.shard_of.append(shard)
+        self.offsets.append(offset)
+        self.sizes.append(size)
+        self.names.append(name)
+
     def load(self, index: int) -> Image.Image:
         if index in self.refused:
             raise ValueError(self.refused[index])
@@ -171,9 +180,9 @@ def _metadata(tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo], fields:
     if vector.dtype.kind not in "iu":
         raise ValueError(f"{name} holds {vector.dtype} metadata, not integer group ids ({', '.join(fields)})")
     values = tuple(int(v) for v in vector)
-    if "y" in fields and values[list(fields).index("y")] != label:
-        raise ValueError(f"{name}'s y is {values[list(fields).index('y')]} but its .cls says {label}: the label "
-                         "and the metadata disagree")
+    y = dict(zip(fields, values)).get("y", label)
+    if y != label:
+        raise ValueError(f"{name}'s y is {y} but its .cls says {label}: the label and the metadata disagree")
     return values
 
 
@@ -225,13 +234,9 @@ def index_shards(shards: list[Path], max_pixels: int | None, retrieval: bool = F
                 for key, members in samples.items():
                     image = next((members[e] for e in IMAGE_EXTENSIONS if e in members), None)
                     if key in refused:
-                        name, images.refused[len(images.names)] = refused[key]
+                        images.add(number, 0, 0, *refused[key])
                         labels.append(None)  # never scored: filled below with a label of the set's kind
                         metadata.extend([(0,) * len(metadata_fields)] if metadata_fields else [])
-                        images.shard_of.append(number)
-                        images.offsets.append(0)
-                        images.sizes.append(0)
-                        images.names.append(name)
                         continue
                     if image is None or not wanted & members.keys():
                         continue  # a sample without an image or a label is no test item
@@ -243,10 +248,7 @@ def index_shards(shards: list[Path], max_pixels: int | None, retrieval: bool = F
                     labels.append(_captions(tar, members["txt"]) if retrieval else _label(tar, members))
                     if metadata_fields:
                         metadata.append(_metadata(tar, members, metadata_fields, labels[-1]))
-                    images.shard_of.append(number)
-                    images.offsets.append(image.offset_data)
-                    images.sizes.append(image.size)
-                    images.names.append(image.name)
+                    images.add(number, image.offset_data, image.size, image.name)
         except tarfile.ReadError as error:
             raise UnavailableError(f"webdataset shard {path} could not be read: it is truncated or not a tar file "
                                    f"({first_line(error, 120)})") from None
